@@ -1,0 +1,179 @@
+"""Tree and thread filters. Each returns None to keep, or the reason it drops.
+
+Reference semantics (Open-Assistant's SFT loader) come first; the rest are opt-in. Thread
+filters see the whole candidate path, before a trailing prompter is trimmed, as the
+reference does.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .records import ExportMessage, ExportMessageTree
+
+REFERENCE_LANGS = "bg,ca,cs,da,de,en,es,fr,hr,hu,it,nl,pl,pt,ro,ru,sl,sr,sv,uk"
+ANY = "*"
+
+
+class SyntheticPolicy(str, enum.Enum):
+    EXCLUDE = "exclude"  # drop a thread if any message is synthetic (the reference)
+    INCLUDE = "include"  # keep synthetic messages
+    ONLY = "only"  # keep only threads with at least one synthetic message
+
+
+class LangScope(str, enum.Enum):
+    ROOT = "root"  # the root prompt's lang must be listed (the reference)
+    ALL = "all"  # additionally, every message of the thread must have a listed lang
+
+
+class TreeFilter:
+    """Decides on a whole tree before any thread is extracted."""
+
+    name: str = "tree"
+
+    def check(self, tree: ExportMessageTree) -> str | None:
+        raise NotImplementedError
+
+
+class ThreadFilter:
+    """Decides on one candidate path (root first, untrimmed)."""
+
+    name: str = "thread"
+
+    def check(self, path: Sequence[ExportMessage]) -> str | None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TreeStateFilter(TreeFilter):
+    states: frozenset[str]
+    name = "tree_state"
+
+    def check(self, tree):
+        if ANY in self.states or tree.tree_state in self.states:
+            return None
+        return "tree_state"
+
+
+class RootReviewFilter(TreeFilter):
+    name = "review_result"
+
+    def check(self, tree):
+        return None if tree.prompt.review_result else "review_result"
+
+
+@dataclass(frozen=True)
+class RootLangFilter(TreeFilter):
+    langs: frozenset[str]
+    name = "lang"
+
+    def check(self, tree):
+        if ANY in self.langs or tree.prompt.lang in self.langs:
+            return None
+        return "lang"
+
+
+class DeletedFilter(ThreadFilter):
+    name = "deleted"
+
+    def check(self, path):
+        return "deleted" if any(m.deleted for m in path) else None
+
+
+@dataclass(frozen=True)
+class SyntheticFilter(ThreadFilter):
+    policy: SyntheticPolicy
+    name = "synthetic"
+
+    def check(self, path):
+        has_synthetic = any(m.synthetic for m in path)
+        if self.policy is SyntheticPolicy.EXCLUDE and has_synthetic:
+            return "synthetic"
+        if self.policy is SyntheticPolicy.ONLY and not has_synthetic:
+            return "not_synthetic"
+        return None
+
+
+@dataclass(frozen=True)
+class TopKFilter(ThreadFilter):
+    """Every assistant must rank below k, or be unranked with no siblings (the reference)."""
+
+    k: int
+    name = "top_k"
+
+    def check(self, path):
+        for index, message in enumerate(path):
+            if message.role != "assistant":
+                continue
+            if message.rank is None:
+                if index > 0 and len(path[index - 1].replies or ()) > 1:
+                    return "top_k_unranked"
+            elif message.rank >= self.k:
+                return "top_k"
+        return None
+
+
+@dataclass(frozen=True)
+class AllLangFilter(ThreadFilter):
+    langs: frozenset[str]
+    name = "lang_all"
+
+    def check(self, path):
+        if ANY in self.langs:
+            return None
+        return None if all(m.lang in self.langs for m in path) else "lang_all"
+
+
+@dataclass(frozen=True)
+class LabelThreshold(ThreadFilter):
+    """Drop the thread when a message's mean label value is above max (or below min).
+
+    A message without that label, or with no value for it, passes.
+    """
+
+    label: str
+    bound: float
+    is_max: bool
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{'max' if self.is_max else 'min'}_label:{self.label}"
+
+    def check(self, path):
+        for message in path:
+            labels = message.labels
+            if not labels:
+                continue
+            entry = labels.get(self.label)
+            if entry is None or entry.value is None:
+                continue
+            if (entry.value > self.bound) if self.is_max else (entry.value < self.bound):
+                return self.name
+        return None
+
+
+def parse_langs(value: str | Sequence[str]) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    langs = frozenset(item.strip() for item in items if item.strip())
+    if not langs:
+        raise ConfigError("--lang needs at least one language code (or '*')")
+    return langs
+
+
+def parse_label_thresholds(items: Sequence[str], is_max: bool) -> list[LabelThreshold]:
+    """Parse `name=value` pairs such as `spam=0.5`."""
+    thresholds = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            bound = float(value)
+        except ValueError:
+            bound = None
+        if not sep or not name.strip() or bound is None:
+            flag = "--max-label" if is_max else "--min-label"
+            raise ConfigError(f"{flag} expects NAME=NUMBER (e.g. spam=0.5), got {item!r}")
+        thresholds.append(LabelThreshold(name.strip(), bound, is_max))
+    return thresholds

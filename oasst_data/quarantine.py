@@ -1,0 +1,65 @@
+"""What happens to a bad record: stop the run (strict, the default) or set it aside and count it."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+from .errors import BadRecordError
+
+log = logging.getLogger(__name__)
+
+
+class OnBadRecord(str, enum.Enum):
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class BadRecordHandler:
+    """Raises on the first bad record, or writes each one raw to a quarantine JSONL and counts it.
+
+    Quarantine lines: {"source", "line", "reason", "raw"} (plus "raw_base64" when the bytes
+    are not valid UTF-8). The file is written to a temp name and renamed on `close()`.
+    """
+
+    def __init__(self, policy: OnBadRecord = OnBadRecord.FAIL, quarantine_path: Path | None = None):
+        self.policy = OnBadRecord(policy)
+        self.quarantine_path = quarantine_path
+        self.count = 0
+        self.by_source: Counter[str] = Counter()
+        self._handle = None
+        self._temp: Path | None = None
+
+    def __call__(self, error: BadRecordError) -> None:
+        if self.policy is OnBadRecord.FAIL:
+            raise error
+        self.count += 1
+        self.by_source[error.source] += 1
+        log.debug("quarantined %s", error)
+        if self.quarantine_path is None:
+            return
+        if self._handle is None:
+            self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+            self._temp = self.quarantine_path.with_name(self.quarantine_path.name + ".tmp")
+            self._handle = self._temp.open("w", encoding="utf-8")
+        entry: dict = {"source": error.source, "line": error.line, "reason": error.reason}
+        raw = error.raw if error.raw is not None else b""
+        try:
+            entry["raw"] = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            entry["raw"] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+            os.replace(self._temp, self.quarantine_path)

@@ -1,0 +1,128 @@
+"""Alpaca instruction data: a JSON array or JSON Lines file, or a Hugging Face dataset.
+
+The prompt is `instruction` when `input` is empty, else `instruction + "\\n" + input`; the
+answer is `output` (Open-Assistant's `alpaca` loader). A missing `input` counts as empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from ..errors import BadRecordError, OasstDataError
+from ..quarantine import BadRecordHandler
+from ..records import AlpacaRecord
+from .files import iter_lines
+from .jsonarray import iter_json_array, starts_with_array
+from .oasst import _describe_decode_error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPACA_DATASET = "yahma/alpaca-cleaned"
+_FILE_SUFFIXES = (".json", ".jsonl", ".gz", ".zst", ".zstd")
+_record_decoder = msgspec.json.Decoder(AlpacaRecord)
+
+
+@dataclass(slots=True)
+class LocatedAlpaca:
+    record: AlpacaRecord
+    source: str
+    line: int
+    raw: bytes | None
+
+
+def alpaca_prompt(record: AlpacaRecord) -> str:
+    if record.input:
+        return f"{record.instruction}\n{record.input}"
+    return record.instruction
+
+
+class AlpacaReader:
+    """Streams LocatedAlpaca records from one source (file, local dataset folder, or hub name)."""
+
+    def __init__(self, source: str, handler: BadRecordHandler | None = None, split: str = "train"):
+        self.source = DEFAULT_ALPACA_DATASET if source in ("", "alpaca", "default") else source
+        self.handler = handler or BadRecordHandler()
+        self.split = split
+        self.records_read = 0
+        self.bad_records = 0
+
+    def __iter__(self) -> Iterator[LocatedAlpaca]:
+        path = Path(self.source)
+        if path.is_file():
+            if starts_with_array(path):
+                yield from self._from_array(path)
+            else:
+                yield from self._from_lines(path)
+        elif path.suffix.lower() in _FILE_SUFFIXES and not path.exists():
+            raise OasstDataError(f"{self.source}: no such file")
+        else:
+            yield from self._from_dataset()
+
+    def _bad(self, error: BadRecordError) -> None:
+        self.bad_records += 1
+        self.handler(error)
+
+    def _from_array(self, path: Path) -> Iterator[LocatedAlpaca]:
+        elements = iter_json_array(path, self.source)
+        while True:
+            try:
+                line, raw, value = next(elements)
+            except StopIteration:
+                return
+            except BadRecordError as error:  # a syntax error: the rest cannot be located
+                self.records_read += 1
+                self._bad(error)
+                return
+            self.records_read += 1
+            try:
+                record = msgspec.convert(value, AlpacaRecord)
+            except msgspec.ValidationError as error:
+                self._bad(BadRecordError(self.source, line, f"invalid record: {error}", raw))
+                continue
+            yield LocatedAlpaca(record, self.source, line, raw)
+
+    def _from_lines(self, path: Path) -> Iterator[LocatedAlpaca]:
+        lines = iter_lines(path, self.source)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                return
+            except BadRecordError as error:
+                self.records_read += 1
+                self._bad(error)
+                return
+            self.records_read += 1
+            if not line.data.strip():
+                self._bad(BadRecordError(self.source, line.number, "empty line", line.data))
+                continue
+            try:
+                record = _record_decoder.decode(line.data)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
+                self._bad(BadRecordError(self.source, line.number, _describe_decode_error(error), line.data))
+                continue
+            yield LocatedAlpaca(record, self.source, line.number, line.data)
+
+    def _from_dataset(self) -> Iterator[LocatedAlpaca]:
+        import datasets
+
+        try:
+            dataset = datasets.load_dataset(self.source, split=self.split)
+        except Exception as error:  # datasets raises many types (hub offline, missing, bad files)
+            raise OasstDataError(
+                f"cannot load Alpaca dataset {self.source!r}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+                " -- offline? pass a local file or dataset folder to --alpaca"
+            ) from None
+        for row_number, row in enumerate(dataset, start=1):
+            self.records_read += 1
+            try:
+                record = msgspec.convert(row, AlpacaRecord)
+            except msgspec.ValidationError as error:
+                self._bad(BadRecordError(self.source, row_number, f"invalid record: {error}", msgspec.json.encode(row)))
+                continue
+            yield LocatedAlpaca(record, self.source, row_number, None)

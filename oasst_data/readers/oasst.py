@@ -1,0 +1,293 @@
+"""Open-Assistant export reader: message trees, single messages and threads, one JSON object a line.
+
+Trees stream in constant memory. Flat messages (one message a line, or Hugging Face `oasst1`
+rows) are buffered per file and rebuilt into trees in any row order, without recursion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..errors import BadRecordError
+from ..quarantine import BadRecordHandler
+from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, _RecordKind
+from .files import iter_lines
+
+log = logging.getLogger(__name__)
+
+_kind_decoder = msgspec.json.Decoder(_RecordKind)
+_tree_decoder = msgspec.json.Decoder(ExportMessageTree)
+_message_decoder = msgspec.json.Decoder(ExportMessage)
+_thread_decoder = msgspec.json.Decoder(ExportMessageThread)
+
+
+@dataclass(slots=True)
+class LocatedTree:
+    """A message tree and where it came from (for error messages and quarantine)."""
+
+    tree: ExportMessageTree
+    source: str
+    line: int
+    raw: bytes | None = None
+    kind: str = "message_tree"
+
+
+@dataclass
+class ReadCounts:
+    """Lines read per record kind, and those set aside as bad."""
+
+    lines: int = 0
+    message_trees: int = 0
+    messages: int = 0
+    threads: int = 0
+    bad_lines: int = 0
+    # Good lines whose messages were set aside while rebuilding trees (orphans, cycles).
+    unplaced_messages: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def __add__(self, other: "ReadCounts") -> "ReadCounts":
+        return ReadCounts(
+            self.lines + other.lines,
+            self.message_trees + other.message_trees,
+            self.messages + other.messages,
+            self.threads + other.threads,
+            self.bad_lines + other.bad_lines,
+            self.unplaced_messages + other.unplaced_messages,
+            self.files + other.files,
+        )
+
+
+def _describe_decode_error(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "nesting deeper than the JSON parser allows"
+    if isinstance(error, UnicodeDecodeError):
+        return f"invalid UTF-8 at byte {error.start}"
+    message = str(error)
+    if isinstance(error, msgspec.ValidationError):
+        return f"invalid record: {message}"
+    return f"malformed JSON: {message}"
+
+
+def decode_record(data: bytes, source: str, line: int) -> ExportMessageTree | ExportMessage | ExportMessageThread:
+    """Decode one export line into its typed record, detecting the kind as the reference does."""
+    try:
+        kind = _kind_decoder.decode(data)
+        if kind.message_id:
+            return _decode_message(data)
+        if kind.message_tree_id:
+            return _tree_decoder.decode(data)
+        if kind.thread_id:
+            return _thread_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
+        raise BadRecordError(source, line, _describe_decode_error(error), data) from None
+    raise BadRecordError(
+        source, line, "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)", data
+    )
+
+
+def _decode_message(data: bytes) -> ExportMessage:
+    try:
+        return _message_decoder.decode(data)
+    except msgspec.ValidationError as error:
+        # Hugging Face `oasst1` rows store labels/emojis as column lists; accept that layout too.
+        if "$.labels" not in str(error) and "$.emojis" not in str(error):
+            raise
+        obj = msgspec.json.decode(data)
+        return message_from_columns(obj)
+
+
+def message_from_columns(row: dict[str, Any]) -> ExportMessage:
+    """Convert a message dict, where labels/emojis may be HF column lists, to an ExportMessage."""
+    row = dict(row)
+    emojis = row.get("emojis")
+    if isinstance(emojis, dict) and isinstance(emojis.get("name"), list):
+        row["emojis"] = dict(zip(emojis["name"], emojis["count"]))
+    labels = row.get("labels")
+    if isinstance(labels, dict) and isinstance(labels.get("name"), list):
+        row["labels"] = {
+            name: {"value": value, "count": count}
+            for name, value, count in zip(labels["name"], labels["value"], labels["count"])
+        }
+    return msgspec.convert(row, ExportMessage)
+
+
+def thread_as_tree(thread: ExportMessageThread) -> ExportMessageTree:
+    """A pre-extracted thread becomes a one-path tree, so the same rules and filters apply."""
+    messages = [msgspec.structs.replace(m, replies=[]) for m in thread.thread]
+    for parent, child in zip(messages, messages[1:]):
+        parent.replies = [child]
+    if not messages:
+        raise ValueError("empty thread")
+    return ExportMessageTree(
+        message_tree_id=thread.message_tree_id or thread.thread_id,
+        prompt=messages[0],
+        tree_state=thread.tree_state,
+    )
+
+
+class FlatMessageAssembler:
+    """Rebuilds trees from flat messages given in any order; no recursion over user data."""
+
+    def __init__(self, source: str, handler: BadRecordHandler):
+        self.source = source
+        self.handler = handler
+        self.messages: dict[str, ExportMessage] = {}
+        self.lines: dict[str, int] = {}
+        self.raw: dict[str, bytes] = {}
+        self.order: list[str] = []
+        self.unplaced = 0
+
+    def add(self, message: ExportMessage, line: int, raw: bytes) -> None:
+        if message.message_id in self.messages:
+            self.handler(
+                BadRecordError(
+                    self.source,
+                    line,
+                    f"duplicate message_id {message.message_id} (first seen on line {self.lines[message.message_id]})",
+                    raw,
+                )
+            )
+            return
+        if message.replies is None:
+            message.replies = []
+        self.messages[message.message_id] = message
+        self.lines[message.message_id] = line
+        if self.handler.policy.value == "skip":
+            self.raw[message.message_id] = raw
+        self.order.append(message.message_id)
+
+    def _reject(self, message_id: str, reason: str) -> None:
+        self.unplaced += 1
+        self.handler(BadRecordError(self.source, self.lines[message_id], reason, self.raw.get(message_id)))
+
+    def trees(self) -> Iterator[LocatedTree]:
+        """Attach replies in row order (after any nested ones) and yield trees by root row order."""
+        children: dict[str, list[str]] = {}
+        roots: list[str] = []
+        orphans: list[str] = []
+        for message_id in self.order:
+            parent = self.messages[message_id].parent_id
+            if parent is None:
+                roots.append(message_id)
+            elif parent not in self.messages:
+                orphans.append(message_id)
+            else:
+                children.setdefault(parent, []).append(message_id)
+        for message_id in orphans:
+            parent = self.messages[message_id].parent_id
+            self._reject(message_id, f"message {message_id}: its parent {parent} never appears")
+        placed: set[str] = set()
+        # Descendants of orphans are unreachable too; they are reported with the orphan's id.
+        for orphan in orphans:
+            stack = list(children.get(orphan, ()))
+            while stack:
+                current = stack.pop()
+                placed.add(current)
+                self._reject(current, f"message {current}: an ancestor ({orphan}) has no parent in the input")
+                stack.extend(children.get(current, ()))
+        placed.update(orphans)
+        for root_id in roots:
+            stack = [root_id]
+            while stack:
+                current = stack.pop()
+                placed.add(current)
+                node = self.messages[current]
+                kids = children.get(current, ())
+                node.replies.extend(self.messages[k] for k in kids)
+                stack.extend(kids)
+        cyclic = [m for m in self.order if m not in placed]
+        for message_id in cyclic:
+            self._reject(message_id, f"message {message_id}: part of a parent_id cycle (never reaches a root)")
+        for root_id in roots:
+            root = self.messages[root_id]
+            tree_id = root.message_tree_id or root.message_id
+            tree = ExportMessageTree(message_tree_id=tree_id, prompt=root, tree_state=root.tree_state)
+            yield LocatedTree(tree, self.source, self.lines[root_id], None, "messages")
+        self.messages.clear()
+
+
+class OasstExportReader:
+    """Streams LocatedTree objects from Open-Assistant JSONL exports (.jsonl, .gz, .zst)."""
+
+    def __init__(self, paths: Iterable[Path], handler: BadRecordHandler | None = None):
+        self.paths = list(paths)
+        self.handler = handler or BadRecordHandler()
+        self.counts = ReadCounts()
+
+    def __iter__(self) -> Iterator[LocatedTree]:
+        for path in self.paths:
+            yield from self._read_file(path)
+
+    def _read_file(self, path: Path) -> Iterator[LocatedTree]:
+        source = str(path)
+        counts = self.counts
+        counts.files.append(source)
+        assembler: FlatMessageAssembler | None = None
+        lines = iter_lines(path, source)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except BadRecordError as error:  # the stream itself broke: nothing more to read here
+                counts.bad_lines += 1
+                self.handler(error)
+                break
+            data = line.data
+            counts.lines += 1
+            if not data.strip():
+                counts.bad_lines += 1
+                self.handler(BadRecordError(source, line.number, "empty line", data))
+                continue
+            try:
+                record = decode_record(data, source, line.number)
+            except BadRecordError as error:
+                counts.bad_lines += 1
+                self.handler(error)
+                continue
+            if isinstance(record, ExportMessageTree):
+                counts.message_trees += 1
+                yield LocatedTree(record, source, line.number, data)
+            elif isinstance(record, ExportMessageThread):
+                counts.threads += 1
+                if not record.thread:
+                    counts.bad_lines += 1
+                    counts.threads -= 1
+                    self.handler(BadRecordError(source, line.number, f"thread {record.thread_id} has no messages", data))
+                    continue
+                yield LocatedTree(thread_as_tree(record), source, line.number, data, "thread")
+            else:
+                counts.messages += 1
+                if record.parent_id is None and record.replies:
+                    # A root with its replies nested is a complete tree: stream it.
+                    tree_id = record.message_tree_id or record.message_id
+                    tree = ExportMessageTree(message_tree_id=tree_id, prompt=record, tree_state=record.tree_state)
+                    yield LocatedTree(tree, source, line.number, data, "message")
+                    continue
+                if assembler is None:
+                    assembler = FlatMessageAssembler(source, self.handler)
+                assembler.add(record, line.number, data)
+        if assembler is not None:
+            yield from assembler.trees()
+            counts.unplaced_messages += assembler.unplaced
+            counts.bad_lines += assembler.unplaced
+
+
+def trees_from_hf_rows(rows: Iterable[dict[str, Any]], source: str, handler: BadRecordHandler | None = None) -> Iterator[LocatedTree]:
+    """Rebuild trees from Hugging Face `OpenAssistant/oasst1`-style rows (any order)."""
+    handler = handler or BadRecordHandler()
+    assembler = FlatMessageAssembler(source, handler)
+    for number, row in enumerate(rows, start=1):
+        try:
+            message = message_from_columns(row)
+        except msgspec.ValidationError as error:
+            handler(BadRecordError(source, number, f"invalid record: {error}", msgspec.json.encode(row)))
+            continue
+        assembler.add(message, number, msgspec.json.encode(row))
+    yield from assembler.trees()

@@ -1,0 +1,206 @@
+"""From inputs to serializable threads: read, filter trees, extract and filter threads, split.
+
+`ThreadExtractor(config).run(inputs, alpaca=...)` yields `Thread` objects lazily; its
+`funnel` (per source, addable) is complete once the iterator is exhausted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from .config import ThreadConfig
+from .conversation import Role, Source, Split, Thread, Turn
+from .errors import BadRecordError
+from .filters import (
+    AllLangFilter,
+    DeletedFilter,
+    LangScope,
+    RootLangFilter,
+    RootReviewFilter,
+    SyntheticFilter,
+    ThreadFilter,
+    TopKFilter,
+    TreeFilter,
+    TreeStateFilter,
+    parse_label_thresholds,
+    parse_langs,
+)
+from .funnel import Funnel
+from .quarantine import BadRecordHandler
+from .readers.alpaca import AlpacaReader, alpaca_prompt
+from .readers.files import expand_inputs
+from .readers.oasst import LocatedTree, OasstExportReader
+from .records import ExportMessage
+from .split import assign_split
+from .traversal import InvalidTreeError, iter_candidate_paths, trim_trailing_prompter, validate_roles
+
+log = logging.getLogger(__name__)
+
+ProgressHook = Callable[[str, int], None]
+
+
+def build_filters(config: ThreadConfig) -> tuple[list[TreeFilter], list[ThreadFilter]]:
+    langs = parse_langs(config.lang)
+    tree_filters: list[TreeFilter] = [
+        TreeStateFilter(parse_langs(config.tree_states)),
+        RootReviewFilter(),
+        RootLangFilter(langs),
+    ]
+    thread_filters: list[ThreadFilter] = [DeletedFilter(), SyntheticFilter(config.synthetic)]
+    if config.top_k is not None:
+        thread_filters.append(TopKFilter(config.top_k))
+    if config.lang_scope is LangScope.ALL:
+        thread_filters.append(AllLangFilter(langs))
+    thread_filters += parse_label_thresholds(config.max_label, is_max=True)
+    thread_filters += parse_label_thresholds(config.min_label, is_max=False)
+    return tree_filters, thread_filters
+
+
+def _first_drop(filters: Sequence, item) -> str | None:
+    for candidate in filters:
+        reason = candidate.check(item)
+        if reason is not None:
+            return reason
+    return None
+
+
+class ThreadExtractor:
+    def __init__(self, config: ThreadConfig | None = None, handler: BadRecordHandler | None = None):
+        self.config = config or ThreadConfig()
+        self.handler = handler or BadRecordHandler(self.config.on_bad_record, self.config.quarantine)
+        self.tree_filters, self.thread_filters = build_filters(self.config)
+        self.funnels: dict[str, Funnel] = {}
+        self.marker_messages = 0
+
+    @property
+    def funnel(self) -> Funnel:
+        total = Funnel()
+        for funnel in self.funnels.values():
+            total = total + funnel
+        return total
+
+    def run(
+        self,
+        inputs: Iterable[str | Path] = (),
+        alpaca: Sequence[str] = (),
+        progress: ProgressHook | None = None,
+    ) -> Iterator[Thread]:
+        paths = expand_inputs(inputs)
+        try:
+            if paths:
+                yield from self.oasst_threads(paths, progress)
+            for source in alpaca:
+                yield from self.alpaca_threads(source, progress)
+        finally:
+            self.handler.close()
+
+    # --- Open-Assistant -------------------------------------------------------------------
+    def oasst_threads(self, paths: Sequence[Path], progress: ProgressHook | None = None) -> Iterator[Thread]:
+        funnel = self.funnels.setdefault(Source.OASST.value, Funnel())
+        reader = OasstExportReader(paths, self.handler)
+        bad_before = self.handler.count
+        lines_seen = 0
+        for located in reader:
+            funnel.trees_read += 1
+            yield from self.tree_threads(located, funnel)
+            if progress is not None:
+                progress("oasst", reader.counts.lines - lines_seen)
+                lines_seen = reader.counts.lines
+        funnel.records_read += reader.counts.lines
+        funnel.bad_records += reader.counts.bad_lines
+        # Invalid trees were quarantined whole; their lines count as bad too.
+        funnel.bad_records += funnel.tree_drops.get("invalid_tree", 0)
+        log.debug("oasst: %s, quarantined %d", reader.counts, self.handler.count - bad_before)
+
+    def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
+        tree = located.tree
+        reason = _first_drop(self.tree_filters, tree)
+        if reason is not None:
+            funnel.tree_drops[reason] += 1
+            return
+        try:
+            validate_roles(tree.prompt)
+        except InvalidTreeError as error:
+            funnel.tree_drops["invalid_tree"] += 1
+            self.handler(BadRecordError(located.source, located.line, f"invalid tree {tree.message_tree_id}: {error}", located.raw))
+            return
+        funnel.trees_kept += 1
+        split = assign_split(tree.message_tree_id, self.config.val_split, self.config.seed)
+        for path in iter_candidate_paths(tree.prompt):
+            funnel.candidates += 1
+            reason = _first_drop(self.thread_filters, path)
+            if reason is not None:
+                funnel.thread_drops[reason] += 1
+                continue
+            thread = self._make_thread(trim_trailing_prompter(path), tree.message_tree_id, split)
+            funnel.threads += 1
+            funnel.threads_by_split[split.value] += 1
+            yield thread
+
+    def _make_thread(self, path: list[ExportMessage], tree_id: str, split: Split) -> Thread:
+        turns = tuple(Turn(Role(m.role), m.text, m.message_id) for m in path)
+        return Thread(
+            id=path[-1].message_id,
+            tree_id=tree_id,
+            source=Source.OASST,
+            lang=path[0].lang,
+            split=split,
+            turns=turns,
+            system=self.config.system_prompt,
+        )
+
+    # --- Alpaca ---------------------------------------------------------------------------
+    def alpaca_threads(self, source: str, progress: ProgressHook | None = None) -> Iterator[Thread]:
+        funnel = self.funnels.setdefault(Source.ALPACA.value, Funnel())
+        reader = AlpacaReader(source, self.handler)
+        seen: dict[str, int] = {}
+        try:
+            for located in reader:
+                funnel.trees_read += 1
+                record = located.record
+                if not record.instruction.strip() or not record.output.strip():
+                    funnel.tree_drops["empty_text"] += 1
+                    continue
+                funnel.trees_kept += 1
+                funnel.candidates += 1
+                digest = hashlib.sha256(
+                    "\x00".join((record.instruction, record.input or "", record.output)).encode("utf-8")
+                ).hexdigest()[:16]
+                record_id = f"alpaca-{digest}"
+                # Identical records share an id prefix and hence a split; the suffix keeps ids unique.
+                occurrence = seen.get(record_id, 0)
+                seen[record_id] = occurrence + 1
+                split = assign_split(record_id, self.config.val_split, self.config.seed)
+                if occurrence:
+                    record_id = f"{record_id}-{occurrence}"
+                thread = Thread(
+                    id=record_id,
+                    tree_id=record_id,
+                    source=Source.ALPACA,
+                    lang="en",
+                    split=split,
+                    turns=(Turn(Role.PROMPTER, alpaca_prompt(record)), Turn(Role.ASSISTANT, record.output)),
+                    system=self.config.system_prompt,
+                )
+                funnel.threads += 1
+                funnel.threads_by_split[split.value] += 1
+                if progress is not None:
+                    progress("alpaca", 1)
+                yield thread
+        finally:
+            funnel.records_read += reader.records_read
+            funnel.bad_records += reader.bad_records
+
+
+def extract_threads(
+    inputs: Iterable[str | Path] = (),
+    alpaca: Sequence[str] = (),
+    config: ThreadConfig | None = None,
+) -> tuple[list[Thread], Funnel]:
+    """Notebook-friendly: all threads of the inputs as a list, and the drop funnel."""
+    extractor = ThreadExtractor(config)
+    threads = list(extractor.run(inputs, alpaca))
+    return threads, extractor.funnel

@@ -1,0 +1,134 @@
+"""Loading the tokenizer, adding Open-Assistant's markers, and fingerprinting the result."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OasstDataError
+from .serialize import MARKERS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKENIZER = "EleutherAI/pythia-12b-deduped"
+
+# Files that define a tokenizer; hashed for the manifest so a build names exactly what it used.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+
+
+class TokenizerUnavailableError(OasstDataError):
+    """The tokenizer could not be loaded (offline and not cached, or a bad path)."""
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    """A fast Hugging Face tokenizer with the markers added, plus what identifies it."""
+
+    tokenizer: object  # transformers.PreTrainedTokenizerFast
+    name: str
+    file_sha256: dict[str, str]
+    added_tokens: dict[str, int]
+    eos_token_id: int
+    pad_token_id: int
+    fingerprint: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def marker_id(self, marker: str) -> int:
+        return self.added_tokens[marker]
+
+    def describe(self) -> dict:
+        """The manifest's description of this tokenizer."""
+        return {
+            "name": self.name,
+            "files_sha256": dict(sorted(self.file_sha256.items())),
+            "added_tokens": self.added_tokens,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "vocab_size": self.vocab_size,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the full serialized fast tokenizer (vocab, merges, normalizer, added tokens).
+
+    It depends only on what changes token ids, not on file layout or cache location, so the
+    trainer can check that a model's tokenizer matches the one its shards were built with.
+    """
+    backend = tokenizer.backend_tokenizer
+    return hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
+    """Load a fast tokenizer by hub name or local path and add the markers as special tokens.
+
+    The markers are added in one fixed order (MARKERS), so their ids never depend on
+    PYTHONHASHSEED (Open-Assistant added them through a set, and the ids moved).
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except OSError as error:  # offline and not cached, missing path, or no tokenizer files there
+        raise TokenizerUnavailableError(
+            f"cannot load tokenizer {name_or_path!r}: {str(error).splitlines()[0]} "
+            "-- if this machine is offline or the hub is unreachable, pass --tokenizer PATH "
+            "(a local folder with tokenizer.json)"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TokenizerUnavailableError(f"tokenizer {name_or_path!r} has no fast (Rust) version")
+    tokenizer.add_special_tokens({"additional_special_tokens": list(MARKERS)})
+    added = {marker: int(tokenizer.convert_tokens_to_ids(marker)) for marker in MARKERS}
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise TokenizerUnavailableError(f"tokenizer {name_or_path!r} defines no EOS token")
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = eos
+    files = {}
+    local = Path(name_or_path)
+    folder = local if local.is_dir() else _cached_folder(tokenizer)
+    if folder is not None:
+        for name in _TOKENIZER_FILES:
+            candidate = folder / name
+            if candidate.is_file():
+                files[name] = _sha256_file(candidate)
+    return LoadedTokenizer(
+        tokenizer=tokenizer,
+        name=str(name_or_path),
+        file_sha256=files,
+        added_tokens=added,
+        eos_token_id=int(eos),
+        pad_token_id=int(pad),
+        fingerprint=tokenizer_fingerprint(tokenizer),
+    )
+
+
+def _cached_folder(tokenizer) -> Path | None:
+    path = getattr(tokenizer, "name_or_path", None)
+    if path and Path(path).is_dir():
+        return Path(path)
+    vocab_file = getattr(tokenizer, "vocab_file", None) or tokenizer.init_kwargs.get("tokenizer_file")
+    if vocab_file and Path(vocab_file).exists():
+        return Path(vocab_file).parent
+    return None

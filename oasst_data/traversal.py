@@ -1,0 +1,74 @@
+"""Root-to-leaf threads of a message tree, by Open-Assistant's SFT rule, with explicit stacks.
+
+The rule (model_training/custom_datasets/oasst_dataset.py, mode "sft"): walk the tree depth
+first over root-to-node paths, replies in file order. A path is a candidate when it has at
+least two messages, its last message has no replies, and that message is an assistant or is
+the *first* reply of its parent. Filters see the whole candidate path; a trailing prompter is
+trimmed afterwards, so every thread ends with an assistant message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .records import ExportMessage
+
+
+class InvalidTreeError(ValueError):
+    """Roles do not alternate prompter/assistant from a prompter root."""
+
+
+def iter_messages(root: ExportMessage) -> Iterator[tuple[ExportMessage, int]]:
+    """Every message with its depth (root = 1), depth first, replies in order."""
+    stack: list[tuple[ExportMessage, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        replies = node.replies
+        if replies:
+            stack.extend((reply, depth + 1) for reply in reversed(replies))
+
+
+def validate_roles(root: ExportMessage) -> None:
+    """Raise InvalidTreeError unless the root is a prompter and roles alternate on every edge."""
+    if root.role != "prompter":
+        raise InvalidTreeError(f"root message {root.message_id} is {root.role}, expected prompter")
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        replies = node.replies
+        if replies:
+            for reply in replies:
+                if reply.role == node.role:
+                    raise InvalidTreeError(
+                        f"message {reply.message_id} is a {reply.role} reply to a {node.role} "
+                        f"({node.message_id}); roles must alternate"
+                    )
+            stack.extend(replies)
+
+
+def iter_candidate_paths(root: ExportMessage) -> Iterator[list[ExportMessage]]:
+    """Yield each candidate path (before filters and before trimming), in depth-first order.
+
+    Each yielded list is a fresh copy; the walk keeps one shared path and a stack of
+    (node, depth, is_first_reply), so a 20,000-message chain costs no Python recursion.
+    """
+    path: list[ExportMessage] = []
+    stack: list[tuple[ExportMessage, int, bool]] = [(root, 0, True)]
+    while stack:
+        node, depth, is_first = stack.pop()
+        del path[depth:]
+        path.append(node)
+        replies = node.replies
+        if replies:
+            for index in range(len(replies) - 1, -1, -1):
+                stack.append((replies[index], depth + 1, index == 0))
+        elif depth >= 1 and (node.role == "assistant" or is_first):
+            yield list(path)
+
+
+def trim_trailing_prompter(path: list[ExportMessage]) -> list[ExportMessage]:
+    """The thread that trains: drop a trailing prompter leaf (the reference's `t.pop()`)."""
+    if path and path[-1].role == "prompter":
+        return path[:-1]
+    return path
