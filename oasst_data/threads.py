@@ -31,7 +31,7 @@ from .filters import (
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt
-from .readers.files import expand_inputs
+from .readers.files import ByteCounter, expand_inputs
 from .readers.oasst import LocatedTree, OasstExportReader
 from .records import ExportMessage
 from .split import assign_split
@@ -39,7 +39,8 @@ from .traversal import InvalidTreeError, iter_candidate_paths, trim_trailing_pro
 
 log = logging.getLogger(__name__)
 
-ProgressHook = Callable[[str, int], None]
+# Called after each tree or Alpaca record; a progress bar reads `ThreadExtractor.bytes_read`.
+ProgressHook = Callable[[], None]
 
 
 def build_filters(config: ThreadConfig) -> tuple[list[TreeFilter], list[ThreadFilter]]:
@@ -73,7 +74,9 @@ class ThreadExtractor:
         self.handler = handler or BadRecordHandler(self.config.on_bad_record, self.config.quarantine)
         self.tree_filters, self.thread_filters = build_filters(self.config)
         self.funnels: dict[str, Funnel] = {}
-        self.marker_messages = 0
+        self.bytes_read = ByteCounter()
+        # Alpaca ids seen so far, across sources: identical records get unique ids.
+        self._alpaca_seen: dict[str, int] = {}
 
     @property
     def funnel(self) -> Funnel:
@@ -100,20 +103,19 @@ class ThreadExtractor:
     # --- Open-Assistant -------------------------------------------------------------------
     def oasst_threads(self, paths: Sequence[Path], progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.OASST.value, Funnel())
-        reader = OasstExportReader(paths, self.handler)
-        bad_before = self.handler.count
-        lines_seen = 0
-        for located in reader:
-            funnel.trees_read += 1
-            yield from self.tree_threads(located, funnel)
-            if progress is not None:
-                progress("oasst", reader.counts.lines - lines_seen)
-                lines_seen = reader.counts.lines
-        funnel.records_read += reader.counts.lines
-        funnel.bad_records += reader.counts.bad_lines
-        # Invalid trees were quarantined whole; their lines count as bad too.
-        funnel.bad_records += funnel.tree_drops.get("invalid_tree", 0)
-        log.debug("oasst: %s, quarantined %d", reader.counts, self.handler.count - bad_before)
+        reader = OasstExportReader(paths, self.handler, self.bytes_read)
+        invalid_before = funnel.tree_drops.get("invalid_tree", 0)
+        try:
+            for located in reader:
+                funnel.trees_read += 1
+                yield from self.tree_threads(located, funnel)
+                if progress is not None:
+                    progress()
+        finally:
+            funnel.records_read += reader.counts.lines
+            funnel.bad_records += reader.counts.bad_lines
+            # An invalid tree is quarantined whole; its line counts as bad too.
+            funnel.bad_records += funnel.tree_drops.get("invalid_tree", 0) - invalid_before
 
     def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
         tree = located.tree
@@ -156,7 +158,7 @@ class ThreadExtractor:
     def alpaca_threads(self, source: str, progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.ALPACA.value, Funnel())
         reader = AlpacaReader(source, self.handler)
-        seen: dict[str, int] = {}
+        seen = self._alpaca_seen
         try:
             for located in reader:
                 funnel.trees_read += 1
@@ -188,7 +190,7 @@ class ThreadExtractor:
                 funnel.threads += 1
                 funnel.threads_by_split[split.value] += 1
                 if progress is not None:
-                    progress("alpaca", 1)
+                    progress()
                 yield thread
         finally:
             funnel.records_read += reader.records_read
@@ -204,3 +206,19 @@ def extract_threads(
     extractor = ThreadExtractor(config)
     threads = list(extractor.run(inputs, alpaca))
     return threads, extractor.funnel
+
+
+def write_threads_jsonl(threads: Iterable[Thread], path: Path) -> int:
+    """Write one JSON object per thread to `path` atomically; returns the number written."""
+    import msgspec
+
+    from .atomic import atomic_open
+
+    encoder = msgspec.json.Encoder()
+    count = 0
+    with atomic_open(Path(path), "wb") as handle:
+        for thread in threads:
+            handle.write(encoder.encode(thread.to_json()))
+            handle.write(b"\n")
+            count += 1
+    return count

@@ -70,17 +70,45 @@ class _ZstdRaw(io.RawIOBase):
         super().close()
 
 
-def open_binary(path: Path) -> io.BufferedIOBase:
+class ByteCounter:
+    """Bytes read from disk so far (compressed bytes for compressed files): drives progress bars."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class _CountingRaw(io.RawIOBase):
+    def __init__(self, handle, counter: ByteCounter):
+        self._handle = handle
+        self._counter = counter
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = self._handle.readinto(buffer)
+        self._counter.value += size or 0
+        return size
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
+def open_binary(path: Path, counter: ByteCounter | None = None) -> io.BufferedIOBase:
     """Open a file for binary reading, decompressing by suffix (.gz, .zst/.zstd)."""
     suffix = path.suffix.lower()
     try:
-        if suffix == ".gz":
-            return _gzip.open(path, "rb")
-        if suffix in (".zst", ".zstd"):
-            return io.BufferedReader(_ZstdRaw(path.open("rb")), buffer_size=_CHUNK)
-        return path.open("rb", buffering=_CHUNK)
+        raw = path.open("rb", buffering=0)
     except OSError as error:
         raise OasstDataError(f"{path}: cannot open: {error.strerror or error}") from None
+    if counter is not None:
+        raw = _CountingRaw(raw, counter)
+    if suffix == ".gz":
+        return _gzip.open(io.BufferedReader(raw, buffer_size=_CHUNK), "rb")
+    if suffix in (".zst", ".zstd"):
+        return io.BufferedReader(_ZstdRaw(raw), buffer_size=_CHUNK)
+    return io.BufferedReader(raw, buffer_size=_CHUNK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +117,14 @@ class Line:
     data: bytes
 
 
-def iter_lines(path: Path, display: str | None = None) -> Iterator[Line]:
+def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | None = None) -> Iterator[Line]:
     """Yield the non-empty lines of a (possibly compressed) file with their 1-based numbers.
 
     Raises BadRecordError (file, line) when the byte stream breaks off or is corrupt.
     """
     name = display or str(path)
     number = 0
-    with open_binary(path) as handle:
+    with open_binary(path, counter) as handle:
         try:
             for number, data in enumerate(handle, start=1):  # noqa: B007 - number used after loop
                 yield Line(number, data)

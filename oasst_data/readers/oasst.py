@@ -17,7 +17,7 @@ import msgspec
 from ..errors import BadRecordError
 from ..quarantine import BadRecordHandler
 from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, _RecordKind
-from .files import iter_lines
+from .files import ByteCounter, iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,10 @@ def decode_record(data: bytes, source: str, line: int) -> ExportMessageTree | Ex
         kind = _kind_decoder.decode(data)
         if kind.message_id:
             return _decode_message(data)
-        if kind.message_tree_id:
-            return _tree_decoder.decode(data)
         if kind.thread_id:
             return _thread_decoder.decode(data)
+        if kind.message_tree_id:
+            return _tree_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
         raise BadRecordError(source, line, _describe_decode_error(error), data) from None
     raise BadRecordError(
@@ -215,10 +215,11 @@ class FlatMessageAssembler:
 class OasstExportReader:
     """Streams LocatedTree objects from Open-Assistant JSONL exports (.jsonl, .gz, .zst)."""
 
-    def __init__(self, paths: Iterable[Path], handler: BadRecordHandler | None = None):
+    def __init__(self, paths: Iterable[Path], handler: BadRecordHandler | None = None, counter: ByteCounter | None = None):
         self.paths = list(paths)
         self.handler = handler or BadRecordHandler()
         self.counts = ReadCounts()
+        self.bytes = counter or ByteCounter()
 
     def __iter__(self) -> Iterator[LocatedTree]:
         for path in self.paths:
@@ -229,7 +230,7 @@ class OasstExportReader:
         counts = self.counts
         counts.files.append(source)
         assembler: FlatMessageAssembler | None = None
-        lines = iter_lines(path, source)
+        lines = iter_lines(path, source, self.bytes)
         while True:
             try:
                 line = next(lines)

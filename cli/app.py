@@ -1,0 +1,115 @@
+"""`oasst-data`: build SFT shards from Open-Assistant and Alpaca data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from oasst_data.config import ThreadConfig
+from oasst_data.readers.files import expand_inputs
+from oasst_data.report import funnel_table
+from oasst_data.threads import ThreadExtractor, write_threads_jsonl
+
+from . import options as opt
+from .console import err_console, out_console, setup_logging, user_errors
+
+app = typer.Typer(
+    name="oasst-data",
+    help="Turn Open-Assistant and Alpaca conversation data into trainer-ready SFT shards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    setup_logging(verbose)
+
+
+def reading_progress(total_bytes: int) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[threads]:,} threads"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+        disable=not err_console.is_terminal,
+    )
+
+
+@app.command()
+def threads(
+    inputs: opt.Inputs = None,
+    out: Annotated[Path, typer.Option("--out", help="Output JSON Lines file, one thread a line.")] = ...,
+    alpaca: opt.Alpaca = None,
+    lang: opt.Lang = None,
+    lang_scope: opt.LangScopeOpt = None,
+    tree_states: opt.TreeStates = None,
+    synthetic: opt.Synthetic = None,
+    top_k: opt.TopK = None,
+    max_label: opt.MaxLabel = None,
+    min_label: opt.MinLabel = None,
+    val_split: opt.ValSplit = None,
+    seed: opt.Seed = None,
+    system: opt.System = None,
+    on_bad_record: opt.OnBad = None,
+    quarantine: opt.Quarantine = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the funnel as JSON instead of a table.")] = False,
+) -> None:
+    """Extract training threads (serialized strings and messages) as JSON Lines."""
+    with user_errors():
+        overrides = opt.thread_overrides(
+            lang, lang_scope, tree_states, synthetic, top_k, max_label, min_label,
+            val_split, seed, system, on_bad_record, quarantine,
+        )
+        config = ThreadConfig(**overrides)
+        if config.on_bad_record.value == "skip" and config.quarantine is None:
+            config.quarantine = out.with_name(out.name + ".quarantine.jsonl")
+        paths = expand_inputs(inputs or [])
+        if not paths and not alpaca:
+            raise typer.BadParameter("give at least one INPUT file or --alpaca SOURCE")
+        extractor = ThreadExtractor(config)
+        total = sum(p.stat().st_size for p in paths)
+        with reading_progress(total) as progress:
+            task = progress.add_task("reading", total=total or None, threads=0)
+
+            def advance() -> None:
+                funnel = extractor.funnel
+                progress.update(task, completed=extractor.bytes_read.value, threads=funnel.threads)
+
+            count = write_threads_jsonl(extractor.run(paths, alpaca or (), advance), out)
+            advance()
+        report(extractor, as_json, config)
+        err_console.print(f"wrote {count:,} threads to {out}")
+
+
+def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> None:
+    if as_json:
+        payload = {
+            "funnel": extractor.funnel.to_dict(),
+            "by_source": {k: v.to_dict() for k, v in sorted(extractor.funnels.items())},
+            "quarantined": extractor.handler.count,
+        }
+        out_console.print_json(json.dumps(payload))
+    else:
+        out_console.print(funnel_table(extractor.funnels))
+    if extractor.handler.count:
+        err_console.print(
+            f"[yellow]{extractor.handler.count:,} bad records skipped[/]"
+            + (f", quarantined in {config.quarantine}" if config.quarantine else "")
+        )
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()
