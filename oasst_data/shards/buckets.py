@@ -1,0 +1,128 @@
+"""Length buckets: chosen from the token-length distribution, or given explicitly.
+
+Padding waste of a batch = 1 - sum(lengths) / (batch_size * max(lengths)). For B rows drawn
+at random (with replacement) from a bucket whose sorted lengths have empirical CDF F,
+E[max] = sum_v v * (F(v)^B - F(v-)^B), so the expected waste is exact, with no sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Bucket:
+    index: int
+    min_length: int  # inclusive
+    max_length: int  # inclusive
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "min_length": self.min_length, "max_length": self.max_length}
+
+
+def expected_padding_waste(lengths: np.ndarray | Sequence[int], batch_size: int) -> float:
+    """Expected share of padded tokens in a batch of `batch_size` random rows (with replacement)."""
+    values = np.asarray(lengths, dtype=np.float64)
+    if values.size == 0:
+        return 0.0
+    distinct, counts = np.unique(values, return_counts=True)
+    return _waste_from_histogram(distinct, counts, batch_size)
+
+
+def _waste_from_histogram(distinct: np.ndarray, counts: np.ndarray, batch_size: int) -> float:
+    total = counts.sum()
+    cdf = np.cumsum(counts) / total
+    previous = np.concatenate(([0.0], cdf[:-1]))
+    expected_max = float(np.sum(distinct * (cdf**batch_size - previous**batch_size)))
+    mean = float(np.sum(distinct * counts) / total)
+    return 1.0 - mean / expected_max if expected_max > 0 else 0.0
+
+
+def choose_buckets(
+    lengths: np.ndarray,
+    max_length: int,
+    batch_size: int = 4,
+    max_waste: float = 0.05,
+    min_rows: int | None = None,
+) -> list[Bucket]:
+    """Greedy left-to-right buckets over the sorted distinct lengths.
+
+    A bucket grows while its expected waste at `batch_size` stays within `max_waste`, and in
+    any case until it holds `min_rows` rows (tiny buckets give ragged last batches).
+    The last bucket always ends at `max_length`, the first starts at 1.
+    """
+    if len(lengths) == 0:
+        return [Bucket(0, 1, max_length)]
+    distinct, counts = np.unique(np.asarray(lengths, dtype=np.int64), return_counts=True)
+    if min_rows is None:
+        # Enough rows for a few batches; more on big data, so buckets stay few and full.
+        min_rows = max(batch_size * 2, min(256, len(lengths) // 200))
+    bounds: list[int] = []
+    start = 0
+    while start < len(distinct):
+        end = start + 1  # exclusive
+        rows = int(counts[start])
+        while end < len(distinct):
+            candidate_rows = rows + int(counts[end])
+            waste = _waste_from_histogram(distinct[start : end + 1].astype(np.float64), counts[start : end + 1], batch_size)
+            if waste > max_waste and rows >= min_rows:
+                break
+            rows = candidate_rows
+            end += 1
+        bounds.append(int(distinct[end - 1]))
+        start = end
+    # Too few rows left for a bucket of their own: fold them into the previous one.
+    if len(bounds) > 1:
+        last_rows = int(counts[distinct > bounds[-2]].sum())
+        if last_rows < min_rows:
+            bounds.pop(-2)
+    bounds[-1] = max(bounds[-1], max_length)
+    return buckets_from_bounds(bounds, max_length)
+
+
+def buckets_from_bounds(upper_bounds: Sequence[int], max_length: int) -> list[Bucket]:
+    """Buckets from ascending inclusive upper bounds; the last one is raised to max_length."""
+    bounds = sorted({int(b) for b in upper_bounds if int(b) > 0})
+    if not bounds:
+        raise ConfigError("--buckets needs at least one positive upper bound")
+    bounds = [b for b in bounds if b < max_length] + [max_length]
+    buckets = []
+    low = 1
+    for index, high in enumerate(bounds):
+        buckets.append(Bucket(index, low, high))
+        low = high + 1
+    return buckets
+
+
+def assign_buckets(lengths: np.ndarray, buckets: Sequence[Bucket]) -> np.ndarray:
+    uppers = np.array([b.max_length for b in buckets], dtype=np.int64)
+    return np.searchsorted(uppers, np.asarray(lengths, dtype=np.int64), side="left").astype(np.int32)
+
+
+def padding_report(lengths: np.ndarray, bucket_of_row: np.ndarray, buckets: Sequence[Bucket], batch_sizes: Sequence[int]) -> dict:
+    """Expected padding waste per bucket and overall, against random batching over all rows."""
+    report: dict = {"batch_sizes": list(batch_sizes), "random": {}, "bucketed": {}, "per_bucket": []}
+    for size in batch_sizes:
+        report["random"][str(size)] = round(expected_padding_waste(lengths, size), 6)
+        # Bucketed batching overall: token-weighted over buckets (padded tokens / all tokens).
+        padded = 0.0
+        real = 0.0
+        for bucket in buckets:
+            rows = lengths[bucket_of_row == bucket.index]
+            if rows.size == 0:
+                continue
+            waste = expected_padding_waste(rows, size)
+            real += float(rows.sum())
+            padded += float(rows.sum()) / (1.0 - waste) if waste < 1 else 0.0
+        report["bucketed"][str(size)] = round(1.0 - real / padded, 6) if padded else 0.0
+    for bucket in buckets:
+        rows = lengths[bucket_of_row == bucket.index]
+        entry = bucket.to_dict() | {"rows": int(rows.size)}
+        entry["expected_waste"] = {str(s): round(expected_padding_waste(rows, s), 6) for s in batch_sizes}
+        report["per_bucket"].append(entry)
+    return report

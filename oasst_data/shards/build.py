@@ -1,0 +1,303 @@
+"""`build_shards`: inputs -> threads -> token ids + loss masks -> bucketed, shuffled Parquet shards.
+
+Stages: (1) read, extract, tokenize (the tokenizer of batch k runs while batch k+1 is being
+read) and spill rows to disk; (2) choose buckets from all lengths and route rows to
+(split, bucket, part) groups; (3) write each group as a shard; (4) dataset card, then the
+manifest last. Everything is written in a staging folder beside the output and renamed into
+place only on success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+from .. import __version__
+from ..atomic import atomic_open, replace_directory
+from ..config import ThreadConfig
+from ..conversation import Thread
+from ..errors import ConfigError, OasstDataError
+from ..funnel import Funnel
+from ..readers.files import expand_inputs
+from ..threads import ThreadExtractor
+from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from .buckets import Bucket, buckets_from_bounds, choose_buckets, padding_report
+from .card import dataset_card
+from .hashing import sha256_file, sha256_json
+from .schema import FORMAT_VERSION
+from .spill import SpillWriter
+from .tokenize import Overflow, ThreadTokenizer, TokenizeCounts
+from .writer import bucket_rows, plan_parts, route_to_groups, write_all_shards
+
+log = logging.getLogger(__name__)
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class BuildConfig:
+    """Everything that decides a build's output (besides the input bytes)."""
+
+    inputs: list[str] = _help("Open-Assistant export files or globs.", default_factory=list)
+    alpaca: list[str] = _help("Alpaca sources: files, dataset folders or hub names.", default_factory=list)
+    threads: ThreadConfig = _help("Thread selection, split and bad-record policy.", default_factory=ThreadConfig)
+    tokenizer: str = _help("Hugging Face tokenizer name or local folder.", default=DEFAULT_TOKENIZER)
+    max_length: int = _help("Longest row in tokens (the seed model's context: 2048).", default=2048)
+    overflow: Overflow = _help("Rows longer than max_length: truncate (keep the start) or drop.", default=Overflow.TRUNCATE)
+    buckets: list[int] | None = _help("Explicit bucket upper bounds (e.g. 128,256,...); default: chosen from the data.", default=None)
+    bucket_batch_size: int = _help("Batch size the automatic buckets are tuned for.", default=4)
+    max_padding_waste: float = _help("Automatic buckets: target expected padding share at bucket_batch_size.", default=0.05)
+    shard_size_mb: float = _help("Target size of one shard (MiB, before compression).", default=128.0)
+    shard_rows: int | None = _help("Also cap rows per shard.", default=None)
+    tokenize_batch: int = _help("Threads per tokenizer call (chunks <= 10k strings keep memory low).", default=2048)
+    workers: int = _help("Threads for tokenization (1 = no overlap of reading and tokenizing). Output does not depend on it.", default=2)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, dict):
+            self.threads = ThreadConfig(**self.threads)
+        self.overflow = Overflow(self.overflow)
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
+        if self.shard_size_mb <= 0:
+            raise ConfigError("shard_size_mb must be positive")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if isinstance(self.buckets, str):
+            self.buckets = parse_buckets(self.buckets)
+
+    def to_manifest(self) -> dict:
+        """The resolved config as recorded in the manifest: no absolute paths, no worker count."""
+        out: dict = {}
+        for item in fields(self):
+            if item.name == "workers":
+                continue
+            value = getattr(self, item.name)
+            if item.name == "threads":
+                value = value.to_dict()
+                value.pop("quarantine", None)
+            elif item.name in ("inputs", "alpaca"):
+                value = [Path(v).name if Path(v).exists() else v for v in value]
+            elif item.name == "tokenizer":
+                value = Path(value).name if Path(value).exists() else value
+            elif hasattr(value, "value"):
+                value = value.value
+            out[item.name] = value
+        return out
+
+
+def parse_buckets(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--buckets expects comma-separated integers, got {text!r}") from None
+
+
+@dataclass
+class BuildProgress:
+    bytes_read: int = 0
+    bytes_total: int = 0
+    threads: int = 0
+    rows: int = 0
+    stage: str = "tokenizing"
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict
+    funnels: dict[str, Funnel]
+    counts: TokenizeCounts
+    quarantined: int
+
+
+def _chunks(items: Iterable[Thread], size: int) -> Iterator[list[Thread]]:
+    chunk: list[Thread] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _describe_inputs(paths: list[Path], alpaca: list[str]) -> list[dict]:
+    described = [{"name": p.name, "kind": "oasst", "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
+    for source in alpaca:
+        path = Path(source)
+        if path.is_file():
+            described.append({"name": path.name, "kind": "alpaca", "size": path.stat().st_size, "sha256": sha256_file(path)})
+        else:
+            described.append({"name": path.name if path.exists() else source, "kind": "alpaca-dataset"})
+    return described
+
+
+def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OasstDataError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OasstDataError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}-{threading.get_ident()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def build_shards(
+    config: BuildConfig,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    on_progress: Callable[[BuildProgress], None] | None = None,
+) -> BuildResult:
+    """Build the shards of `config` into `out_dir`; nothing appears there unless it succeeds."""
+    out_dir = Path(out_dir)
+    paths = expand_inputs(config.inputs)
+    if not paths and not config.alpaca:
+        raise ConfigError("nothing to build: give at least one input file or an Alpaca source")
+    loaded = load_tokenizer(config.tokenizer)
+    staging = _prepare_output(out_dir, overwrite)
+    try:
+        result = _build_in(staging, config, paths, loaded, on_progress)
+        replace_directory(staging, out_dir)
+        result.out_dir = out_dir
+        return result
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_progress) -> BuildResult:
+    thread_config = ThreadConfig(**{f.name: getattr(config.threads, f.name) for f in fields(ThreadConfig)})
+    if thread_config.on_bad_record.value == "skip" and thread_config.quarantine is None:
+        thread_config.quarantine = staging / "quarantine.jsonl"
+    extractor = ThreadExtractor(thread_config)
+    tokenizer = ThreadTokenizer(loaded, config.max_length, config.overflow)
+    progress = BuildProgress(bytes_total=sum(p.stat().st_size for p in paths))
+    spill = SpillWriter(staging / "_spill.arrow", thread_config.seed)
+
+    def report() -> None:
+        if on_progress is not None:
+            progress.bytes_read = extractor.bytes_read.value
+            on_progress(progress)
+
+    threads = extractor.run(paths, config.alpaca)
+    # Stage 1: while the tokenizer (Rust, GIL released) encodes one chunk, Python reads the next.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for chunk in _chunks(threads, config.tokenize_batch):
+            texts, keys = tokenizer.unique_texts(chunk)
+            if config.workers > 1:
+                future = pool.submit(tokenizer.encode_texts, texts)
+            else:
+                future = None
+                encoded = tokenizer.encode_texts(texts)
+            if pending is not None:
+                _flush(pending, tokenizer, spill, progress)
+                report()
+            pending = (chunk, texts, keys, future if future is not None else encoded)
+        if pending is not None:
+            _flush(pending, tokenizer, spill, progress)
+    spill.close()
+    report()
+    funnel_problems = extractor.funnel.check()
+    if funnel_problems:  # pragma: no cover - an internal invariant, not user input
+        raise OasstDataError(f"internal error: funnel does not add up: {funnel_problems}")
+
+    # Stage 2: buckets from the complete length distribution, then groups of one shard each.
+    progress.stage = "writing shards"
+    report()
+    lengths = spill.all_lengths()
+    if config.buckets:
+        buckets = buckets_from_bounds(config.buckets, config.max_length)
+    else:
+        buckets = choose_buckets(lengths, config.max_length, config.bucket_batch_size, config.max_padding_waste)
+    bucket_of_row = bucket_rows(lengths, buckets)
+    is_validation = spill.all_is_validation()
+    parts = plan_parts(
+        is_validation, bucket_of_row, spill.all_row_bytes(), spill.all_keys(), buckets,
+        int(config.shard_size_mb * (1 << 20)), config.shard_rows,
+    )
+    groups = route_to_groups(spill.path, staging / "_groups", is_validation, bucket_of_row, parts)
+    spill.path.unlink()
+    # Stage 3: shards.
+    shards = write_all_shards(groups, staging / "_groups", staging, buckets)
+    shutil.rmtree(staging / "_groups", ignore_errors=True)
+
+    manifest = _manifest(config, paths, loaded, buckets, shards, extractor, tokenizer.counts, lengths, bucket_of_row)
+    # Stage 4: the card, then the manifest last: its presence marks a complete build.
+    with atomic_open(staging / "README.md") as handle:
+        handle.write(dataset_card(manifest))
+    with atomic_open(staging / "manifest.json", "wb") as handle:
+        handle.write(_pretty_json(manifest))
+    return BuildResult(staging, manifest, dict(extractor.funnels), tokenizer.counts, extractor.handler.count)
+
+
+def _flush(pending, tokenizer: ThreadTokenizer, spill: SpillWriter, progress: BuildProgress) -> None:
+    chunk, texts, keys, encoded = pending
+    if hasattr(encoded, "result"):
+        encoded = encoded.result()
+    batch = tokenizer.assemble(chunk, texts, keys, encoded)
+    spill.write(batch)
+    progress.threads += len(chunk)
+    progress.rows = spill.rows
+
+
+def _pretty_json(value) -> bytes:
+    import json
+
+    return (json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, counts: TokenizeCounts, lengths, bucket_of_row) -> dict:
+    resolved = config.to_manifest()
+    totals: dict[str, dict] = {}
+    for split in ("train", "validation"):
+        chosen = [s for s in shards if s["split"] == split]
+        totals[split] = {
+            "rows": sum(s["rows"] for s in chosen),
+            "tokens": sum(s["tokens"] for s in chosen),
+            "trainable_tokens": sum(s["trainable_tokens"] for s in chosen),
+            "shards": len(chosen),
+        }
+    funnel = extractor.funnel.to_dict()
+    funnel["by_source"] = {name: f.to_dict() for name, f in sorted(extractor.funnels.items())}
+    funnel.update(
+        {
+            "rows_written": counts.rows,
+            "rows_truncated": counts.rows_truncated,
+            "rows_dropped_overflow": counts.rows_dropped_overflow,
+            "rows_dropped_no_trainable_tokens": counts.rows_dropped_no_trainable_tokens,
+            "marker_text_messages": counts.marker_text_messages,
+            "quarantined": extractor.handler.count,
+        }
+    )
+    return {
+        "format_version": FORMAT_VERSION,
+        "package": "oasst-data",
+        "package_version": __version__,
+        "config": resolved,
+        "config_hash": sha256_json(resolved),
+        "tokenizer": loaded.describe() | {"name": resolved["tokenizer"]},
+        "inputs": _describe_inputs(paths, config.alpaca),
+        "buckets": [b.to_dict() for b in buckets],
+        "padding": padding_report(lengths, bucket_of_row, buckets, (1, 4, 8)),
+        "shards": shards,
+        "totals": totals,
+        "funnel": funnel,
+        "quarantine": "quarantine.jsonl" if extractor.handler.count else None,
+    }
+
+
+__all__ = ["BuildConfig", "BuildProgress", "BuildResult", "build_shards"]

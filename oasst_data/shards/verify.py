@@ -1,0 +1,44 @@
+"""`verify`: recompute every shard's sha256 and compare with the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .hashing import sha256_file
+from .load import load_manifest
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    mismatched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.mismatched or self.missing or self.unlisted)
+
+
+def verify_shards(out_dir: str | Path) -> VerifyReport:
+    out_dir = Path(out_dir)
+    manifest = load_manifest(out_dir)
+    report = VerifyReport()
+    listed = set()
+    for shard in manifest["shards"]:
+        path = out_dir / shard["path"]
+        listed.add(shard["path"])
+        if not path.is_file():
+            report.missing.append(shard["path"])
+            continue
+        report.checked += 1
+        if sha256_file(path) != shard["sha256"]:
+            report.mismatched.append(shard["path"])
+    data = out_dir / "data"
+    if data.is_dir():
+        for path in sorted(data.rglob("*.parquet")):
+            relative = path.relative_to(out_dir).as_posix()
+            if relative not in listed:
+                report.unlisted.append(relative)
+    return report
