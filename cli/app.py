@@ -14,6 +14,7 @@ from oasst_data.readers.files import expand_inputs
 from oasst_data.report import funnel_table
 from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 
+from . import build_command
 from . import options as opt
 from .console import err_console, out_console, setup_logging, user_errors
 
@@ -105,6 +106,10 @@ def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> N
             f"[yellow]{extractor.handler.count:,} bad records skipped[/]"
             + (f", quarantined in {config.quarantine}" if config.quarantine else "")
         )
+
+
+app.command("build")(build_command.build)
+app.command("verify")(build_command.verify)
 
 
 def main() -> None:  # console-script entry point

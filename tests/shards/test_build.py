@@ -1,0 +1,277 @@
+"""oasst-data build: token ids, loss masks, buckets, manifest, determinism, atomic output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from oasst_data.config import ThreadConfig
+from oasst_data.errors import OasstDataError
+from oasst_data.shards import BuildConfig, build_shards, load_manifest, load_shards, verify_shards
+from oasst_data.tokenizer import load_tokenizer
+
+from ..conftest import FIXTURE_TOKENIZER, FIXTURES, REAL_ALPACA, REAL_TOKENIZER, REAL_TREES, REPO, needs_real_data, needs_real_tokenizer
+
+TREES = str(FIXTURES / "oasst" / "trees.jsonl")
+ALPACA = str(FIXTURES / "alpaca" / "alpaca.json")
+EOS = "<|endoftext|>"
+
+
+def fixture_config(**overrides) -> BuildConfig:
+    values = dict(inputs=[TREES], alpaca=[ALPACA], tokenizer=str(FIXTURE_TOKENIZER), threads=ThreadConfig(val_split=0.3))
+    values.update(overrides)
+    return BuildConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def fixture_build(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("build") / "shards"
+    build_shards(fixture_config(), out)
+    return out
+
+
+def all_rows(out: Path) -> list[dict]:
+    manifest = load_manifest(out)
+    rows = []
+    for shard in manifest["shards"]:
+        rows += pq.read_table(out / shard["path"]).to_pylist()
+    return rows
+
+
+def tree_hashes(out: Path) -> dict[str, str]:
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
+
+
+def check_rows_against_tokenizer(rows, tokenizer_path) -> tuple[int, int]:
+    """Returns (rows equal to whole-string tokenization, rows with literal marker text)."""
+    loaded = load_tokenizer(str(tokenizer_path))
+    tokenizer = loaded.tokenizer
+    special_ids = set(loaded.added_tokens.values()) | {loaded.eos_token_id}
+    equal = marker_rows = 0
+    for row in rows:
+        whole = tokenizer(row["text"], add_special_tokens=False).input_ids
+        ids = row["input_ids"]
+        messages_have_markers = "<|" in row["text"].replace("<|prompter|>", "").replace("<|assistant|>", "").replace("<|system|>", "").replace(EOS, "")
+        has_literal = any(
+            marker in text
+            for text in _message_texts(row["text"])
+            for marker in ("<|endoftext|>", "<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>")
+        )
+        if has_literal:
+            marker_rows += 1
+            # Literal markers inside a message stay plain text: more ids than the whole-string
+            # tokenization, and exactly 2 special ids per turn (marker + closing EOS).
+            assert ids != whole[: len(ids)]
+            assert sum(1 for i in ids if i in special_ids) == 2 * row["num_turns"]
+        else:
+            assert ids == whole[: len(ids)], row["id"]
+            if not row["truncated"]:
+                assert ids == whole
+            equal += 1
+        del messages_have_markers
+    return equal, marker_rows
+
+
+def _message_texts(text: str) -> list[str]:
+    """Split a serialized thread back into message texts (fixture texts never contain a marker at a boundary)."""
+    parts = []
+    for chunk in text.split("<|prompter|>")[1:]:
+        for piece in chunk.split("<|assistant|>"):
+            parts.append(piece[: -len(EOS)] if piece.endswith(EOS) else piece)
+    return parts
+
+
+def test_input_ids_match_whole_string_tokenization_except_literal_markers(fixture_build):
+    rows = all_rows(fixture_build)
+    equal, marker_rows = check_rows_against_tokenizer(rows, FIXTURE_TOKENIZER)
+    assert marker_rows == 1  # k2: the prompter and assistant texts both contain marker strings
+    assert equal == len(rows) - 1
+    assert load_manifest(fixture_build)["funnel"]["marker_text_messages"] == 2
+
+
+def test_loss_mask_decodes_to_assistant_texts(fixture_build):
+    from oasst_data.threads import extract_threads
+
+    tokenizer = load_tokenizer(str(FIXTURE_TOKENIZER)).tokenizer
+    threads, _ = extract_threads([TREES], [ALPACA], ThreadConfig(val_split=0.3))
+    assistant_texts = {t.id: [turn.text + EOS for turn in t.turns if turn.role.value == "assistant"] for t in threads}
+    for row in all_rows(fixture_build):
+        ids = np.array(row["input_ids"])
+        mask = np.array(row["loss_mask"], dtype=bool)
+        assert len(ids) == len(mask) == row["length"]
+        # Contiguous trained spans are the assistant replies, each closed by EOS.
+        spans = np.split(ids, np.flatnonzero(np.diff(mask.astype(int))) + 1)
+        trained = [s for s, m in zip(spans, np.split(mask, np.flatnonzero(np.diff(mask.astype(int))) + 1)) if m[0]]
+        decoded = [tokenizer.decode(s.tolist(), skip_special_tokens=False) for s in trained]
+        assert decoded == assistant_texts[row["id"]]
+
+
+def test_buckets_bound_every_row_and_rows_are_shuffled_deterministically(fixture_build):
+    manifest = load_manifest(fixture_build)
+    buckets = {b["index"]: b for b in manifest["buckets"]}
+    assert buckets[0]["min_length"] == 1 and buckets[max(buckets)]["max_length"] == 2048
+    for shard in manifest["shards"]:
+        table = pq.read_table(fixture_build / shard["path"])
+        lengths = table.column("length").to_numpy()
+        assert (lengths >= shard["min_length"]).all() and (lengths <= shard["max_length"]).all()
+        assert set(table.column("bucket").to_pylist()) == {shard["bucket"]}
+        assert set(table.column("split").to_pylist()) == {shard["split"]}
+        assert table.num_rows == shard["rows"]
+        assert int(lengths.sum()) == shard["tokens"]
+
+
+def test_manifest_checksums_and_verify_names_a_changed_shard(tmp_path):
+    out = tmp_path / "shards"
+    build_shards(fixture_config(), out)
+    manifest = load_manifest(out)
+    for shard in manifest["shards"]:
+        assert hashlib.sha256((out / shard["path"]).read_bytes()).hexdigest() == shard["sha256"]
+    assert verify_shards(out).ok
+    victim = out / manifest["shards"][0]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    report = verify_shards(out)
+    assert report.mismatched == [manifest["shards"][0]["path"]]
+    result = subprocess.run([sys.executable, "-m", "oasst_data_cli", "verify", str(out)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert manifest["shards"][0]["path"] in result.stderr
+
+
+def test_manifest_content(fixture_build):
+    manifest = load_manifest(fixture_build)
+    assert manifest["format_version"] == 1
+    assert manifest["tokenizer"]["added_tokens"] == {
+        "<|prompter|>": 588, "<|assistant|>": 589, "<|system|>": 590, "<|prefix_begin|>": 591, "<|prefix_end|>": 592,
+    }
+    assert set(manifest["tokenizer"]["files_sha256"]) >= {"tokenizer.json"}
+    assert [i["name"] for i in manifest["inputs"]] == ["trees.jsonl", "alpaca.json"]
+    assert manifest["inputs"][0]["sha256"] == hashlib.sha256(Path(TREES).read_bytes()).hexdigest()
+    text = (fixture_build / "manifest.json").read_text()
+    assert str(REPO) not in text and "/tmp" not in text  # no absolute paths
+    assert manifest["totals"]["train"]["rows"] + manifest["totals"]["validation"]["rows"] == 16
+    assert manifest["funnel"]["threads"] == 16
+    assert len(manifest["config_hash"]) == 64
+
+
+def test_load_dataset_polars_and_duckdb_read_the_output(fixture_build):
+    import datasets
+    import duckdb
+    import polars as pl
+
+    loaded = datasets.load_dataset(str(fixture_build))
+    manifest = load_manifest(fixture_build)
+    assert set(loaded) == {"train", "validation"}
+    assert loaded["train"].num_rows == manifest["totals"]["train"]["rows"]
+    assert loaded["validation"].num_rows == manifest["totals"]["validation"]["rows"]
+    train = load_shards(fixture_build, split="train")
+    assert sorted(train["id"]) == sorted(loaded["train"]["id"])
+    frame = pl.scan_parquet(str(fixture_build / "data" / "*" / "*.parquet")).select(pl.col("length").sum()).collect()
+    assert frame.item() == manifest["totals"]["train"]["tokens"] + manifest["totals"]["validation"]["tokens"]
+    count = duckdb.connect().execute(f"select count(*) from read_parquet('{fixture_build}/data/*/*.parquet')").fetchall()[0][0]
+    assert count == 16
+
+
+def test_rerun_is_byte_identical_whatever_workers_and_hash_seed(tmp_path, fixture_build):
+    out = tmp_path / "again"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    command = [
+        sys.executable, "-m", "oasst_data_cli", "build", TREES, "--alpaca", ALPACA,
+        "--tokenizer", str(FIXTURE_TOKENIZER), "--val-split", "0.3", "--workers", "1", "--out", str(out),
+    ]
+    subprocess.run(command, check=True, env=env, capture_output=True)
+    assert tree_hashes(out) == tree_hashes(fixture_build)
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
+    out = tmp_path / "shards"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(OasstDataError, match="--overwrite"):
+        build_shards(fixture_config(), out)
+    assert (out / "keep.txt").read_text() == "user data"
+    build_shards(fixture_config(), out, overwrite=True)
+    assert not (out / "keep.txt").exists()
+    assert (out / "manifest.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["shards"]  # no staging left behind
+
+
+def test_interrupted_or_failed_build_leaves_nothing(tmp_path):
+    out = tmp_path / "shards"
+
+    def interrupt(progress):
+        if progress.threads:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(fixture_config(tokenize_batch=2), out, on_progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(Path(TREES).read_text() + "{not json\n")
+    with pytest.raises(OasstDataError, match="bad.jsonl:13"):
+        build_shards(fixture_config(inputs=[str(bad)]), out)
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_overflow_truncate_drop_and_no_trainable_rows(tmp_path):
+    truncated = build_shards(fixture_config(max_length=12), tmp_path / "t").manifest
+    rows = all_rows(tmp_path / "t")
+    assert max(r["length"] for r in rows) <= 12
+    assert truncated["funnel"]["rows_truncated"] == sum(r["truncated"] for r in rows) > 0
+    # A row cut inside its first prompter turn has nothing to train on and is dropped.
+    assert truncated["funnel"]["rows_dropped_no_trainable_tokens"] > 0
+    assert all(sum(r["loss_mask"]) > 0 for r in rows)
+    dropped = build_shards(fixture_config(max_length=12, overflow="drop"), tmp_path / "d").manifest
+    assert dropped["funnel"]["rows_truncated"] == 0
+    assert dropped["funnel"]["rows_dropped_overflow"] > 0
+    assert dropped["funnel"]["rows_written"] + dropped["funnel"]["rows_dropped_overflow"] == 16
+
+
+def test_explicit_buckets_and_shard_row_cap(tmp_path):
+    manifest = build_shards(fixture_config(buckets=[16, 32], shard_rows=3), tmp_path / "b").manifest
+    assert [(b["min_length"], b["max_length"]) for b in manifest["buckets"]] == [(1, 16), (17, 32), (33, 2048)]
+    assert all(s["rows"] <= 3 for s in manifest["shards"])
+    assert sum(s["rows"] for s in manifest["shards"]) == 16
+
+
+def test_offline_hub_tokenizer_error_says_pass_a_path(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "oasst_data_cli", "build", TREES, "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert result.returncode == 1
+    assert "--tokenizer PATH" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@needs_real_data
+@needs_real_tokenizer
+def test_real_data_build(tmp_path):
+    out = tmp_path / "real"
+    config = BuildConfig(inputs=[str(REAL_TREES)], alpaca=[str(REAL_ALPACA)], tokenizer=str(REAL_TOKENIZER))
+    manifest = build_shards(config, out).manifest
+    assert manifest["tokenizer"]["added_tokens"]["<|prompter|>"] == 50277
+    assert manifest["tokenizer"]["added_tokens"]["<|prefix_end|>"] == 50281
+    totals = manifest["totals"]
+    assert totals["train"]["rows"] + totals["validation"]["rows"] + manifest["funnel"]["rows_dropped_no_trainable_tokens"] == 538 + 999
+    rows = all_rows(out)
+    equal, marker_rows = check_rows_against_tokenizer(rows, REAL_TOKENIZER)
+    assert equal + marker_rows == len(rows)
+    # Automatic buckets: far less padding than random batching at batch 4.
+    padding = manifest["padding"]
+    assert padding["random"]["4"] > 0.4
+    assert padding["bucketed"]["4"] < 0.07
+    assert verify_shards(out).ok
