@@ -275,3 +275,16 @@ def test_real_data_build(tmp_path):
     assert padding["random"]["4"] > 0.4
     assert padding["bucketed"]["4"] < 0.07
     assert verify_shards(out).ok
+
+
+def test_rows_match_the_shard_row_json_schema(fixture_build):
+    import jsonschema
+
+    schema = json.loads((REPO / "schemas" / "shard_row.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    rows = all_rows(fixture_build)
+    for row in rows:
+        validator.validate(row)
+        assert row["length"] == len(row["input_ids"]) == len(row["loss_mask"])
+    broken = dict(rows[0], loss_mask=[2] * rows[0]["length"])
+    assert not validator.is_valid(broken)
