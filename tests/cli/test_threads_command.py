@@ -1,0 +1,56 @@
+"""`oasst-data threads` end to end: output lines, funnel JSON, help, bad options."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from oasst_data_cli.app import app
+
+from ..conftest import FIXTURES
+
+runner = CliRunner()
+TREES = str(FIXTURES / "oasst" / "trees.jsonl")
+ALPACA = str(FIXTURES / "alpaca" / "alpaca.jsonl")
+
+
+def test_threads_writes_one_object_per_thread_and_prints_the_funnel(tmp_path):
+    out = tmp_path / "threads.jsonl"
+    result = runner.invoke(app, ["threads", TREES, "--alpaca", ALPACA, "--val-split", "0", "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 16
+    first = lines[0]
+    assert set(first) == {"id", "tree_id", "source", "lang", "split", "text", "messages"}
+    assert first["id"] == "m5" and first["tree_id"] == "t-basic" and first["source"] == "oasst" and first["split"] == "train"
+    assert [m["id"] for m in first["messages"]] == ["m1", "m2", "m4", "m5"]
+    assert [line["source"] for line in lines[-4:]] == ["alpaca"] * 4
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["funnel"]["threads"] == 16
+    assert report["by_source"]["oasst"]["tree_drops"] == {"lang": 1, "review_result": 1, "tree_state": 1}
+    assert report["by_source"]["alpaca"]["tree_drops"] == {"empty_text": 1}
+
+
+def test_table_output_names_every_drop_reason(tmp_path):
+    result = runner.invoke(app, ["threads", TREES, "--top-k", "1", "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 0
+    for reason in ("tree_state", "review_result", "lang", "deleted", "synthetic", "top_k", "top_k_unranked"):
+        assert reason in result.stdout
+
+
+def test_bad_option_values_are_one_line_errors(tmp_path):
+    result = runner.invoke(app, ["threads", TREES, "--max-label", "spam", "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1
+    assert "NAME=NUMBER" in result.output
+    result = runner.invoke(app, ["threads", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1
+    assert "missing.jsonl: no such file" in result.output
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("threads", "build", "verify"):
+        assert command in result.stdout
