@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+
+# transformers warns at import that torch is missing (it is only needed for training).
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from pathlib import Path
 from typing import Annotated, Optional
 
