@@ -127,7 +127,7 @@ def summary_table(manifest: dict) -> Table:
 
 def bucket_table(manifest: dict) -> Table:
     padding = manifest["padding"]
-    size = str(manifest["config"]["bucket_batch_size"]) if str(manifest["config"]["bucket_batch_size"]) in padding["random"] else "4"
+    size = str(manifest["config"]["bucket_batch_size"])
     table = Table(title=f"Length buckets (expected padding at batch {size})", title_justify="left")
     for column in ("bucket", "lengths", "rows", "padding"):
         table.add_column(column, justify="right")

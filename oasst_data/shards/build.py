@@ -292,7 +292,7 @@ def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, c
         "tokenizer": loaded.describe() | {"name": resolved["tokenizer"]},
         "inputs": _describe_inputs(paths, config.alpaca),
         "buckets": [b.to_dict() for b in buckets],
-        "padding": padding_report(lengths, bucket_of_row, buckets, (1, 4, 8)),
+        "padding": padding_report(lengths, bucket_of_row, buckets, sorted({1, 4, 8, config.bucket_batch_size})),
         "shards": shards,
         "totals": totals,
         "funnel": funnel,
