@@ -1,0 +1,106 @@
+"""`export_stats`: what is in an export, and what the thread filters would keep of it.
+
+    from oasst_data.stats import export_stats
+    report = export_stats(["export.jsonl.gz"], config=ThreadConfig(lang="en,de", top_k=2))
+    report["export"]["totals"], report["export"]["funnel"]
+
+One streaming pass: each tree is parsed once, flattened into narrow rows (spilled to a
+temporary Parquet file in batches) and run through the same `ThreadExtractor` as `build`,
+so the funnel holds the counts a build with these filters would report. polars then
+aggregates the spilled rows lazily. Memory is bounded by a batch of rows, not the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from .. import __version__
+from ..config import ThreadConfig
+from ..errors import OasstDataError
+from ..readers.files import expand_inputs
+from .collect import RowCollector, StatsExtractor
+from .export_summary import summarize_export
+from .tokens import TokenCounter
+
+log = logging.getLogger(__name__)
+
+STATS_FORMAT = 1
+DEFAULT_MAX_LENGTH = 2048
+
+
+def _describe_inputs(paths: Sequence[Path], alpaca: Sequence[str]) -> list[dict]:
+    described = [{"name": p.name, "kind": "oasst", "bytes": p.stat().st_size} for p in paths]
+    for source in alpaca:
+        path = Path(source)
+        described.append(
+            {"name": path.name if path.exists() else source, "kind": "alpaca", "bytes": path.stat().st_size if path.is_file() else None}
+        )
+    return described
+
+
+def _stats_config(config: ThreadConfig) -> ThreadConfig:
+    """A copy without quarantine file: stats never write one (bad records are only counted)."""
+    copy = ThreadConfig(**{f.name: getattr(config, f.name) for f in fields(ThreadConfig)})
+    copy.quarantine = None
+    return copy
+
+
+def export_stats(
+    inputs: Iterable[str | Path] = (),
+    alpaca: Sequence[str] = (),
+    config: ThreadConfig | None = None,
+    tokenizer: str | TokenCounter | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    progress: Callable[[int], None] | None = None,
+    batch_rows: int = 8192,
+) -> dict:
+    """Statistics of Open-Assistant exports (and Alpaca sources) as a JSON-ready dict.
+
+    `tokenizer` (a name, a folder or a TokenCounter) adds token counts, serialized as the
+    build does; `max_length` only decides which threads are counted as over-long.
+    `progress(bytes_read)` is called after every tree.
+    """
+    config = _stats_config(config or ThreadConfig())
+    paths = expand_inputs(inputs)
+    alpaca = list(alpaca)
+    if not paths and not alpaca:
+        raise OasstDataError("nothing to describe: give at least one export file or an Alpaca source")
+    counter = TokenCounter.load(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    with tempfile.TemporaryDirectory(prefix="oasst-stats-") as folder:
+        collector = RowCollector(Path(folder), counter, batch_rows=batch_rows)
+        extractor = StatsExtractor(config, collector)
+        hook = (lambda: progress(extractor.bytes_read.value)) if progress is not None else None
+        try:
+            for thread in extractor.run(paths, alpaca, hook):
+                collector.add_thread(thread)
+        finally:
+            collector.close()
+        log.debug("spilled %d messages, %d threads", collector.messages.rows, collector.threads.rows)
+        export = summarize_export(Path(folder), counter is not None, max_length if counter is not None else None)
+    funnel = extractor.funnel.to_dict()
+    funnel["by_source"] = {name: f.to_dict() for name, f in sorted(extractor.funnels.items())}
+    funnel["quarantined"] = extractor.handler.count
+    export["funnel"] = funnel
+    thread_config = config.to_dict()
+    thread_config.pop("quarantine", None)
+    return {
+        "stats_format": STATS_FORMAT,
+        "kind": "export",
+        "package_version": __version__,
+        "inputs": _describe_inputs(paths, alpaca),
+        "config": thread_config,
+        "tokenizer": _describe_tokenizer(counter, max_length),
+        "export": export,
+        "shards": None,
+    }
+
+
+def _describe_tokenizer(counter: TokenCounter | None, max_length: int) -> dict | None:
+    if counter is None:
+        return None
+    name = counter.loaded.name
+    return {"name": Path(name).name if Path(name).exists() else name, "fingerprint": counter.loaded.fingerprint, "max_length": max_length}

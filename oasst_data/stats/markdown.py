@@ -1,0 +1,34 @@
+"""A stats report as Markdown tables, to paste into a dataset card."""
+
+from __future__ import annotations
+
+from .sections import Section, report_sections
+
+
+def _cell(text: str) -> str:
+    return text.strip().replace("|", "\\|") or " "
+
+
+def section_markdown(section: Section) -> str:
+    lines = [f"### {section.title}", ""]
+    align = [":---" if i < section.left else "---:" for i in range(len(section.columns))]
+    lines.append("| " + " | ".join(section.columns) + " |")
+    lines.append("| " + " | ".join(align) + " |")
+    for row in section.rows:
+        # Indented labels (sub-rows) keep their nesting visibly in Markdown.
+        first = row[0]
+        label = ("&nbsp;&nbsp;" + first.strip()) if first.startswith("  ") else first
+        lines.append("| " + " | ".join([_cell(label), *(_cell(c) for c in row[1:])]) + " |")
+    if section.caption:
+        lines += ["", f"*{section.caption}*"]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict) -> str:
+    if report["kind"] == "export":
+        names = ", ".join(i["name"] for i in report["inputs"])
+        title = f"## Export statistics: {names}"
+    else:
+        title = f"## Shard statistics: {report['shards']['build']['path']}"
+    note = f"*oasst-data {report['package_version']} stats, format {report['stats_format']}*"
+    return "\n\n".join([title, note, *(section_markdown(s) for s in report_sections(report))]) + "\n"

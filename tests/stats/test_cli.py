@@ -1,0 +1,71 @@
+"""`oasst-data stats` end to end through typer: files written, tables printed, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+
+from oasst_data.config import ThreadConfig
+from oasst_data.stats import export_stats
+
+from .helpers import ALPACA, SCHEMA, TOKENIZER, TREES, build_with_cli, runner, stats_app
+
+app = stats_app()
+
+
+def test_export_stats_to_every_format(tmp_path):
+    paths = {kind: tmp_path / f"stats.{kind}" for kind in ("json", "html", "md")}
+    result = runner.invoke(
+        app,
+        ["stats", str(TREES), "--alpaca", str(ALPACA), "--top-k", "2", "--tokenizer", TOKENIZER,
+         "--json", str(paths["json"]), "--html", str(paths["html"]), "--markdown", str(paths["md"])],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(paths["json"].read_text(encoding="utf-8"))
+    jsonschema.validate(report, SCHEMA)
+    # The CLI passes its filters and tokenizer on: same figures as the library call.
+    assert report == json.loads(json.dumps(export_stats([TREES], [str(ALPACA)], ThreadConfig(top_k=2), TOKENIZER)))
+    assert report["export"]["totals"] == {"trees": 17, "messages": 56, "threads": 14}
+    assert paths["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert "| trees | 17 |" in paths["md"].read_text(encoding="utf-8")
+    assert "Drop funnel" in result.stdout and "top_k" in result.stdout
+    for path in paths.values():
+        assert f"wrote {path}" in result.output.replace("\n", "")
+
+
+def test_quiet_prints_no_tables(tmp_path):
+    result = runner.invoke(app, ["stats", str(TREES), "-q", "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert "Drop funnel" not in result.output
+    assert json.loads((tmp_path / "s.json").read_text())["kind"] == "export"
+
+
+def test_build_directory_gives_shard_stats(tmp_path):
+    build = build_with_cli(tmp_path / "shards")
+    result = runner.invoke(app, ["stats", str(build), "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["kind"] == "shards" and report["shards"]["totals"]["rows"] == 12
+    assert "Splits" in result.stdout
+    # Filters belong to the build (its manifest): giving them is an error, not silently ignored.
+    result = runner.invoke(app, ["stats", str(build), "--lang", "de"])
+    assert result.exit_code == 1
+    assert "drop --lang" in result.output and "Traceback" not in result.output
+
+
+def test_user_errors_are_one_line(tmp_path):
+    cases = [
+        (["stats", str(tmp_path / "missing.jsonl")], "no such file"),
+        (["stats", str(tmp_path)], "without manifest.json"),
+        (["stats", str(TREES), "--max-label", "spam"], "NAME=NUMBER"),
+        (["stats", str(TREES), "--tokenizer", str(tmp_path / "no-tokenizer")], "cannot load tokenizer"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output
+        assert "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) <= 2
+    result = runner.invoke(app, ["stats"])
+    assert result.exit_code == 2  # typer's usage error: nothing given

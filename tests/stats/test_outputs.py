@@ -1,0 +1,168 @@
+"""Renderings of a report: JSON against its schema, 80-column terminal tables, HTML, Markdown."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+import jsonschema
+import pytest
+from rich.console import Console
+
+from oasst_data.config import ThreadConfig
+from oasst_data.stats import export_stats, render_html, render_markdown, render_tables, shard_stats, to_json
+
+from .helpers import ALPACA, SCHEMA, TOKENIZER, TREES, build_with_cli
+
+validator = jsonschema.Draft202012Validator(SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, dict]:
+    build = build_with_cli(tmp_path_factory.mktemp("stats-outputs") / "shards")
+    return {
+        "export": export_stats([TREES], config=ThreadConfig(top_k=2)),
+        "export_tokens": export_stats([TREES], [str(ALPACA)], tokenizer=TOKENIZER),
+        "shards": shard_stats(build),
+    }
+
+
+def test_schema_is_valid_and_accepts_every_report(reports):
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    for name, report in reports.items():
+        errors = [e.message for e in validator.iter_errors(json.loads(to_json(report)))]
+        assert errors == [], name
+
+
+def test_schema_rejects_missing_renamed_or_mistyped_keys(reports):
+    report = json.loads(to_json(reports["export"]))
+    missing = copy.deepcopy(report)
+    del missing["export"]["totals"]["messages"]
+    renamed = copy.deepcopy(report)
+    renamed["export"]["flags"]["synthetics"] = renamed["export"]["flags"].pop("synthetic")
+    mistyped = copy.deepcopy(report)
+    mistyped["export"]["depth"]["max"] = "8"
+    wrong_kind = copy.deepcopy(report)
+    wrong_kind["kind"] = "shards"
+    shards = json.loads(to_json(reports["shards"]))
+    bad_share = copy.deepcopy(shards)
+    bad_share["shards"]["padding"][0]["random"] = 1.5
+    for broken in (missing, renamed, mistyped, wrong_kind, bad_share):
+        assert not validator.is_valid(broken)
+
+
+def test_json_keeps_its_key_order(reports):
+    text = to_json(reports["export"])
+    assert list(json.loads(text)) == ["stats_format", "kind", "package_version", "inputs", "config", "tokenizer", "export", "shards"]
+    assert to_json(reports["export"]) == text  # deterministic
+
+
+def _render(report: dict, width: int) -> str:
+    console = Console(width=width, record=True, color_system=None, force_terminal=False)
+    for table in render_tables(report):
+        console.print(table)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("name", ["export", "export_tokens", "shards"])
+def test_terminal_tables_fit_80_columns_unsqueezed(reports, name):
+    narrow = _render(reports[name], 80)
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    # Nothing was wrapped or shortened to fit: a wide terminal shows exactly the same lines.
+    assert narrow == _render(reports[name], 200)
+
+
+def test_terminal_shows_the_figures(reports):
+    text = _render(reports["export"], 80)
+    for expected in ("46", "22", "Drop funnel", "top_k", "quality", "test-model", "ready_for_export"):
+        assert expected in text
+    shards = _render(reports["shards"], 80)
+    for expected in ("Splits", "b=4", "bucketed", "random", "totals match manifest"):
+        assert expected in shards
+
+
+class _Collector(HTMLParser):
+    VOID = {"meta", "br", "img", "input", "link", "hr"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.errors: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += attrs
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += attrs
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.parametrize("name", ["export_tokens", "shards"])
+def test_html_is_one_self_contained_page(reports, name):
+    page = render_html(reports[name])
+    parser = _Collector()
+    parser.feed(page)
+    assert parser.errors == [] and parser.stack == []
+    # Nothing to fetch: no scripts, stylesheets, images or any URL at all.
+    assert not {"script", "link", "img", "iframe", "object"} & set(parser.tags)
+    assert not [a for a in parser.attrs if a[0] in ("src", "href")]
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    assert "<style>" in page
+    # Every chart is well-formed SVG.
+    charts = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(charts) >= 4
+    for chart in charts:
+        ET.fromstring(chart)
+
+
+def test_html_export_page_has_the_charts_and_figures(reports):
+    page = render_html(reports["export_tokens"])
+    for section in ("overview", "tree_states", "languages", "depth", "branching", "ranks", "labels", "threads", "funnel"):
+        assert f'id="{section}"' in page
+    for title in ("Messages per language", "Messages per depth", "Drop funnel", "Thread length (tokens): train"):
+        assert title in page
+    # Hand-counted figures of trees.jsonl + alpaca.json: 17 trees, 56 messages, 16 threads.
+    assert "17 trees, 56 messages, 16 threads" in page
+    assert "<td class=n>56</td>" in page
+
+
+def test_html_shard_page_has_histograms_per_split(reports):
+    page = render_html(reports["shards"])
+    for title in ("Token-length histogram: train", "Token-length histogram: validation", "Expected padding waste", "Rows per language", "Drop funnel (as built)"):
+        assert title in page
+    assert "12 rows" in page
+    # One bar per histogram bin (32 bins) per split.
+    histogram = re.search(r"<svg[^>]*aria-label=\"Token-length histogram: train\".*?</svg>", page, flags=re.S).group(0)
+    assert histogram.count("<rect") == 32
+
+
+def test_markdown_tables_are_well_formed(reports):
+    for report in reports.values():
+        text = render_markdown(report)
+        tables = [block for block in text.split("\n\n") if block.startswith("| ")]
+        assert len(tables) >= 5
+        for table in tables:
+            widths = {line.count(" | ") for line in table.splitlines()}
+            assert len(widths) == 1, table  # every row has the header's columns
+    text = render_markdown(reports["export"])
+    assert "| messages | 46 |" in text
+    assert "### Drop funnel (these filters)" in text
+    assert "- dropped: top_k" in text

@@ -1,0 +1,161 @@
+"""Shard statistics of a real build of the fixtures, and their agreement with the export's.
+
+The build is made with the CLI (`oasst-data build fixtures/oasst/trees.jsonl --tokenizer
+fixtures/tokenizer --out DIR`), as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from oasst_data.config import ThreadConfig
+from oasst_data.errors import OasstDataError
+from oasst_data.shards.buckets import expected_padding_waste
+from oasst_data.stats import collect_stats, export_stats, shard_stats
+from oasst_data.stats.padding import bucketed_waste, expected_waste
+
+from .helpers import TOKENIZER, TREES, build_with_cli
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    return build_with_cli(tmp_path_factory.mktemp("stats-build") / "shards")
+
+
+@pytest.fixture(scope="module")
+def export_report() -> dict:
+    return export_stats([TREES], config=ThreadConfig(), tokenizer=TOKENIZER)
+
+
+@pytest.fixture(scope="module")
+def shard_report(build) -> dict:
+    return shard_stats(build)
+
+
+def manifest(build) -> dict:
+    return json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+
+
+def row_lengths(build) -> list[tuple[str, int, int]]:
+    """(split, bucket, length) of every row, read directly with pyarrow."""
+    rows = []
+    for shard in manifest(build)["shards"]:
+        table = pq.read_table(build / shard["path"], columns=["split", "bucket", "length"])
+        rows += list(zip(*(table.column(c).to_pylist() for c in ("split", "bucket", "length"))))
+    return rows
+
+
+def test_rows_and_threads_agree_with_the_export(export_report, shard_report):
+    e = export_report["export"]
+    s = shard_report["shards"]
+    # 12 threads by hand (tests/test_threads_differential.py); none is truncated at 2,048 tokens.
+    assert e["totals"]["threads"] == 12 == s["totals"]["rows"]
+    assert e["threads"]["by_split"] == {split["split"]: split["rows"] for split in s["splits"]}
+    assert e["threads"]["over_max_length"] == 0 and s["overflow"]["rows_truncated"] == 0
+
+
+def test_tokens_agree_with_the_export(export_report, shard_report):
+    t = export_report["export"]["threads"]
+    s = shard_report["shards"]
+    assert t["tokens_total"] == s["totals"]["tokens"]
+    assert t["trainable_tokens_total"] == s["totals"]["trainable_tokens"]
+    assert t["tokens_by_split"] == {split["split"]: split["tokens"] for split in s["splits"]}
+    # Same bins on both sides: the length histograms match bin by bin.
+    assert t["length_histogram"] == s["length_histogram"]
+    whole = {k: t["tokens"][k] for k in ("count", "sum", "min", "max")}
+    rows = [r["length"] for r in s["splits"]]
+    assert whole == {"count": sum(r["count"] for r in rows), "sum": sum(r["sum"] for r in rows),
+                     "min": min(r["min"] for r in rows), "max": max(r["max"] for r in rows)}
+
+
+def test_figures_match_the_manifest_and_the_parquet_rows(build, shard_report):
+    s = shard_report["shards"]
+    m = manifest(build)
+    assert s["totals"]["matches_manifest"] is True
+    for split in s["splits"]:
+        assert {k: split[k] for k in ("rows", "tokens", "trainable_tokens")} == {k: m["totals"][split["split"]][k] for k in ("rows", "tokens", "trainable_tokens")}
+        assert split["shards"] == m["totals"][split["split"]]["shards"]
+    rows = row_lengths(build)
+    assert s["totals"]["rows"] == len(rows) == 12
+    assert s["totals"]["tokens"] == sum(length for _, _, length in rows)
+    assert shard_report["tokenizer"]["fingerprint"] == m["tokenizer"]["fingerprint"]
+    assert shard_report["config"]["lang"] == "en"
+    assert s["build"]["build_config"]["max_length"] == 2048
+    # The funnel the build recorded: the same 15 candidates and drops as the thread extractor.
+    assert s["funnel"]["thread_drops"] == {"deleted": 1, "synthetic": 2}
+    assert s["sources"][0]["source"] == "oasst" and s["languages"][0]["lang"] == "en"
+
+
+def test_padding_per_bucket_matches_the_manifest(build, shard_report):
+    """The manifest computes expected waste over both splits: so do we, from the row lengths."""
+    rows = row_lengths(build)
+    for entry in manifest(build)["padding"]["per_bucket"]:
+        histogram: dict[int, int] = {}
+        for _, bucket, length in rows:
+            if bucket == entry["index"]:
+                histogram[length] = histogram.get(length, 0) + 1
+        for size, waste in entry["expected_waste"].items():
+            assert expected_waste(histogram, int(size)) == pytest.approx(waste, abs=1e-6)
+    # And per split, as reported: batch size 1 never pads; random batching is never better than bucketed.
+    for row in shard_report["shards"]["padding"]:
+        assert row["random"] >= row["bucketed"] - 1e-9
+        if row["batch_size"] == 1:
+            assert row["random"] == 0 and row["bucketed"] == 0
+
+
+def test_truncation_in_a_build_is_what_the_export_predicts(tmp_path):
+    """Threads over --max-length in the export = rows truncated (or left with nothing to train)."""
+    built = shard_stats(build_with_cli(tmp_path / "short", "--max-length", "24"))
+    predicted = export_stats([TREES], tokenizer=TOKENIZER, max_length=24)["export"]["threads"]["over_max_length"]
+    o = built["shards"]["overflow"]
+    assert predicted > 0
+    assert o["rows_truncated"] + o["rows_dropped_no_trainable_tokens"] == predicted
+    assert o["truncated_share"] == pytest.approx(o["rows_truncated"] / o["rows_written"], abs=1e-6)
+    assert built["shards"]["splits"][0]["length"]["max"] <= 24
+    dropped = shard_stats(build_with_cli(tmp_path / "dropped", "--max-length", "24", "--overflow", "drop"))
+    d = dropped["shards"]["overflow"]
+    assert d["rows_dropped_overflow"] == predicted
+    assert d["dropped_share"] == pytest.approx(predicted / 12, abs=1e-6)
+    assert dropped["shards"]["totals"]["rows"] == 12 - predicted
+
+
+def test_expected_waste_by_hand():
+    # Lengths {2, 4}, batches of 2 drawn with replacement: max is 2 with p 1/4, else 4.
+    # E[max] = 2/4 + 4*3/4 = 3.5; mean 3; waste 1 - 3/3.5 = 1/7.
+    assert expected_waste({2: 1, 4: 1}, 2) == pytest.approx(1 / 7)
+    assert expected_waste({2: 1, 4: 1}, 1) == 0.0
+    assert expected_waste({7: 5}, 8) == 0.0
+    assert expected_waste({}, 4) == 0.0
+    # Two buckets of equal lengths waste nothing bucketed, against 1/7 mixed.
+    assert bucketed_waste([{2: 1}, {4: 1}], 2) == 0.0
+
+
+def test_expected_waste_agrees_with_the_build_module_and_with_sampling():
+    rng = random.Random(5)
+    lengths = [rng.randint(1, 300) for _ in range(400)]
+    histogram: dict[int, int] = {}
+    for length in lengths:
+        histogram[length] = histogram.get(length, 0) + 1
+    for size in (1, 4, 8):
+        assert expected_waste(histogram, size) == pytest.approx(expected_padding_waste(lengths, size), abs=1e-9)
+    sample = np.random.default_rng(0).choice(np.array(lengths), size=(20000, 4))
+    sampled = 1 - sample.sum() / (4 * sample.max(axis=1)).sum()
+    assert expected_waste(histogram, 4) == pytest.approx(sampled, abs=0.01)
+
+
+def test_a_build_directory_is_detected_and_checked(build, tmp_path):
+    assert collect_stats([build])["kind"] == "shards"
+    with pytest.raises(OasstDataError, match="build"):
+        collect_stats([build, TREES])
+    with pytest.raises(OasstDataError, match="manifest.json"):
+        collect_stats([tmp_path])
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "manifest.json").write_text((build / "manifest.json").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(OasstDataError, match="missing"):
+        shard_stats(incomplete)
