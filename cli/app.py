@@ -18,7 +18,7 @@ from oasst_data.readers.files import expand_inputs
 from oasst_data.report import funnel_table
 from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 
-from . import build_command, stats_command
+from . import build_command, stats_command, train_command
 from . import options as opt
 from .console import err_console, out_console, setup_logging, user_errors
 
@@ -115,6 +115,7 @@ def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> N
 app.command("build")(build_command.build)
 app.command("verify")(build_command.verify)
 app.command("stats")(stats_command.stats)
+app.command("train")(train_command.train)
 
 
 def main() -> None:  # console-script entry point

@@ -87,7 +87,9 @@ class BuildConfig:
             elif item.name in ("inputs", "alpaca"):
                 value = [Path(v).name if Path(v).exists() else v for v in value]
             elif item.name == "tokenizer":
-                value = Path(value).name if Path(value).exists() else value
+                # A hub name or a relative path is kept as given (the trainer can load it);
+                # an absolute path is reduced to its folder name (no machine paths inside).
+                value = Path(value).name if Path(value).is_absolute() else value
             elif hasattr(value, "value"):
                 value = value.value
             out[item.name] = value

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# DeepSpeed ZeRO-2 smoke benchmark of `oasst-data train` on one CUDA GPU; nothing is fetched.
+#
+# 1. Where PyPI is reachable, in the repository root:  bash benchmarks/gpu_prepare.sh  (fills .whl/)
+# 2. On the GPU machine, in the repository root, with .whl/ beside it:  bash benchmarks/gpu_smoke.sh
+#    (this project's device tool: command "bash benchmarks/gpu_smoke.sh", carry [".whl"], timeout ~590 s)
+#
+# It installs the carried wheels, builds the project fixtures with the real Pythia tokenizer
+# through `oasst-data build`, expands that build into SYNTHETIC shards whose row lengths follow
+# the real en_100 distribution (benchmarks/synth_shards.py), then trains a random-init
+# Pythia-shaped model with the seed preset (fp16, ZeRO-2, gradient checkpointing, accumulation 2)
+# through the deepspeed launcher, three times for the same number of steps:
+#   budget    length buckets, a token budget per batch (SMOKE_BATCH_TOKENS, padded to 8)
+#   random4   random batches of 4 rows (the seed's batching)
+#   buckets4  length buckets, 4 rows per batch
+# and prints real tokens/s, model FLOPs utilisation, peak GPU memory, loss at start and end,
+# and whether the token budget reaches >= 1.6x the real tokens/s of random4. Last, unless
+# SMOKE_CLI=0, it runs `oasst-data train` itself (no launcher, seed preset, DeepSpeed) for a
+# few steps, saves a checkpoint and resumes from it. Results: $OUT (or /tmp/oasst-smoke/out).
+#
+# SMOKE_DRY_RUN=1 rehearses the script on a CPU (active venv, no wheels, no launcher, a tiny
+# model, fp32, no DeepSpeed, few steps): it checks the plumbing, not the GPU numbers.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=${SMOKE_MODEL:-pythia-410m}
+STEPS=${SMOKE_STEPS:-30}
+WARMUP=${SMOKE_WARMUP:-5}
+TOKENS=${SMOKE_BATCH_TOKENS:-16384}
+ROWS=${SMOKE_ROWS:-6000}
+WORK=/tmp/oasst-smoke
+RESULTS=${OUT:-$WORK/out}
+TOKENIZER=.whl/tokenizer-gpt-neox-20b
+DRY=${SMOKE_DRY_RUN:-0}
+LAUNCH=(python3 -m deepspeed.launcher.runner --num_gpus 1 --master_port 29511)
+EXTRA=()
+if [ "$DRY" = 1 ]; then
+    MODEL=tiny STEPS=${SMOKE_STEPS:-4} WARMUP=${SMOKE_WARMUP:-1} ROWS=${SMOKE_ROWS:-1500}
+    LAUNCH=(python3) EXTRA=(--deepspeed none --dtype fp32)
+fi
+mkdir -p "$WORK" "$RESULTS"
+exec > >(tee -a "$RESULTS/smoke.log") 2>&1
+log() { echo "[$(date +%T)] $*"; }
+
+if [ "$DRY" = 1 ]; then
+    log "DRY RUN on $(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")'): no wheels, no launcher, tiny model"
+else
+log "installing the carried wheels"
+if [ "${SMOKE_SYSTEM_TRANSFORMERS:-0}" = 1 ]; then wheels=$(ls .whl/*.whl | grep -v -e /transformers- -e /regex-); else wheels=$(ls .whl/*.whl); fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels || exit 1
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# The working tree's code, not a possibly older carried wheel (setuptools is on the image).
+if python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . > "$WORK/pip-project.log" 2>&1; then
+    log "installed oasst-data from the working tree"
+else
+    log "could not install the working tree (see $WORK/pip-project.log); using the carried oasst-data wheel"
+fi
+export TORCH_CUDA_ARCH_LIST=9.0   # the image sets 9.0a, which DeepSpeed's op builder cannot parse
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+python3 - <<'EOF' || exit 1
+import torch, transformers, accelerate, deepspeed, oasst_data
+print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), transformers {transformers.__version__}, "
+      f"accelerate {accelerate.__version__}, deepspeed {deepspeed.__version__}, oasst-data {oasst_data.__version__}")
+print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NONE")
+assert torch.cuda.is_available(), "no CUDA device"
+EOF
+nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv || true
+fi
+
+log "building the fixtures with oasst-data build (real Pythia tokenizer)"
+rm -rf "$WORK/fixture-shards" "$WORK/shards"
+python3 -m oasst_data_cli build fixtures/oasst/trees.jsonl --alpaca fixtures/alpaca/alpaca.json \
+    --tokenizer "$TOKENIZER" --lang en --val-split 0.2 --out "$WORK/fixture-shards" --json > "$WORK/fixture-build.json" || exit 1
+python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards" --rows "$ROWS" --val-rows 200 || exit 1
+
+failed=0
+run() {
+    local name=$1; shift
+    log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) $*"
+    "${LAUNCH[@]}" benchmarks/gpu_smoke.py run --shards "$WORK/shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
+        --steps "$STEPS" --warmup "$WARMUP" --name "$name" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$WORK/$name.log" 2>&1
+    local rc=$?
+    grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$WORK/$name.log" | tail -n 12
+    if [ $rc -ne 0 ] || [ ! -s "$RESULTS/$name.json" ]; then
+        log "run $name FAILED (exit $rc); last lines:"; tail -n 40 "$WORK/$name.log"; failed=1
+    fi
+}
+run budget --batch-tokens "$TOKENS" --pad-to-multiple-of 8
+run random4 --batching random --rows 4
+run buckets4 --rows 4
+
+log "comparison"
+python3 benchmarks/gpu_smoke.py compare "$RESULTS/random4.json" "$RESULTS/buckets4.json" "$RESULTS/budget.json" | tee "$RESULTS/summary.txt"
+verdict=${PIPESTATUS[0]}
+
+if [ "${SMOKE_CLI:-1}" = 1 ] && ! python3 -m oasst_data_cli train --help > /dev/null 2>&1; then
+    log "skipping the CLI check: cli/app.py does not register the train command"
+elif [ "${SMOKE_CLI:-1}" = 1 ]; then
+    log "oasst-data train itself: seed preset + DeepSpeed in one process, save at step 2, resume to step 4"
+    cli_model=pythia-160m; [ "$DRY" = 1 ] && cli_model=tiny
+    python3 benchmarks/gpu_smoke.py write-config "$cli_model" "$WORK/model-cli" > /dev/null
+    common=(--shards "$WORK/shards" --tokenizer "$TOKENIZER" --model "$WORK/model-cli" --random-init
+            --preset reference-pythia-12b --output-dir "$WORK/cli" --batch-tokens "$TOKENS" --pad-to-multiple-of 8
+            --learning-rate 1e-4 --warmup-steps 1 --eval-steps 2 --save-steps 2 --logging-steps 1 "${EXTRA[@]}")
+    rm -rf "$WORK/cli"
+    if python3 -m oasst_data_cli train "${common[@]}" --max-steps 2 > "$WORK/cli.log" 2>&1 \
+        && python3 -m oasst_data_cli train "${common[@]}" --max-steps 4 --resume last >> "$WORK/cli.log" 2>&1; then
+        grep -E "step [0-9]+/|trained:|resum" "$WORK/cli.log" | tail -n 12
+        ls "$WORK/cli" | tr '\n' ' '; echo
+    else
+        log "oasst-data train FAILED; last lines:"; tail -n 40 "$WORK/cli.log"; failed=1
+    fi
+fi
+
+log "done (runs failed: $failed, comparison exit: $verdict)"
+[ $failed -eq 0 ] && [ "$verdict" -eq 0 ]

@@ -1,0 +1,211 @@
+"""The trainer's typed configuration: defaults < preset(s) < command-line flags.
+
+A preset is a YAML mapping of `TrainConfig` fields: a name shipped in
+`oasst_data/train/configs/NAME.yaml` (e.g. `reference-pythia-12b`, the seed model's
+hyperparameters) or a path to your own file. Several presets merge in the order given, later
+ones winning; flags win over all presets. Open-Assistant's key `model_name` is accepted for
+`model`. This module imports no torch, so the CLI stays quick to start.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
+BATCHING = ("buckets", "random")
+# Open-Assistant's names for the same settings (its trainer_sft.py configs).
+ALIASES = {"model_name": "model"}
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `oasst-data train` needs: data, model, batching, optimisation, output."""
+
+    shards: str | None = _help("Output directory of `oasst-data build` (manifest.json and data/).", default=None)
+    model: str = _help("Causal LM: Hugging Face name or local folder.", default="EleutherAI/pythia-12b-deduped")
+    random_init: bool = _help("Build the model from its config with random weights (benchmarks, tests); loads no weights.", default=False)
+    tokenizer: str | None = _help("Tokenizer name or folder; must have the shards' fingerprint (default: the manifest's).", default=None)
+    output_dir: str | None = _help("Where checkpoints, logs and the final model go.", default=None)
+    dtype: str = _help("fp16 / bf16 mixed precision, fp32, or auto (bf16 on a GPU that has it, else fp32).", default="auto")
+    attn_implementation: str = _help("auto (flash_attention_2 when installed, else sdpa), sdpa, flash_attention_2 or eager.", default="auto")
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, ~30% more compute).", default=False)
+    residual_dropout: float | None = _help("Dropout on the residual stream, e.g. GPT-NeoX's hidden_dropout (default: the model's).", default=None)
+    max_length: int | None = _help("Refuse shards with longer rows (default: the build's max_length).", default=None)
+    per_device_train_batch_size: int = _help("Rows per training batch per device (when no token budget is set).", default=4)
+    per_device_eval_batch_size: int = _help("Rows per evaluation batch per device (when no token budget is set).", default=4)
+    batch_tokens: int | None = _help("Token budget per device and batch: as many rows of one bucket as fit in N padded tokens.", default=None)
+    eval_batch_tokens: int | None = _help("Token budget of evaluation batches (default: batch_tokens).", default=None)
+    pad_to_multiple_of: int | None = _help("Pad each batch to a multiple of this many tokens (8 suits tensor cores).", default=None)
+    batching: str = _help("buckets: each batch from one length bucket; random: ignore buckets (for comparison only).", default="buckets")
+    gradient_accumulation_steps: int = _help("Batches per optimizer step.", default=1)
+    learning_rate: float = _help("Peak learning rate.", default=1e-5)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    warmup_steps: int = _help("Linear warmup steps, then linear decay to 0 (DeepSpeed: WarmupDecayLR).", default=0)
+    max_grad_norm: float = _help("Gradient clipping norm.", default=1.0)
+    num_train_epochs: float = _help("Epochs over the train split.", default=1.0)
+    max_steps: int = _help("Stop after this many optimizer steps (overrides epochs when > 0).", default=-1)
+    eval_steps: int = _help("Evaluate on the validation split every N optimizer steps (0: only at the end).", default=100)
+    save_steps: int = _help("Save a checkpoint every N optimizer steps (0: only the final model).", default=500)
+    save_total_limit: int | None = _help("Keep at most this many checkpoints.", default=None)
+    logging_steps: int = _help("Log the training loss every N optimizer steps.", default=10)
+    deepspeed: str | None = _help("DeepSpeed config: 'zero2' (the seed's, shipped), a JSON path, or none.", default=None)
+    report_to: list[str] = _help("Also log to: tensorboard, wandb (comma-separated) or none.", default_factory=lambda: ["none"])
+    run_name: str | None = _help("Run name for TensorBoard / Weights & Biases.", default=None)
+    seed: int = _help("Seed of model init, dropout and the batch order.", default=42)
+    resume: str | None = _help("Resume from a checkpoint folder, or 'last' for the newest one in output_dir.", default=None)
+    dataloader_num_workers: int = _help("DataLoader worker processes (rows are in memory; 0 is usually enough).", default=0)
+    verify_checksums: bool = _help("Check every shard's sha256 against the manifest before training.", default=True)
+
+    def __post_init__(self) -> None:
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("attn_implementation", self.attn_implementation, ATTENTION)
+        _choice("batching", self.batching, BATCHING)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            _positive(name, getattr(self, name))
+        for name in ("batch_tokens", "eval_batch_tokens", "pad_to_multiple_of", "max_length"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if self.residual_dropout is not None and not 0.0 <= self.residual_dropout < 1.0:
+            raise ConfigError(f"residual_dropout must be in [0, 1), got {self.residual_dropout}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("give num_train_epochs > 0 or max_steps > 0")
+        for name in ("eval_steps", "save_steps", "warmup_steps", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        self.report_to = [part.strip() for item in self.report_to for part in str(item).split(",") if part.strip()] or ["none"]
+        unknown = set(self.report_to) - {"none", "tensorboard", "wandb"}
+        if unknown:
+            raise ConfigError(f"report_to: unknown target(s) {sorted(unknown)} (tensorboard, wandb, none)")
+        if "none" in self.report_to and len(self.report_to) > 1:
+            self.report_to = [r for r in self.report_to if r != "none"]
+        if self.deepspeed is not None and self.deepspeed.strip().lower() in ("", "none", "false", "off"):
+            self.deepspeed = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def field_help(name: str) -> str:
+    for item in fields(TrainConfig):
+        if item.name == name:
+            return item.metadata["help"]
+    raise KeyError(name)
+
+
+def preset_names() -> list[str]:
+    """Presets shipped with the package."""
+    folder = resources.files("oasst_data.train") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """One preset's values, converted to the field types (unknown keys are an error)."""
+    import yaml
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"preset {name_or_path}: cannot read: {error.strerror or error}") from None
+        where = str(path)
+    else:
+        resource = resources.files("oasst_data.train") / "configs" / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise ConfigError(f"unknown preset {name_or_path!r} (shipped: {', '.join(preset_names())}; or give a YAML file)")
+        text = resource.read_text(encoding="utf-8")
+        where = f"preset {name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings")
+    return _typed(data, where)
+
+
+def _typed(data: dict, where: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = ALIASES.get(key, key)
+        if name not in hints:
+            raise ConfigError(f"{where}: unknown setting {key!r} (see `oasst-data train --help`)")
+        out[name] = _convert(name, value, hints[name], where)
+    return out
+
+
+def _convert(name: str, value: Any, hint: Any, where: str) -> Any:
+    """YAML value -> the field's type (YAML 1.1 reads 6e-6 as a string, so numbers are parsed)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: {name} must not be empty")
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    origin = typing.get_origin(base)
+    try:
+        if origin is list:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(item).strip() for item in items]
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name} must be {getattr(base, '__name__', base)}, got {value!r}") from None
+
+
+def resolve_config(presets: list[str] | tuple[str, ...] = (), **flags: Any) -> TrainConfig:
+    """defaults < presets (in order) < flags; flags that are None are not given."""
+    values: dict[str, Any] = {}
+    for preset in presets:
+        values.update(load_preset(preset))
+    known = {item.name for item in fields(TrainConfig)}
+    for key, value in flags.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            values[key] = value
+    try:
+        return TrainConfig(**values)
+    except TypeError as error:
+        raise ConfigError(f"invalid configuration: {error}") from None
+
+
+__all__ = ["TrainConfig", "field_help", "load_preset", "preset_names", "resolve_config"]

@@ -1,0 +1,235 @@
+"""`train(config)`: shards + tokenizer check + model + BucketTrainer, composed; what the CLI calls."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, OasstDataError
+from .config import TrainConfig
+
+log = logging.getLogger("oasst_data.train")
+
+# Rows of random batching the plan's padding is compared with (the seed's batch).
+REFERENCE_ROWS = 4
+
+
+@dataclass
+class TrainOutcome:
+    output_dir: Path
+    train_metrics: dict[str, Any]
+    eval_metrics: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    trainer: Any = None
+
+
+def packaged_deepspeed_config(name: str = "zero2") -> Path:
+    return Path(str(resources.files("oasst_data.train") / "configs" / f"{name}.json"))
+
+
+def deepspeed_config(value: str | None, cuda: bool) -> str | None:
+    """Path of the DeepSpeed JSON ('zero2' = the packaged seed config); checks DeepSpeed can run."""
+    if value is None:
+        return None
+    path = packaged_deepspeed_config() if value == "zero2" else Path(value)
+    if not path.is_file():
+        raise ConfigError(f"DeepSpeed config {value!r}: no such file (use 'zero2' for the shipped ZeRO-2 config)")
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"DeepSpeed config {path}: not valid JSON: {error}") from None
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("DeepSpeed is not installed (it is in the train extra): pip install deepspeed on a CUDA machine, or pass --deepspeed none")
+    if not cuda:
+        raise ConfigError("DeepSpeed needs a CUDA GPU; pass --deepspeed none to train without it")
+    if not any(key in os.environ for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+        # A single process started without a launcher: give torch.distributed a one-rank world.
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    return str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
+    if value is None:
+        return None
+    if value == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise ConfigError(f"--resume last: no checkpoint-* folder in {output_dir}")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"--resume {value}: no such checkpoint folder")
+    return value
+
+
+def plan_summary(rows, policy, seed: int, batching: str) -> dict[str, Any]:
+    """Batches and padding of epoch 0, against random batching of REFERENCE_ROWS rows."""
+    from .sampler import FixedRows, padding_share
+    from .trainer import make_sampler
+
+    sampler = make_sampler(rows, policy, seed, True, batching)
+    plan = sampler.epoch_plan(0)
+    reference = make_sampler(rows, FixedRows(REFERENCE_ROWS), seed, True, "random").epoch_plan(0)
+    pad = getattr(policy, "pad_to_multiple_of", None)
+    return {
+        "batches_per_epoch": len(plan),
+        "buckets": len(sampler.bucket_ids),
+        "policy": policy.describe(),
+        "padding_share": padding_share(plan, rows.lengths, pad),
+        "random_padding_share": padding_share(reference, rows.lengths),
+        "mean_rows_per_batch": len(rows) / max(1, len(plan)),
+    }
+
+
+def train(cfg: TrainConfig, callbacks: list | tuple = (), on_trainer: Callable[[Any], None] | None = None) -> TrainOutcome:
+    """Train as configured; `callbacks` are extra TrainerCallbacks, `on_trainer` sees the trainer before training."""
+    import torch
+    from transformers import set_seed
+
+    from ..shards.load import load_manifest
+    from ..tokenizer import TokenizerUnavailableError, load_tokenizer
+    from .collator import PadCollator
+    from .model import choose_attention, load_model, resolve_dtype
+    from .shards import describe, open_build
+    from .trainer import (
+        BucketTrainer,
+        RichLogCallback,
+        batch_policies,
+        training_arguments,
+    )
+
+    # Variable-size batches have no fixed remainder to trim; accelerate says so at every evaluation.
+    logging.getLogger("accelerate.accelerator").setLevel(logging.WARNING)
+    if int(os.environ.get("RANK", "0") or 0) > 0:  # one console log per job, from rank 0
+        logging.getLogger("oasst_data").setLevel(logging.WARNING)
+    if not cfg.shards:
+        raise ConfigError("give --shards DIR (the output of `oasst-data build`)")
+    if not cfg.output_dir:
+        raise ConfigError("give --output-dir DIR")
+    cuda = torch.cuda.is_available()
+    dtype = resolve_dtype(cfg.dtype)
+    ds_path = deepspeed_config(cfg.deepspeed, cuda)
+    resume = resume_checkpoint(cfg.resume, cfg.output_dir)
+
+    manifest = load_manifest(cfg.shards)
+    tokenizer_name = cfg.tokenizer or manifest.get("tokenizer", {}).get("name")
+    if not tokenizer_name:
+        raise ConfigError(f"{cfg.shards}: the manifest names no tokenizer; pass --tokenizer")
+    try:
+        tokenizer = load_tokenizer(tokenizer_name)
+    except TokenizerUnavailableError as error:
+        hint = "" if cfg.tokenizer else f" (the name recorded in {cfg.shards}/manifest.json; pass --tokenizer NAME_OR_PATH)"
+        raise OasstDataError(f"{error}{hint}") from None
+    build = open_build(
+        cfg.shards,
+        tokenizer.fingerprint,
+        tokenizer_name,
+        vocab_size=len(tokenizer.tokenizer),
+        max_length=cfg.max_length,
+        verify_checksums=cfg.verify_checksums,
+    )
+    validation = build.validation if build.validation is not None and len(build.validation) else None
+    log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")
+
+    # TrainingArguments first: it sets up the (DeepSpeed) distributed state the model load may need.
+    args = training_arguments(cfg, dtype, validation is not None, ds_path)
+    train_policy, eval_policy = batch_policies(cfg)
+    plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
+    log.info(
+        "batches: %s, %s in %d bucket(s), %d per epoch (%.1f rows on average); padding %.1f%% "
+        "(random batches of %d rows: %.1f%%)",
+        cfg.batching,
+        plan["policy"],
+        plan["buckets"],
+        plan["batches_per_epoch"],
+        plan["mean_rows_per_batch"],
+        100 * plan["padding_share"],
+        REFERENCE_ROWS,
+        100 * plan["random_padding_share"],
+    )
+
+    set_seed(cfg.seed)
+    # DeepSpeed keeps fp32 master weights itself: load in the training dtype there; plain
+    # Trainer mixed precision needs fp32 weights.
+    load_dtype = dtype if ds_path else "fp32"
+    loaded = load_model(
+        cfg.model,
+        vocab_size=len(tokenizer.tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        dtype=load_dtype,
+        attn_implementation=choose_attention(cfg.attn_implementation, dtype),
+        residual_dropout=cfg.residual_dropout,
+        random_init=cfg.random_init,
+        seed=cfg.seed,
+    )
+    log.info(
+        "model %s%s: %.1fM parameters, attention %s, %s%s",
+        cfg.model,
+        " (random init)" if cfg.random_init else "",
+        loaded.parameters / 1e6,
+        loaded.attn_implementation,
+        dtype,
+        f", DeepSpeed {Path(ds_path).name}" if ds_path else "",
+    )
+
+    trainer = BucketTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=build.train,
+        eval_dataset=validation,
+        data_collator=PadCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of),
+        processing_class=tokenizer.tokenizer,
+        callbacks=[RichLogCallback(), *callbacks],
+        train_policy=train_policy,
+        eval_policy=eval_policy,
+        batching=cfg.batching,
+    )
+    if not trainer.model_accepts_loss_kwargs:
+        log.warning("%s does not take num_items_in_batch: its loss is a mean per batch, not per trained token", cfg.model)
+    if on_trainer is not None:
+        on_trainer(trainer)
+    if trainer.is_world_process_zero():
+        _write_run_record(cfg, build.manifest, plan, dtype)
+
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    eval_metrics = _final_eval(trainer) if validation is not None else {}
+    return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer)
+
+
+def _final_eval(trainer) -> dict[str, Any]:
+    """The validation loss after training; reused when the last step was just evaluated."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def _write_run_record(cfg: TrainConfig, manifest: dict, plan: dict, dtype: str) -> None:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "config": cfg.to_dict() | {"dtype": dtype},
+        "shards": {
+            "path": str(cfg.shards),
+            "config_hash": manifest.get("config_hash"),
+            "tokenizer_fingerprint": manifest["tokenizer"].get("fingerprint"),
+        },
+        "plan": plan,
+    }
+    (out / "oasst_train.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,219 @@
+"""A thin `transformers.Trainer`: bucket batches in, token counts and a rich console log out.
+
+Everything else -- DeepSpeed, mixed precision, gradient accumulation, checkpoints, resume,
+TensorBoard / W&B -- is the Trainer's. The loss is normalised per trained token across the
+batches of one optimizer step (and across devices) by the Trainer's `num_items_in_batch`,
+which it passes to the model's loss: a token budget and fixed rows optimise the same objective.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from .collator import IGNORE_INDEX
+from .config import TrainConfig
+from .sampler import BatchPolicy, BucketBatchSampler, FixedRows, TokenBudget
+from .shards import SplitRows
+
+log = logging.getLogger("oasst_data.train")
+
+
+def batch_policies(cfg: TrainConfig) -> tuple[BatchPolicy, BatchPolicy]:
+    """(train, eval) policies: a token budget when given, else a fixed number of rows."""
+    train: BatchPolicy = (
+        TokenBudget(cfg.batch_tokens, cfg.pad_to_multiple_of) if cfg.batch_tokens else FixedRows(cfg.per_device_train_batch_size)
+    )
+    eval_tokens = cfg.eval_batch_tokens or cfg.batch_tokens
+    evaluation: BatchPolicy = (
+        TokenBudget(eval_tokens, cfg.pad_to_multiple_of) if eval_tokens else FixedRows(cfg.per_device_eval_batch_size)
+    )
+    return train, evaluation
+
+
+def make_sampler(rows: SplitRows, policy: BatchPolicy, seed: int, shuffle: bool, batching: str = "buckets", **rank) -> BucketBatchSampler:
+    # "random" batching (for comparison only) puts every row in one bucket.
+    buckets = rows.buckets if batching == "buckets" else np.zeros_like(rows.buckets)
+    return BucketBatchSampler(rows.lengths, buckets, policy, seed=seed, shuffle=shuffle, **rank)
+
+
+def training_arguments(cfg: TrainConfig, dtype: str, has_eval: bool, deepspeed: str | None) -> TrainingArguments:
+    eval_strategy = "steps" if has_eval and cfg.eval_steps > 0 else "no"
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (old name: a warning).
+    checkpointing = "activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient"
+    recompute = {
+        f"{checkpointing}_checkpointing": cfg.gradient_checkpointing,
+        f"{checkpointing}_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
+    }
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="linear",  # = DeepSpeed's WarmupDecayLR when the DeepSpeed config has one
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        fp16=dtype == "fp16",
+        bf16=dtype == "bf16",
+        **recompute,
+        deepspeed=deepspeed,
+        report_to=cfg.report_to,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        prediction_loss_only=True,  # evaluation keeps the loss, never the logits
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=True,  # the console log is RichLogCallback's
+    )
+
+
+class BucketTrainer(Trainer):
+    """`Trainer` whose data loaders draw batches from one length bucket at a time."""
+
+    def __init__(self, *args, train_policy: BatchPolicy, eval_policy: BatchPolicy, batching: str = "buckets", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_policy = train_policy
+        self.eval_policy = eval_policy
+        self.batching = batching
+        self.token_counts = TokenCounts()
+        self.remove_callback(PrinterCallback)
+        self.remove_callback(ProgressCallback)
+
+    def _loader(self, rows: SplitRows, sampler: BucketBatchSampler) -> DataLoader:
+        workers = self.args.dataloader_num_workers
+        loader = DataLoader(
+            rows,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=workers > 0,
+        )
+        # The sampler plans the global batch order; accelerate's BatchSamplerShard deals it out
+        # (batch i to rank i mod world size) and skips batches on resume.
+        return self.accelerator.prepare(loader)
+
+    def get_train_dataloader(self) -> DataLoader:
+        self.train_sampler = make_sampler(self.train_dataset, self.train_policy, self.args.seed, True, self.batching)
+        return self._loader(self.train_dataset, self.train_sampler)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        rows = eval_dataset if eval_dataset is not None else self.eval_dataset
+        return self._loader(rows, make_sampler(rows, self.eval_policy, self.args.seed, False, self.batching))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # The Trainer resumes (without DeepSpeed) by loading the raw saved state dict, but
+        # save_pretrained may store weights under their hub names (transformers 5 saves GPT-NeoX's
+        # lm_head as embed_out), which would leave them untrained. from_pretrained maps the names.
+        target = model if model is not None else self.model
+        saved = _saved_weight_names(resume_from_checkpoint)
+        if saved is None or saved == set(target.state_dict()):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        log.info("loading %s through from_pretrained (saved weight names differ from the model's)", resume_from_checkpoint)
+        dtype = next(target.parameters()).dtype
+        fresh = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype, attn_implementation=target.config._attn_implementation)
+        target.load_state_dict(fresh.state_dict())
+        del fresh
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.token_counts.add(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            logs.update(self.token_counts.since_last_log())
+        super().log(logs, *args, **kwargs)
+
+
+def _saved_weight_names(folder: str) -> set[str] | None:
+    """Tensor names of a checkpoint's safetensors weights (None: not safetensors)."""
+    import json
+    from pathlib import Path
+
+    single, index = Path(folder) / "model.safetensors", Path(folder) / "model.safetensors.index.json"
+    if single.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(single), framework="pt") as handle:
+            return set(handle.keys())
+    if index.is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    return None
+
+
+class TokenCounts:
+    """Real, padded and trained tokens of the batches trained on this device (no GPU sync per step)."""
+
+    def __init__(self) -> None:
+        self.real: Any = 0
+        self.trained: Any = 0
+        self.real_squared: Any = 0  # sum of squared row lengths: the attention term of model FLOPs
+        self.padded = 0
+        self._last = (0, 0, time.perf_counter())
+
+    def add(self, inputs: dict) -> None:
+        row_lengths = inputs["attention_mask"].sum(dim=1)
+        self.real = self.real + row_lengths.sum()
+        self.real_squared = self.real_squared + (row_lengths * row_lengths).sum()
+        self.trained = self.trained + (inputs["labels"] != IGNORE_INDEX).sum()
+        self.padded += int(inputs["input_ids"].numel())
+
+    def totals(self) -> dict[str, int]:
+        return {"real": int(self.real), "trained": int(self.trained), "padded": self.padded, "real_squared": int(self.real_squared)}
+
+    def since_last_log(self) -> dict[str, float]:
+        real, padded, now = int(self.real), self.padded, time.perf_counter()
+        last_real, last_padded, last_time = self._last
+        self._last = (real, padded, now)
+        if padded == last_padded:
+            return {}
+        return {
+            "tokens_per_second": round((real - last_real) / max(now - last_time, 1e-9), 1),
+            "padding_share": round(1.0 - (real - last_real) / (padded - last_padded), 4),
+        }
+
+
+class RichLogCallback(TrainerCallback):
+    """One console line per log event on the main process (through `logging`, rendered by rich)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        parts = [f"step {state.global_step:,}/{state.max_steps:,}"]
+        if state.epoch is not None:
+            parts.append(f"epoch {state.epoch:.2f}")
+        for key, fmt in (
+            ("loss", "loss {:.4f}"),
+            ("eval_loss", "eval loss {:.4f}"),
+            ("train_loss", "mean train loss {:.4f}"),
+            ("learning_rate", "lr {:.2e}"),
+            ("grad_norm", "grad norm {:.3f}"),
+            ("tokens_per_second", "{:,.0f} tokens/s"),
+            ("padding_share", "padding {:.1%}"),
+            ("train_runtime", "{:.0f} s"),
+        ):
+            if key in logs and logs[key] is not None:
+                parts.append(fmt.format(float(logs[key])))
+        log.info(" · ".join(parts))

@@ -1,0 +1,58 @@
+"""Shards for the trainer's tests, made by the real `oasst-data build` (never a hand-written writer)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import FIXTURE_TOKENIZER, FIXTURES, REAL_TOKENIZER, REAL_TREES, REPO
+
+# Numbers the tests measure (padding shares, losses); printed once at the end of the run.
+MEASURED: list[str] = []
+
+
+def build_with_cli(out: Path, *args: str) -> Path:
+    """`oasst-data build ... --out OUT` in a subprocess, exactly as a user runs it."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "oasst_data_cli", "build", *args, "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"oasst-data build failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixture_shards(tmp_path_factory) -> Path:
+    """The project fixtures (Open-Assistant trees and Alpaca records) built with the fixture tokenizer."""
+    return build_with_cli(
+        tmp_path_factory.mktemp("fixture-build") / "shards",
+        str(FIXTURES / "oasst" / "trees.jsonl"),
+        "--alpaca", str(FIXTURES / "alpaca" / "alpaca.json"),
+        "--tokenizer", str(FIXTURE_TOKENIZER),
+        "--lang", "en",
+        "--val-split", "0.2",
+    )
+
+
+@pytest.fixture(scope="session")
+def real_shards(tmp_path_factory) -> Path:
+    """../shared's 100 real English trees built with the real Pythia tokenizer (skipped without ../shared)."""
+    if not REAL_TREES.exists() or not (REAL_TOKENIZER / "tokenizer.json").exists():
+        pytest.skip("../shared real data or tokenizer not present")
+    return build_with_cli(
+        tmp_path_factory.mktemp("real-build") / "shards",
+        str(REAL_TREES),
+        "--tokenizer", str(REAL_TOKENIZER),
+        "--lang", "en",
+    )
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASURED:
+        terminalreporter.section("trainer measurements")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

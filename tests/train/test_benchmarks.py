@@ -1,0 +1,59 @@
+"""The GPU benchmark's CPU-checkable parts: synthetic shards and the comparison verdict."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from oasst_data.shards import verify_shards
+from oasst_data.tokenizer import load_tokenizer
+from oasst_data.train.shards import open_build
+
+from ..conftest import FIXTURE_TOKENIZER, REPO
+
+BENCHMARKS = REPO / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_synthetic_shards_follow_the_recorded_lengths_and_open_for_training(fixture_shards, tmp_path):
+    synth = load("synth_shards")
+    manifest = synth.synthesize(fixture_shards, tmp_path / "synth", rows=3000, val_rows=100, seed=0, max_length=2048)
+    assert manifest["synthetic"] is True
+    assert verify_shards(tmp_path / "synth").ok
+    tokenizer = load_tokenizer(str(FIXTURE_TOKENIZER))
+    build = open_build(tmp_path / "synth", tokenizer.fingerprint, vocab_size=len(tokenizer.tokenizer), max_length=2048)
+    assert len(build.train) == 3000 and len(build.validation) == 100
+    real = np.array(json.loads((BENCHMARKS / "data" / "en100_lengths.json").read_text())["lengths"])
+    assert build.train.lengths.mean() == pytest.approx(real.mean(), rel=0.08)
+    assert np.median(build.train.lengths) == pytest.approx(np.median(real), rel=0.15)
+    assert all(build.train[i]["loss_mask"][1:].any() for i in range(0, 3000, 97))
+
+
+def result(name, batching, policy, tokens_per_s):
+    return {
+        "name": name, "device": "cpu", "model": "tiny", "parameters": 1e6, "batching": batching, "policy": policy,
+        "dtype": "fp32", "deepspeed": None, "gradient_accumulation_steps": 2, "measured_steps": 3, "rows_per_batch": 4.0,
+        "padding_share": 0.1, "seconds_per_step": 1.0, "real_tokens_per_s": tokens_per_s, "mfu": None,
+        "peak_memory_gib": None, "loss_start": 10.0, "loss_end": 9.0, "eval_loss": 9.1,
+    }
+
+
+@pytest.mark.parametrize(("budget_speed", "code"), [(1700.0, 0), (1500.0, 2)])
+def test_compare_passes_only_at_the_target_ratio(tmp_path, capsys, budget_speed, code):
+    smoke = pytest.importorskip("transformers") and load("gpu_smoke")
+    paths = []
+    for r in (result("random4", "random", "4 rows per batch", 1000.0), result("budget", "buckets", "up to 16,384 padded tokens per batch", budget_speed)):
+        path = tmp_path / f"{r['name']}.json"
+        path.write_text(json.dumps(r))
+        paths.append(str(path))
+    assert smoke.compare(paths, 1.6) == code
+    assert ("PASS" if code == 0 else "FAIL") in capsys.readouterr().out

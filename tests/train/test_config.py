@@ -1,0 +1,143 @@
+"""Settings: defaults < presets < flags; the seed's preset and ZeRO-2 config as shipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oasst_data.errors import ConfigError
+from oasst_data.train.config import (
+    TrainConfig,
+    load_preset,
+    preset_names,
+    resolve_config,
+)
+from oasst_data.train.run import packaged_deepspeed_config
+
+# The seed model card's `reference-pythia-12b` config and command line (shared/seed/).
+SEED = {
+    "dtype": "fp16",
+    "learning_rate": 6e-6,
+    "model": "EleutherAI/pythia-12b-deduped",
+    "weight_decay": 0.0,
+    "max_length": 2048,
+    "warmup_steps": 100,
+    "gradient_checkpointing": True,
+    "gradient_accumulation_steps": 2,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 4,
+    "eval_steps": 100,
+    "save_steps": 1000,
+    "num_train_epochs": 8.0,
+    "save_total_limit": 4,
+    "residual_dropout": 0.2,
+    "deepspeed": "zero2",
+}
+SEED_ZERO = {
+    "fp16": {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16, "hysteresis": 2, "min_loss_scale": 1},
+    "bf16": {"enabled": "auto"},
+    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+    "scheduler": {
+        "type": "WarmupDecayLR",
+        "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto", "total_num_steps": "auto"},
+    },
+    "zero_optimization": {
+        "stage": 2,
+        "allgather_partitions": True,
+        "allgather_bucket_size": 1e9,
+        "overlap_comm": False,
+        "reduce_scatter": True,
+        "reduce_bucket_size": 1e9,
+        "contiguous_gradients": True,
+    },
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "steps_per_print": 2000,
+    "train_batch_size": "auto",
+    "train_micro_batch_size_per_gpu": "auto",
+    "wall_clock_breakdown": False,
+}
+
+
+def test_reference_preset_has_the_seed_hyperparameters():
+    assert "reference-pythia-12b" in preset_names()
+    config = resolve_config(["reference-pythia-12b"])
+    for key, value in SEED.items():
+        assert getattr(config, key) == value, key
+    assert isinstance(config.learning_rate, float)  # YAML 1.1 reads 6e-6 as a string
+
+
+def test_zero2_config_is_the_seeds_verbatim():
+    assert json.loads(packaged_deepspeed_config().read_text()) == SEED_ZERO
+
+
+def test_flags_override_presets_which_override_defaults(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("learning_rate: 1e-4\nbatch_tokens: 8192\nreport_to: tensorboard,wandb\n")
+    config = resolve_config(["reference-pythia-12b", str(own)], learning_rate=2e-5, max_steps=10)
+    assert config.learning_rate == 2e-5  # flag > preset
+    assert config.batch_tokens == 8192  # later preset
+    assert config.report_to == ["tensorboard", "wandb"]
+    assert config.weight_decay == 0.0 and config.gradient_accumulation_steps == 2  # first preset
+    assert config.max_steps == 10
+    assert resolve_config([]).learning_rate == TrainConfig().learning_rate  # defaults
+    assert resolve_config(["reference-pythia-12b"], deepspeed="none").deepspeed is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rat: 1e-4\n", "unknown setting"),
+        ("gradient_checkpointing: maybe\n", "must be bool"),
+        ("per_device_train_batch_size: 2.5\n", "must be int"),
+        ("- a list\n", "mapping"),
+        ("dtype: fp8\n", "dtype must be one of"),
+        ("report_to: mlflow\n", "report_to"),
+    ],
+)
+def test_bad_presets_are_clear_config_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        resolve_config([str(path)])
+
+
+def test_unknown_preset_names_the_shipped_ones():
+    with pytest.raises(ConfigError, match="reference-pythia-12b"):
+        load_preset("reference-pythia-99b")
+
+
+def test_every_field_has_help():
+    from dataclasses import fields
+
+    assert all(f.metadata.get("help") for f in fields(TrainConfig))
+
+
+def test_zero2_loads_through_the_transformers_deepspeed_integration():
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("torch")
+    from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    config = resolve_config(["reference-pythia-12b"], output_dir="unused")
+    args = TrainingArguments(
+        output_dir="unused",
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        report_to="none",
+    )
+    hf = HfTrainerDeepSpeedConfig(str(packaged_deepspeed_config()))
+    hf.trainer_config_process(args)
+    hf.trainer_config_finalize(args, model=None, num_training_steps=1000)
+    ds = hf.config
+    assert ds["zero_optimization"]["stage"] == 2 and hf.is_zero2()
+    assert ds["optimizer"]["params"]["lr"] == 6e-6
+    assert ds["scheduler"]["type"] == "WarmupDecayLR"
+    assert ds["scheduler"]["params"]["warmup_num_steps"] == 100
+    assert ds["scheduler"]["params"]["total_num_steps"] == 1000
+    assert ds["gradient_accumulation_steps"] == 2 and ds["train_micro_batch_size_per_gpu"] == 4
+    assert ds["gradient_clipping"] == 1.0

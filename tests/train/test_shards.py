@@ -1,0 +1,73 @@
+"""Opening a build for training: manifest, tokenizer fingerprint, checksums, row checks."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from oasst_data.errors import OasstDataError
+from oasst_data.tokenizer import load_tokenizer
+from oasst_data.train.shards import ShardsError, TokenizerMismatchError, open_build
+
+from ..conftest import FIXTURE_TOKENIZER, REAL_TOKENIZER, needs_real_tokenizer
+
+
+@pytest.fixture(scope="module")
+def fixture_tokenizer():
+    return load_tokenizer(str(FIXTURE_TOKENIZER))
+
+
+def test_loads_both_splits_as_the_parquet_rows(fixture_shards, fixture_tokenizer):
+    build = open_build(fixture_shards, fixture_tokenizer.fingerprint, vocab_size=len(fixture_tokenizer.tokenizer))
+    assert build.validation is not None
+    for split in (build.train, build.validation):
+        files = [fixture_shards / s["path"] for s in build.manifest["shards"] if s["split"] == split.name]
+        expected = [r for f in files for r in pq.read_table(f, columns=["input_ids", "loss_mask", "bucket"]).to_pylist()]
+        assert len(split) == len(expected) == sum(s["rows"] for s in build.manifest["shards"] if s["split"] == split.name)
+        for i, want in enumerate(expected):
+            assert split[i]["input_ids"].tolist() == want["input_ids"]
+            assert split[i]["loss_mask"].tolist() == want["loss_mask"]
+            assert split.buckets[i] == want["bucket"]
+        assert split.lengths.tolist() == [len(r["input_ids"]) for r in expected]
+
+
+@needs_real_tokenizer
+def test_refuses_shards_of_another_tokenizer(fixture_shards):
+    other = load_tokenizer(str(REAL_TOKENIZER))
+    with pytest.raises(TokenizerMismatchError, match="fingerprint") as caught:
+        open_build(fixture_shards, other.fingerprint, str(REAL_TOKENIZER))
+    message = str(caught.value)
+    assert "--tokenizer" in message and str(REAL_TOKENIZER) in message and "\n" not in message
+
+
+def test_refuses_a_wrong_fingerprint_even_without_the_real_tokenizer(fixture_shards):
+    with pytest.raises(TokenizerMismatchError):
+        open_build(fixture_shards, "0" * 64, "some-tokenizer")
+
+
+def test_refuses_changed_shards_and_incomplete_builds(fixture_shards, fixture_tokenizer, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_shards, copy)
+    shard = next((copy / "data" / "train").glob("*.parquet"))
+    table = pq.read_table(shard)
+    pq.write_table(table.slice(1), shard)  # one row fewer: the checksum changes
+    with pytest.raises(ShardsError, match="checksum"):
+        open_build(copy, fixture_tokenizer.fingerprint)
+    with pytest.raises(ShardsError, match="rows"):
+        open_build(copy, fixture_tokenizer.fingerprint, verify_checksums=False)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(OasstDataError, match="manifest"):
+        open_build(copy, fixture_tokenizer.fingerprint)
+
+
+def test_refuses_rows_longer_than_max_length_and_ids_outside_the_vocab(fixture_shards, fixture_tokenizer):
+    build = open_build(fixture_shards, fixture_tokenizer.fingerprint)
+    longest = int(max(build.train.lengths.max(), build.validation.lengths.max()))
+    open_build(fixture_shards, fixture_tokenizer.fingerprint, max_length=longest)
+    with pytest.raises(ShardsError, match="--max-length"):
+        open_build(fixture_shards, fixture_tokenizer.fingerprint, max_length=longest - 1)
+    with pytest.raises(ShardsError, match="outside the tokenizer"):
+        open_build(fixture_shards, fixture_tokenizer.fingerprint, vocab_size=int(np.max(build.train.ids)))
