@@ -80,7 +80,10 @@ class DeletedFilter(ThreadFilter):
     name = "deleted"
 
     def check(self, path):
-        return "deleted" if any(m.deleted for m in path) else None
+        for message in path:  # a plain loop: paths are short, and this runs for every candidate
+            if message.deleted:
+                return "deleted"
+        return None
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,11 @@ class SyntheticFilter(ThreadFilter):
     name = "synthetic"
 
     def check(self, path):
-        has_synthetic = any(m.synthetic for m in path)
+        has_synthetic = False
+        for message in path:
+            if message.synthetic:
+                has_synthetic = True
+                break
         if self.policy is SyntheticPolicy.EXCLUDE and has_synthetic:
             return "synthetic"
         if self.policy is SyntheticPolicy.ONLY and not has_synthetic:

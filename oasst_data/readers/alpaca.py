@@ -35,6 +35,19 @@ class LocatedAlpaca:
     raw: bytes | None
 
 
+def _lone_surrogate(record: AlpacaRecord) -> str | None:
+    """Python's json accepts escapes such as "\\ud800" that are no Unicode text; say where one is."""
+    for name in ("instruction", "input", "output"):
+        value = getattr(record, name)
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return f"lone surrogate {value[error.start]!r} in `{name}` (not valid Unicode text)"
+    return None
+
+
 def alpaca_prompt(record: AlpacaRecord) -> str:
     if record.input:
         return f"{record.instruction}\n{record.input}"
@@ -84,6 +97,10 @@ class AlpacaReader:
             except msgspec.ValidationError as error:
                 self._bad(BadRecordError(self.source, line, f"invalid record: {error}", raw))
                 continue
+            surrogate = _lone_surrogate(record)
+            if surrogate is not None:
+                self._bad(BadRecordError(self.source, line, f"invalid record: {surrogate}", raw))
+                continue
             yield LocatedAlpaca(record, self.source, line, raw)
 
     def _from_lines(self, path: Path) -> Iterator[LocatedAlpaca]:
@@ -104,7 +121,7 @@ class AlpacaReader:
             try:
                 record = _record_decoder.decode(line.data)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
-                self._bad(BadRecordError(self.source, line.number, _describe_decode_error(error), line.data))
+                self._bad(BadRecordError(self.source, line.number, _describe_decode_error(error, line.data), line.data))
                 continue
             yield LocatedAlpaca(record, self.source, line.number, line.data)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,17 @@ from ..errors import BadRecordError, OasstDataError
 
 try:  # python-isal decompresses gzip ~4x faster than zlib (shared/PERFORMANCE.md)
     from isal import igzip as _gzip
+    from isal.isal_zlib import error as _IsalError
 except ImportError:  # pragma: no cover - isal is a dependency, but keep working without it
     import gzip as _gzip
 
+    _IsalError = zlib.error
+
 _CHUNK = 1 << 20
+
+# What a broken byte stream raises: truncated (EOFError), bad header or CRC (OSError), corrupt
+# deflate data (zlib.error / isal's IsalError, which is not an OSError), corrupt zstd data.
+STREAM_ERRORS = (EOFError, OSError, zlib.error, _IsalError, zstandard.ZstdError)
 
 
 class _ZstdRaw(io.RawIOBase):
@@ -118,7 +126,7 @@ class Line:
 
 
 def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | None = None) -> Iterator[Line]:
-    """Yield the non-empty lines of a (possibly compressed) file with their 1-based numbers.
+    """Yield the lines of a (possibly compressed) file with their 1-based numbers (blank ones too).
 
     Raises BadRecordError (file, line) when the byte stream breaks off or is corrupt.
     """
@@ -128,16 +136,20 @@ def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | No
         try:
             for number, data in enumerate(handle, start=1):  # noqa: B007 - number used after loop
                 yield Line(number, data)
-        except (EOFError, OSError, zstandard.ZstdError) as error:
+        except STREAM_ERRORS as error:
             raise BadRecordError(name, number + 1, f"cannot read further: {error}") from None
 
 
 def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files and globs in order; a pattern that matches nothing is an error."""
+    """Expand files and globs in order; a pattern that matches nothing is an error.
+
+    An existing file is taken literally even when its name holds glob characters (`a[1].jsonl`),
+    so expanding an already expanded list changes nothing.
+    """
     paths: list[Path] = []
     for pattern in patterns:
         text = os.fspath(pattern)
-        if glob.has_magic(text):
+        if glob.has_magic(text) and not Path(text).is_file():
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 raise OasstDataError(f"{text}: no file matches this pattern")

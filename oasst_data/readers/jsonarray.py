@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BadRecordError
-from .files import open_binary
+from .files import STREAM_ERRORS, open_binary
 
 _READ = 1 << 20
 _WS = frozenset(" \t\r\n")
@@ -29,17 +29,41 @@ class _ArrayScanner:
         self.line = 1
         self.eof = False
         self.decoder = json.JSONDecoder()
+        # Why the input ends early (invalid UTF-8, broken compressed stream): raised once the
+        # elements before the break have been read, instead of "array not closed".
+        self.failure: BadRecordError | None = None
 
     def refill(self) -> None:
-        chunk = self.handle.read(_READ)
+        if self.eof:
+            return
+        buffered = self.utf8.getstate()[0]
+        try:
+            chunk = self.handle.read(_READ)
+        except STREAM_ERRORS as error:
+            self._stop(self.text.count("\n", self.pos), f"cannot read further: {error}")
+            return
         try:
             decoded = self.utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as error:
-            raise BadRecordError(self.name, self.line, f"invalid UTF-8 ({error.reason})") from None
+            # Keep the valid text before the bad byte; the error names the bad byte's line.
+            decoded = (buffered + chunk)[: error.start].decode("utf-8", errors="replace")
+            newlines = self.text.count("\n", self.pos) + decoded.count("\n")
+            self.text = self.text[self.pos :] + decoded
+            self.pos = 0
+            self._stop(newlines, f"invalid UTF-8 ({error.reason})")
+            return
         if not chunk:
             self.eof = True
         self.text = self.text[self.pos :] + decoded
         self.pos = 0
+
+    def _stop(self, newlines_ahead: int, reason: str) -> None:
+        self.failure = BadRecordError(self.name, self.line + newlines_ahead, reason)
+        self.eof = True
+
+    def error(self, line: int, reason: str) -> BadRecordError:
+        """The error to raise at the end of the readable input: the early stop's, if any."""
+        return self.failure or BadRecordError(self.name, line, reason)
 
     def skip_ws(self) -> None:
         while True:
@@ -66,9 +90,11 @@ class _ArrayScanner:
                     break
             except json.JSONDecodeError as error:
                 if self.eof:
-                    raise BadRecordError(self.name, self.line, f"malformed JSON: {error.msg}") from None
+                    raise self.error(self.line, f"malformed JSON: {error.msg}") from None
                 if len(self.text) - self.pos > _MAX_ELEMENT:
                     raise BadRecordError(self.name, self.line, "malformed JSON: element too large") from None
+            except RecursionError:
+                raise BadRecordError(self.name, self.line, "nesting deeper than the JSON parser allows") from None
             self.refill()
         raw = self.text[self.pos : end]
         start = self.line
@@ -87,25 +113,31 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
     with open_binary(path) as handle:
         scanner = _ArrayScanner(handle, name)
         if scanner.peek() != "[":
-            raise BadRecordError(name, scanner.line, "malformed JSON: expected a JSON array '['")
+            raise scanner.error(scanner.line, "malformed JSON: expected a JSON array '['")
         scanner.pos += 1
         if scanner.peek() == "]":
             return
         while True:
             if scanner.peek() == "":
-                raise BadRecordError(name, scanner.line, "malformed JSON: array not closed (truncated file?)")
+                raise scanner.error(scanner.line, "malformed JSON: array not closed (truncated file?)")
             yield scanner.value()
             separator = scanner.peek()
             if separator == "]":
                 return
             if separator != ",":
                 found = repr(separator) if separator else "end of file"
-                raise BadRecordError(name, scanner.line, f"malformed JSON: expected ',' or ']' after an element, got {found}")
+                raise scanner.error(scanner.line, f"malformed JSON: expected ',' or ']' after an element, got {found}")
             scanner.pos += 1
 
 
 def starts_with_array(path: Path) -> bool:
-    """True when the file's first non-blank character is '[' (a JSON array, not JSON Lines)."""
-    with open_binary(path) as handle:
-        head = handle.read(4096)
+    """True when the file's first non-blank character is '[' (a JSON array, not JSON Lines).
+
+    An unreadable start gives False: the line reader then reports the broken stream as a bad record.
+    """
+    try:
+        with open_binary(path) as handle:
+            head = handle.read(4096)
+    except STREAM_ERRORS:
+        return False
     return head.lstrip()[:1] == b"["

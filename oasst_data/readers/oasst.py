@@ -16,7 +16,7 @@ import msgspec
 
 from ..errors import BadRecordError
 from ..quarantine import BadRecordHandler
-from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, _RecordKind
+from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
 from .files import ByteCounter, iter_lines
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ _kind_decoder = msgspec.json.Decoder(_RecordKind)
 _tree_decoder = msgspec.json.Decoder(ExportMessageTree)
 _message_decoder = msgspec.json.Decoder(ExportMessage)
 _thread_decoder = msgspec.json.Decoder(ExportMessageThread)
+_row_decoder = msgspec.json.Decoder(Oasst1Row)
+_line_decoder = msgspec.json.Decoder(_TreeLine)
 
 
 @dataclass(slots=True)
@@ -47,7 +49,7 @@ class ReadCounts:
     messages: int = 0
     threads: int = 0
     bad_lines: int = 0
-    # Good lines whose messages were set aside while rebuilding trees (orphans, cycles).
+    # Good lines whose messages were set aside while rebuilding trees (duplicates, orphans, cycles).
     unplaced_messages: int = 0
     files: list[str] = field(default_factory=list)
 
@@ -63,11 +65,18 @@ class ReadCounts:
         )
 
 
-def _describe_decode_error(error: Exception) -> str:
+def _describe_decode_error(error: Exception, data: bytes | None = None) -> str:
     if isinstance(error, RecursionError):
         return "nesting deeper than the JSON parser allows"
     if isinstance(error, UnicodeDecodeError):
-        return f"invalid UTF-8 at byte {error.start}"
+        # msgspec reports the offset inside the string it was decoding; find it in the line.
+        start = error.start
+        if data is not None:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as whole:
+                start = whole.start
+        return f"invalid UTF-8 at byte {start} of the line"
     message = str(error)
     if isinstance(error, msgspec.ValidationError):
         return f"invalid record: {message}"
@@ -75,7 +84,35 @@ def _describe_decode_error(error: Exception) -> str:
 
 
 def decode_record(data: bytes, source: str, line: int) -> ExportMessageTree | ExportMessage | ExportMessageThread:
-    """Decode one export line into its typed record, detecting the kind as the reference does."""
+    """Decode one export line into its typed record, detecting the kind as the reference does.
+
+    The kind is decided by the top-level keys in the order message_id, thread_id, message_tree_id.
+    A valid tree line (the common case) is decoded in a single pass; anything else takes the
+    detection path, which also gives the canonical error.
+    """
+    try:
+        fast = _line_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        pass  # the detection path below reports the problem
+    else:
+        if not fast.message_id and not fast.thread_id:
+            if fast.message_tree_id is not None and fast.prompt is not None:
+                return ExportMessageTree(fast.message_tree_id, fast.prompt, fast.tree_state, fast.origin)
+        elif fast.message_id:
+            return _decode_known(_decode_message, data, source, line)
+        else:
+            return _decode_known(_thread_decoder.decode, data, source, line)
+    return _decode_detected(data, source, line)
+
+
+def _decode_known(decode, data: bytes, source: str, line: int):
+    try:
+        return decode(data)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as error:
+        raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
+
+
+def _decode_detected(data: bytes, source: str, line: int) -> ExportMessageTree | ExportMessage | ExportMessageThread:
     try:
         kind = _kind_decoder.decode(data)
         if kind.message_id:
@@ -85,10 +122,26 @@ def decode_record(data: bytes, source: str, line: int) -> ExportMessageTree | Ex
         if kind.message_tree_id:
             return _tree_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
-        raise BadRecordError(source, line, _describe_decode_error(error), data) from None
+        raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
     raise BadRecordError(
         source, line, "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)", data
     )
+
+
+def _is_column_layout_error(error: msgspec.ValidationError) -> bool:
+    text = str(error)
+    return "$.labels" in text or "$.emojis" in text
+
+
+def _has_columns(row: object) -> bool:
+    """True when labels or emojis hold parallel lists ({"name": [...], ...}), the `oasst1` layout."""
+    if not isinstance(row, dict):
+        return False
+    for field in ("labels", "emojis"):
+        value = row.get(field)
+        if isinstance(value, dict) and isinstance(value.get("name"), list):
+            return True
+    return False
 
 
 def _decode_message(data: bytes) -> ExportMessage:
@@ -96,25 +149,46 @@ def _decode_message(data: bytes) -> ExportMessage:
         return _message_decoder.decode(data)
     except msgspec.ValidationError as error:
         # Hugging Face `oasst1` rows store labels/emojis as column lists; accept that layout too.
-        if "$.labels" not in str(error) and "$.emojis" not in str(error):
+        # Anything else keeps the error of the export layout (e.g. a label without its value).
+        if not _is_column_layout_error(error) or not _has_columns(msgspec.json.decode(data)):
             raise
-        obj = msgspec.json.decode(data)
-        return message_from_columns(obj)
+    return message_from_row(_row_decoder.decode(data))
+
+
+def _columns(field: str, columns: dict[str, list]) -> list[tuple]:
+    """Zip parallel lists, refusing different lengths or repeated names (nothing dropped silently)."""
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise msgspec.ValidationError(f"column lists of different lengths ({detail}) - at `$.{field}`")
+    names = columns["name"]
+    if len(set(names)) != len(names):
+        raise msgspec.ValidationError(f"a name appears twice in the column lists - at `$.{field}.name`")
+    return list(zip(*columns.values()))
+
+
+def message_from_row(row: Oasst1Row) -> ExportMessage:
+    """An `oasst1`-layout message (labels/emojis as parallel lists) as an ExportMessage."""
+    fields = msgspec.structs.asdict(row)
+    if row.emojis is not None:
+        fields["emojis"] = dict(_columns("emojis", {"name": row.emojis.name, "count": row.emojis.count}))
+    if row.labels is not None:
+        rows = _columns("labels", {"name": row.labels.name, "value": row.labels.value, "count": row.labels.count})
+        fields["labels"] = {name: LabelValue(value=value, count=count) for name, value, count in rows}
+    return ExportMessage(**fields)
 
 
 def message_from_columns(row: dict[str, Any]) -> ExportMessage:
-    """Convert a message dict, where labels/emojis may be HF column lists, to an ExportMessage."""
-    row = dict(row)
-    emojis = row.get("emojis")
-    if isinstance(emojis, dict) and isinstance(emojis.get("name"), list):
-        row["emojis"] = dict(zip(emojis["name"], emojis["count"]))
-    labels = row.get("labels")
-    if isinstance(labels, dict) and isinstance(labels.get("name"), list):
-        row["labels"] = {
-            name: {"value": value, "count": count}
-            for name, value, count in zip(labels["name"], labels["value"], labels["count"])
-        }
-    return msgspec.convert(row, ExportMessage)
+    """Convert a message dict, where labels/emojis may be HF column lists, to an ExportMessage.
+
+    Raises msgspec.ValidationError naming the field when the row is invalid.
+    """
+    try:
+        return msgspec.convert(row, ExportMessage)
+    except msgspec.ValidationError as error:
+        if not _is_column_layout_error(error) or not _has_columns(row):
+            raise
+    return message_from_row(msgspec.convert(row, Oasst1Row))
 
 
 def thread_as_tree(thread: ExportMessageThread) -> ExportMessageTree:
@@ -145,6 +219,7 @@ class FlatMessageAssembler:
 
     def add(self, message: ExportMessage, line: int, raw: bytes) -> None:
         if message.message_id in self.messages:
+            self.unplaced += 1  # counted before the handler raises (strict) or records it (skip)
             self.handler(
                 BadRecordError(
                     self.source,
@@ -237,6 +312,8 @@ class OasstExportReader:
             except StopIteration:
                 break
             except BadRecordError as error:  # the stream itself broke: nothing more to read here
+                # The unreadable rest counts as one record read and set aside.
+                counts.lines += 1
                 counts.bad_lines += 1
                 self.handler(error)
                 break
@@ -290,5 +367,6 @@ def trees_from_hf_rows(rows: Iterable[dict[str, Any]], source: str, handler: Bad
         except msgspec.ValidationError as error:
             handler(BadRecordError(source, number, f"invalid record: {error}", msgspec.json.encode(row)))
             continue
-        assembler.add(message, number, msgspec.json.encode(row))
+        raw = msgspec.json.encode(row) if handler.policy.value == "skip" else b""
+        assembler.add(message, number, raw)
     yield from assembler.trees()

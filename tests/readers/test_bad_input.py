@@ -1,0 +1,410 @@
+"""Bad input through `oasst-data threads`: strict runs stop with one line naming file:line and the
+problem (exit 1, no traceback, no output file); `--on-bad-record skip` quarantines each bad
+record raw with source, line and reason, and the funnel accounts for every record read.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zstandard
+from typer.testing import CliRunner
+
+from oasst_data.errors import BadRecordError
+from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+from oasst_data.readers.oasst import OasstExportReader
+from oasst_data_cli.app import app
+
+from ..conftest import FIXTURES, REPO
+
+runner = CliRunner()
+TREE_LINES = (FIXTURES / "oasst" / "trees.jsonl").read_bytes().splitlines(keepends=True)
+MESSAGE_LINES = (FIXTURES / "oasst" / "messages.jsonl").read_bytes().splitlines(keepends=True)
+GOOD_THREADS = 12  # threads of the fixture trees with the default filters
+GOOD_MESSAGE_THREADS = 4  # threads of the two trees in messages.jsonl
+
+
+def tree_line(tree_id: str = "bad", **prompt) -> bytes:
+    root = {"message_id": f"{tree_id}-1", "text": "Hi?", "role": "prompter", "lang": "en", "review_result": True}
+    root.update(prompt)
+    return json.dumps({"message_tree_id": tree_id, "tree_state": "ready_for_export", "prompt": root}).encode() + b"\n"
+
+
+def alternating(*roles: str) -> dict:
+    """A chain of replies with the given roles (under a prompter root)."""
+    node = None
+    for index in range(len(roles) - 1, -1, -1):
+        node = {"message_id": f"b{index + 2}", "text": "x", "role": roles[index], "replies": [node] if node else []}
+    return node
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+# (case id, the bad line put at line 3 of the fixture trees, what the error must say)
+BAD_TREE_LINES = [
+    ("malformed_json", b'{"message_tree_id": "bad", "prompt": {\n', "malformed JSON"),
+    ("missing_field", tree_line(text=None).replace(b'"text": null, ', b""), "Object missing required field `text` - at `$.prompt`"),
+    ("mistyped_field", tree_line(rank="1"), "invalid record: Expected `int | float | null`, got `str` - at `$.prompt.rank`"),
+    ("non_integral_rank", tree_line(rank=1.5), "at `$.prompt.rank`"),
+    ("unknown_role", tree_line(replies=[{"message_id": "r", "text": "x", "role": "system"}]), "Invalid enum value 'system' - at `$.prompt.replies[0].role`"),
+    ("invalid_utf8", tree_line(text="cafe").replace(b"cafe", b"caf\xe9"), "invalid UTF-8 at byte 107 of the line"),
+    ("too_deep", tree_line()[:-3] + b', "extra": ' + DEEP + b"}}\n", "nesting deeper than the JSON parser allows"),
+    ("empty_line", b"\n", "empty line"),
+    ("unknown_record", b'{"id": 1, "text": "x"}\n', "unknown record: expected a message tree"),
+    ("not_an_object", b"[1, 2]\n", "invalid record: Expected `object`, got `array`"),
+    ("roles_do_not_alternate", tree_line(replies=[alternating("assistant", "assistant")]), "invalid tree bad: message b3 is a assistant reply to a assistant"),
+    ("prompter_reply_to_prompter", tree_line(replies=[alternating("prompter")]), "message b2 is a prompter reply to a prompter"),
+    ("assistant_root", tree_line(role="assistant", replies=[alternating("prompter")]), "root message bad-1 is assistant, expected prompter"),
+    ("empty_thread", b'{"thread_id": "th-empty", "thread": []}\n', "thread th-empty has no messages"),
+    (
+        "label_without_value",
+        json.dumps({"message_id": "h1", "text": "x", "role": "prompter", "labels": {"spam": {"count": 3}}}).encode() + b"\n",
+        "Object missing required field `value` - at `$.labels[...]`",
+    ),
+    (
+        "label_column_of_the_wrong_type",
+        json.dumps({"message_id": "h1", "text": "x", "role": "prompter", "labels": {"name": ["a"], "value": [0.1], "count": ["1"]}}).encode() + b"\n",
+        "at `$.labels.count[0]`",
+    ),
+    (
+        "label_columns_of_different_lengths",
+        json.dumps({"message_id": "h1", "text": "x", "role": "prompter", "labels": {"name": ["a", "b"], "value": [0.1], "count": [1, 1]}}).encode() + b"\n",
+        "column lists of different lengths (name 2, value 1, count 2) - at `$.labels`",
+    ),
+]
+
+
+def write_with_bad_line(path: Path, bad: bytes, lines=TREE_LINES, at: int = 3) -> Path:
+    rows = list(lines)
+    rows.insert(at - 1, bad)
+    path.write_bytes(b"".join(rows))
+    return path
+
+
+def threads_cli(*args: str):
+    return runner.invoke(app, ["threads", *args])
+
+
+def assert_one_line_error(result, source: Path, line: int | None, fragment: str) -> str:
+    assert result.exit_code == 1, result.output
+    # CliRunner turns an uncaught exception into exit code 1 too: make sure it was a clean exit.
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    where = f"{source}:{line}: " if line is not None else f"{source}"
+    assert lines[0].startswith(f"error: {where}"), lines[0]
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def skip_run(out: Path, *inputs: str, extra: tuple[str, ...] = ()):
+    quarantine = out.with_name("quarantine.jsonl")
+    result = threads_cli(*inputs, "--out", str(out), "--on-bad-record", "skip", "--quarantine", str(quarantine), "--json", *extra)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    entries = [json.loads(line) for line in quarantine.read_text(encoding="utf-8").splitlines()] if quarantine.exists() else []
+    return report, entries, result
+
+
+def assert_accounted(report: dict, entries: list[dict]) -> None:
+    """Nothing dropped silently: every record read is used or quarantined, every tree kept or dropped by reason."""
+    assert report["quarantined"] == len(entries)
+    for funnel in [report["funnel"], *report["by_source"].values()]:
+        assert funnel["records_read"] == funnel["records_used"] + funnel["bad_records"]
+        assert funnel["trees_read"] == funnel["trees_kept"] + sum(funnel["tree_drops"].values())
+        assert funnel["candidates"] == funnel["threads"] + sum(funnel["thread_drops"].values())
+        assert funnel["threads"] == sum(funnel["threads_by_split"].values())
+    assert report["funnel"]["bad_records"] == len(entries)
+    for entry in entries:
+        assert set(entry) >= {"source", "line", "reason", "raw"}
+
+
+def assert_tree_lines_accounted(funnel: dict) -> None:
+    """One tree a line: read = kept + filtered (by reason) + quarantined (an invalid tree is both a drop and a bad record)."""
+    filtered = sum(n for reason, n in funnel["tree_drops"].items() if reason != "invalid_tree")
+    assert funnel["records_read"] == funnel["trees_kept"] + filtered + funnel["bad_records"]
+
+
+# --- one bad line in a tree file ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bad", "fragment"), [case[1:] for case in BAD_TREE_LINES], ids=[case[0] for case in BAD_TREE_LINES])
+def test_strict_run_stops_at_the_bad_line_with_one_clear_line(tmp_path, bad, fragment):
+    source = write_with_bad_line(tmp_path / "export.jsonl", bad)
+    out = tmp_path / "threads.jsonl"
+    assert_one_line_error(threads_cli(str(source), "--out", str(out)), source, 3, fragment)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [source]  # no temp or quarantine file left behind
+
+
+@pytest.mark.parametrize(("bad", "fragment"), [case[1:] for case in BAD_TREE_LINES], ids=[case[0] for case in BAD_TREE_LINES])
+def test_skip_run_quarantines_the_bad_line_and_counts_it(tmp_path, bad, fragment):
+    source = write_with_bad_line(tmp_path / "export.jsonl", bad)
+    out = tmp_path / "threads.jsonl"
+    report, entries, result = skip_run(out, str(source))
+    assert len(out.read_text().splitlines()) == GOOD_THREADS
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["source"] == str(source) and entry["line"] == 3
+    assert fragment in entry["reason"]
+    raw = bad.rstrip(b"\n")
+    if b"\xe9" in raw:  # not UTF-8: shown with replacement characters, kept exactly in base64
+        assert entry["raw"] == raw.decode("utf-8", errors="replace")
+        assert base64.b64decode(entry["raw_base64"]) == bad
+    else:
+        assert entry["raw"] == raw.decode("utf-8")
+    funnel = report["by_source"]["oasst"]
+    assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (13, 1, GOOD_THREADS)
+    assert_accounted(report, entries)
+    assert_tree_lines_accounted(funnel)
+    assert "1 bad records skipped" in result.stderr
+
+
+def test_skip_run_with_many_bad_lines_accounts_for_each(tmp_path):
+    rows = list(TREE_LINES)
+    for index, (_, bad, _) in enumerate(BAD_TREE_LINES):
+        rows.insert(2 * index + 1, bad)
+    source = tmp_path / "export.jsonl"
+    source.write_bytes(b"".join(rows))
+    report, entries, _ = skip_run(tmp_path / "threads.jsonl", str(source))
+    bad_lines = {case[1] for case in BAD_TREE_LINES}
+    assert sorted(e["line"] for e in entries) == [number for number, row in enumerate(rows, start=1) if row in bad_lines]
+    assert report["funnel"]["threads"] == GOOD_THREADS
+    assert report["funnel"]["records_read"] == len(rows)
+    assert_accounted(report, entries)
+    assert_tree_lines_accounted(report["funnel"])
+
+
+def test_failed_strict_run_leaves_an_existing_output_untouched(tmp_path):
+    source = write_with_bad_line(tmp_path / "export.jsonl", b"{oops\n", at=len(TREE_LINES) + 1)
+    out = tmp_path / "threads.jsonl"
+    out.write_text("previous output\n")
+    assert_one_line_error(threads_cli(str(source), "--out", str(out)), source, len(TREE_LINES) + 1, "malformed JSON")
+    assert out.read_text() == "previous output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.jsonl", "threads.jsonl"]
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    source = write_with_bad_line(tmp_path / "export.jsonl", b'{"message_id": "\xff\xfe"}\n', at=5)
+    out = tmp_path / "threads.jsonl"
+    process = subprocess.run(
+        [sys.executable, "-m", "oasst_data_cli", "threads", str(source), "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert process.returncode == 1
+    assert "Traceback" not in process.stderr
+    assert process.stderr.strip().splitlines() == [f"error: {source}:5: invalid UTF-8 at byte 16 of the line"]
+    assert not out.exists()
+
+
+# --- broken compressed streams ------------------------------------------------------------------
+
+
+def varied_trees(count: int) -> bytes:
+    """`count` distinct valid trees (texts vary, so the compressed stream has real content)."""
+    rng = random.Random(count)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    lines = []
+    for index in range(count):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(20, 80)))
+        reply = {"message_id": f"a{index}", "text": text, "role": "assistant", "lang": "en"}
+        lines.append(tree_line(f"t{index}", replies=[reply], message_id=f"p{index}", text=text[::-1]))
+    return b"".join(lines)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_truncated_compressed_file(tmp_path, suffix):
+    data = varied_trees(3000)
+    compressed = gzip.compress(data, mtime=0) if suffix == ".gz" else zstandard.ZstdCompressor(level=3).compress(data)
+    source = tmp_path / f"export.jsonl{suffix}"
+    source.write_bytes(compressed[: int(len(compressed) * 0.6)])
+    out = tmp_path / "threads.jsonl"
+
+    result = threads_cli(str(source), "--out", str(out))
+    message = assert_one_line_error(result, source, None, "cannot read further")
+    assert not out.exists()
+    line = int(message.split(f"{source}:", 1)[1].split(":", 1)[0])
+
+    report, entries, _ = skip_run(out, str(source))
+    readable = line - 1  # every line before the break was read and used
+    assert readable > 0
+    assert [(e["source"], e["line"]) for e in entries] == [(str(source), line)]
+    assert "cannot read further" in entries[0]["reason"]
+    funnel = report["funnel"]
+    assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (readable + 1, 1, readable)
+    assert_accounted(report, entries)
+    assert_tree_lines_accounted(funnel)
+
+
+def test_corrupt_gzip_is_a_bad_record_never_a_crash(tmp_path):
+    """Flipped bytes make the inflater fail in several ways (CRC, bad block, bad distance): all are one error."""
+    compressed = gzip.compress(varied_trees(200), mtime=0)
+    rng = random.Random(5)
+    reasons = []
+    for trial in range(40):
+        corrupt = bytearray(compressed)
+        corrupt[rng.randrange(20, len(corrupt) - 8)] ^= rng.randrange(1, 256)
+        path = tmp_path / f"corrupt{trial}.jsonl.gz"
+        path.write_bytes(bytes(corrupt))
+        reader = OasstExportReader([path], BadRecordHandler(OnBadRecord.FAIL))
+        try:
+            for _ in reader:
+                pass
+        except BadRecordError as error:
+            assert error.source == str(path) and error.line >= 1
+            reasons.append(error.reason)
+    # Corrupt deflate data (isal's IsalError, not an OSError) is among them, besides CRC and EOF errors;
+    # garbage that inflates without a complaint before the CRC check shows as malformed JSON.
+    stream = [r for r in reasons if r.startswith("cannot read further")]
+    assert any("CRC" not in r and "ended before" not in r for r in stream), reasons
+    assert all(r.startswith(("cannot read further", "malformed JSON", "invalid")) for r in reasons), reasons
+
+
+def test_zstd_with_garbage_and_not_gzip_at_all(tmp_path):
+    for name, data in [("a.jsonl.zst", b"definitely not zstd\n"), ("b.jsonl.gz", b"plain text, not gzip\n")]:
+        source = tmp_path / name
+        source.write_bytes(data)
+        assert_one_line_error(threads_cli(str(source), "--out", str(tmp_path / "t.jsonl")), source, 1, "cannot read further")
+
+
+# --- flat messages: orphans, duplicates, cycles -----------------------------------------------------
+
+
+def message_line(message_id: str, parent_id: str | None, role: str, tree_id: str = "t-flat") -> bytes:
+    row = {"message_id": message_id, "parent_id": parent_id, "text": f"text of {message_id}", "role": role, "lang": "en",
+           "review_result": True, "message_tree_id": tree_id, "tree_state": "ready_for_export"}
+    return json.dumps(row).encode() + b"\n"
+
+
+FLAT_CASES = [
+    # (case id, extra lines appended after the fixture messages, (line, fragment) of the first error, lines quarantined)
+    ("orphan", [message_line("o1", "nowhere", "assistant")], (13, "message o1: its parent nowhere never appears"), [13]),
+    (
+        "orphan_with_a_reply",
+        [message_line("o2", "o1", "prompter"), message_line("o1", "nowhere", "assistant")],
+        (14, "message o1: its parent nowhere never appears"),
+        [13, 14],
+    ),
+    ("duplicate", [MESSAGE_LINES[4]], (13, "duplicate message_id p3 (first seen on line 5)"), [13]),
+    (
+        "cycle",
+        [message_line("cy1", "cy2", "prompter"), message_line("cy2", "cy1", "assistant")],
+        (13, "message cy1: part of a parent_id cycle"),
+        [13, 14],
+    ),
+    ("self_parent", [message_line("me", "me", "prompter")], (13, "message me: part of a parent_id cycle"), [13]),
+]
+
+
+@pytest.mark.parametrize(("extra", "first", "quarantined"), [c[1:] for c in FLAT_CASES], ids=[c[0] for c in FLAT_CASES])
+def test_flat_message_errors_name_the_id(tmp_path, extra, first, quarantined):
+    source = tmp_path / "messages.jsonl"
+    source.write_bytes(b"".join(MESSAGE_LINES + extra))
+    out = tmp_path / "threads.jsonl"
+    line, fragment = first
+    assert_one_line_error(threads_cli(str(source), "--out", str(out)), source, line, fragment)
+    assert not out.exists()
+
+    report, entries, _ = skip_run(out, str(source))
+    assert sorted(e["line"] for e in entries) == quarantined
+    assert all(e["raw"] for e in entries)  # the message line itself, raw
+    funnel = report["funnel"]
+    assert funnel["threads"] == GOOD_MESSAGE_THREADS
+    assert (funnel["records_read"], funnel["bad_records"]) == (len(MESSAGE_LINES) + len(extra), len(quarantined))
+    assert funnel["records_used"] == len(MESSAGE_LINES)  # the two good trees' 12 messages
+    assert_accounted(report, entries)
+
+
+# --- Alpaca -----------------------------------------------------------------------------------------
+
+ALPACA_ARRAY = (FIXTURES / "alpaca" / "alpaca.json").read_text(encoding="utf-8")
+
+
+def test_alpaca_array_syntax_error_names_the_line(tmp_path):
+    text = ALPACA_ARRAY.replace('"output": "5"', '"output": "5",,', 1)
+    bad_line = text[: text.index(",,")].count("\n") + 1
+    source = tmp_path / "alpaca.json"
+    source.write_text(text, encoding="utf-8")
+    out = tmp_path / "threads.jsonl"
+    assert_one_line_error(threads_cli("--alpaca", str(source), "--out", str(out)), source, bad_line - 3, "malformed JSON")
+    # An array cannot be resynchronised after a syntax error: skip keeps what came before and says so.
+    report, entries, _ = skip_run(out, extra=("--alpaca", str(source)))
+    assert [e["line"] for e in entries] == [bad_line - 3] and report["funnel"]["threads"] == 1
+    assert_accounted(report, entries)
+
+
+def test_alpaca_array_invalid_utf8_names_the_line_of_the_bad_byte(tmp_path):
+    data = ALPACA_ARRAY.encode("utf-8").replace(b"Translate to French.", b"Translate to Fr\xe9nch.")
+    bad_line = data[: data.index(b"\xe9")].count(b"\n") + 1
+    source = tmp_path / "alpaca.json"
+    source.write_bytes(data)
+    out = tmp_path / "threads.jsonl"
+    assert_one_line_error(threads_cli("--alpaca", str(source), "--out", str(out)), source, bad_line, "invalid UTF-8")
+    report, entries, _ = skip_run(out, extra=("--alpaca", str(source)))
+    # The three records before the bad byte are still used.
+    assert report["funnel"]["threads"] == 3 and [e["line"] for e in entries] == [bad_line]
+    assert_accounted(report, entries)
+
+
+def test_alpaca_array_too_deep_and_truncated(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n' + DEEP + b"\n]\n")
+    assert_one_line_error(threads_cli("--alpaca", str(deep), "--out", str(tmp_path / "t.jsonl")), deep, 3, "nesting deeper than the JSON parser allows")
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(gzip.compress(ALPACA_ARRAY.encode() * 1)[:-30])
+    result = threads_cli("--alpaca", str(cut), "--out", str(tmp_path / "t.jsonl"))
+    assert_one_line_error(result, cut, None, "")
+    assert "cannot read further" in result.stderr or "array not closed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        (b'{"instruction": "no output"}\n', "invalid record: Object missing required field `output`"),
+        (b'{"instruction": "x", "output": "y", "input": 3}\n', "at `$.input`"),
+        (b'{"instruction": "x", "output": \n', "malformed JSON"),
+        (b"\n", "empty line"),
+    ],
+)
+def test_alpaca_jsonl_bad_lines(tmp_path, line, fragment):
+    lines = (FIXTURES / "alpaca" / "alpaca.jsonl").read_bytes().splitlines(keepends=True)
+    source = write_with_bad_line(tmp_path / "alpaca.jsonl", line, lines=lines, at=2)
+    out = tmp_path / "threads.jsonl"
+    assert_one_line_error(threads_cli("--alpaca", str(source), "--out", str(out)), source, 2, fragment)
+    report, entries, _ = skip_run(out, extra=("--alpaca", str(source)))
+    assert [e["line"] for e in entries] == [2]
+    funnel = report["by_source"]["alpaca"]
+    assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (6, 1, 4)
+    assert funnel["records_read"] == funnel["trees_kept"] + sum(funnel["tree_drops"].values()) + funnel["bad_records"]
+    assert_accounted(report, entries)
+
+
+# --- mixed inputs ---------------------------------------------------------------------------------
+
+
+def test_skip_counts_per_source_across_files_and_kinds(tmp_path):
+    trees = write_with_bad_line(tmp_path / "a.jsonl", b"{broken\n")
+    messages = tmp_path / "b.jsonl"
+    messages.write_bytes(b"".join(MESSAGE_LINES + [message_line("o1", "nowhere", "assistant")]))
+    alpaca = write_with_bad_line(tmp_path / "c.jsonl", b"[]\n", lines=(FIXTURES / "alpaca" / "alpaca.jsonl").read_bytes().splitlines(keepends=True))
+    report, entries, _ = skip_run(tmp_path / "out.jsonl", str(tmp_path / "[ab].jsonl"), extra=("--alpaca", str(alpaca)))
+    assert sorted((Path(e["source"]).name, e["line"]) for e in entries) == [("a.jsonl", 3), ("b.jsonl", 13), ("c.jsonl", 3)]
+    assert report["by_source"]["oasst"]["bad_records"] == 2 and report["by_source"]["alpaca"]["bad_records"] == 1
+    assert report["funnel"]["threads"] == GOOD_THREADS + GOOD_MESSAGE_THREADS + 4
+    assert_accounted(report, entries)
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    """User data in an error (ids, file names) may hold rich markup such as [/]: printed as is."""
+    source = tmp_path / "messages.jsonl"
+    source.write_bytes(message_line("[/]", "[bold]gone", "prompter"))
+    result = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"))
+    assert_one_line_error(result, source, 1, "message [/]: its parent [bold]gone never appears")

@@ -1,0 +1,367 @@
+"""The Open-Assistant export reader: line kinds, compressions, fields, flat rows in any order,
+Hugging Face rows, very deep chains, several files and globs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oasst_data.config import ThreadConfig
+from oasst_data.errors import BadRecordError, OasstDataError
+from oasst_data.funnel import Funnel
+from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+from oasst_data.readers.oasst import OasstExportReader, trees_from_hf_rows
+from oasst_data.records import ExportMessage, ExportMessageEvent, ExportMessageTree, LabelValue
+from oasst_data.threads import ThreadExtractor, extract_threads
+from oasst_data.traversal import iter_candidate_paths, iter_messages, validate_roles
+
+from ..conftest import FIXTURES
+from ..tree_strategies import export_forests, flatten, keep_sibling_order
+
+OASST = FIXTURES / "oasst"
+TREE_DICTS = [json.loads(line) for line in (OASST / "trees.jsonl").read_text(encoding="utf-8").splitlines()]
+# Fields that only one layout carries (flat rows repeat the tree's id and state; roots may have parent_id null).
+LAYOUT_FIELDS = {"message_tree_id", "tree_state", "parent_id", "replies"}
+
+
+def read(*paths, policy=OnBadRecord.FAIL) -> list[ExportMessageTree]:
+    return [located.tree for located in OasstExportReader([Path(p) for p in paths], BadRecordHandler(policy))]
+
+
+def normalized(tree: ExportMessageTree) -> tuple:
+    """The tree as comparable data: ids, state, and every message's fields depth first (layout fields aside)."""
+    messages = []
+    for message, depth in iter_messages(tree.prompt):
+        fields = {k: v for k, v in msgspec.structs.asdict(message).items() if k not in LAYOUT_FIELDS}
+        messages.append((depth, len(message.replies or ()), msgspec.json.encode(fields)))
+    return tree.message_tree_id, tree.tree_state, messages
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def thread_keys(threads) -> list[tuple]:
+    return [(t.tree_id, t.split.value, t.to_json()["text"], tuple(turn.id for turn in t.turns)) for t in threads]
+
+
+# --- line kinds and compressions ---------------------------------------------------------------------
+
+
+def test_plain_gzip_and_zstd_give_identical_trees():
+    plain = read(OASST / "trees.jsonl")
+    assert len(plain) == 12
+    assert read(OASST / "trees.jsonl.gz") == plain
+    assert read(OASST / "trees.jsonl.zst") == plain
+
+
+def test_compression_is_chosen_by_suffix_and_multi_frame_zstd_works(tmp_path):
+    data = (OASST / "trees.jsonl").read_bytes()
+    half = data.index(b"\n", len(data) // 2) + 1
+    frames = tmp_path / "two-frames.jsonl.zstd"
+    compressor = zstandard.ZstdCompressor()
+    frames.write_bytes(compressor.compress(data[:half]) + compressor.compress(data[half:]))
+    members = tmp_path / "two-members.jsonl.GZ"
+    members.write_bytes(gzip.compress(data[:half]) + gzip.compress(data[half:]))
+    assert read(frames) == read(members) == read(OASST / "trees.jsonl")
+
+
+def test_tree_nested_message_flat_messages_and_thread_lines_give_the_same_trees(tmp_path):
+    expected = [normalized(t) for t in read(OASST / "trees.jsonl")]
+    # A root message with its replies nested, the tree's id and state on the message.
+    nested = [{**t["prompt"], "message_tree_id": t["message_tree_id"], "tree_state": t["tree_state"]} for t in TREE_DICTS]
+    got = read(write_jsonl(tmp_path / "nested.jsonl", nested))
+    assert [normalized(t) for t in got] == expected
+    # One message a line, tree by tree.
+    flat = [row for tree in TREE_DICTS for row in flatten(tree)]
+    assert [normalized(t) for t in read(write_jsonl(tmp_path / "flat.jsonl", flat))] == expected
+    # A thread line is a one-path tree: the single-path fixture trees round-trip through it.
+    single_path = [t for t in TREE_DICTS if t["message_tree_id"] in ("t-deep-chain", "t-synthetic-trailing-prompter")]
+    thread_rows = [
+        {"thread_id": f"th-{t['message_tree_id']}", "message_tree_id": t["message_tree_id"], "tree_state": t["tree_state"], "thread": flatten(t)}
+        for t in single_path
+    ]
+    got = read(write_jsonl(tmp_path / "threads.jsonl", thread_rows))
+    assert [normalized(t) for t in got] == [e for e in expected if e[0] in ("t-deep-chain", "t-synthetic-trailing-prompter")]
+
+
+def test_the_fixture_kinds_give_the_fixture_threads():
+    from_trees, _ = extract_threads([OASST / "trees.jsonl"], config=ThreadConfig(val_split=0.0))
+    from_messages, _ = extract_threads([OASST / "messages.jsonl"], config=ThreadConfig(val_split=0.0))
+    # messages.jsonl holds the first two trees, rows shuffled (siblings in order), m3 in the HF column layout.
+    assert thread_keys(from_messages) == [k for k in thread_keys(from_trees) if k[0] in ("t-basic", "t-prompter-leaves")]
+    from_thread, _ = extract_threads([OASST / "threads.jsonl"], config=ThreadConfig(val_split=0.0))
+    assert [t.id for t in from_thread] == ["h2"]
+
+
+# --- fields ----------------------------------------------------------------------------------------
+
+
+def m3_of(trees) -> object:
+    tree = next(t for t in trees if t.message_tree_id == "t-basic")
+    return next(m for m, _ in iter_messages(tree.prompt) if m.message_id == "m3")
+
+
+M3_FIELDS = dict(
+    message_id="m3",
+    parent_id="m1",
+    text="It is 4.",
+    role="assistant",
+    user_id="u-7",
+    created_date="2023-02-05T12:00:00+00:00",
+    lang="en",
+    review_count=3,
+    review_result=True,
+    deleted=False,
+    rank=1,
+    synthetic=False,
+    model_name=None,
+    emojis={"+1": 2, "_skip_reply": 1},
+    labels={"spam": LabelValue(0.8, 5), "quality": LabelValue(0.9, 5)},
+    events={"emoji": [ExportMessageEvent(type="emoji", user_id="u-1", emoji="+1")]},
+    detoxify={"toxicity": 0.001},
+)
+
+
+@pytest.mark.parametrize("name", ["trees.jsonl", "trees.jsonl.gz", "trees.jsonl.zst", "messages.jsonl"])
+def test_every_export_field_is_kept(name):
+    m3 = m3_of(read(OASST / name))
+    for field, value in M3_FIELDS.items():
+        assert getattr(m3, field) == value, field
+    assert m3.replies in (None, [])
+
+
+def test_tree_level_fields_are_kept(tmp_path):
+    tree = {**TREE_DICTS[0], "origin": "export-2023-04-12"}
+    (got,) = read(write_jsonl(tmp_path / "t.jsonl", [tree]))
+    assert (got.message_tree_id, got.tree_state, got.origin) == ("t-basic", "ready_for_export", "export-2023-04-12")
+
+
+def add_extras(tree: dict) -> dict:
+    tree = json.loads(json.dumps(tree))
+    tree["export_version"] = {"major": 1, "minor": [2, 3]}
+    stack = [tree["prompt"]]
+    while stack:
+        node = stack.pop()
+        node["unknown_field"] = None
+        node["another"] = [{"deep": {"x": 1.5}}, "text", True]
+        for entry in (node.get("labels") or {}).values():
+            entry["stddev"] = 0.1
+        for events in (node.get("events") or {}).values():
+            for event in events:
+                event["payload"] = {"anything": [1, 2]}
+        stack.extend(node["replies"])
+    return tree
+
+
+def test_unknown_extra_fields_are_tolerated(tmp_path):
+    plain = read(OASST / "trees.jsonl")
+    extended = read(write_jsonl(tmp_path / "extra.jsonl", [add_extras(t) for t in TREE_DICTS]))
+    assert extended == plain
+    a, _ = extract_threads([OASST / "trees.jsonl"])
+    b, _ = extract_threads([tmp_path / "extra.jsonl"])
+    assert thread_keys(a) == thread_keys(b)
+
+
+# --- flat messages in any order ---------------------------------------------------------------------
+
+FLAT_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EVERYTHING = ThreadConfig(lang="*", tree_states="*", synthetic="include", val_split=0.3)
+
+
+@FLAT_SETTINGS
+@given(data=st.data())
+def test_flat_rows_in_any_order_give_the_same_threads(data):
+    import tempfile
+
+    forest = data.draw(export_forests(max_size=4))
+    rows = [row for tree in forest for row in flatten(tree)]
+    order = data.draw(st.permutations(range(len(rows))))
+    config = data.draw(st.sampled_from([ThreadConfig(), EVERYTHING, ThreadConfig(top_k=1, val_split=0.5)]))
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        trees_file = write_jsonl(folder / "trees.jsonl", forest)
+        expected, expected_funnel = extract_threads([trees_file], config=config)
+        # Siblings in their original order: exactly the same threads (ids, texts, order, splits).
+        flat_rows = keep_sibling_order(rows, list(order))
+        got, funnel = extract_threads([write_jsonl(folder / "flat.jsonl", flat_rows)], config=config)
+        # Trees come out in the order their roots appear; threads within a tree in the same order.
+        root_rank = {r["message_tree_id"]: i for i, r in enumerate(r for r in flat_rows if r["parent_id"] is None)}
+        assert thread_keys(got) == sorted(thread_keys(expected), key=lambda key: root_rank[key[0]])
+        assert funnel.records_read == len(rows) and funnel.bad_records == 0
+        assert (funnel.trees_read, funnel.candidates, funnel.threads) == (
+            expected_funnel.trees_read, expected_funnel.candidates, expected_funnel.threads,
+        )
+        # Any order at all: the same trees, replies in the order their rows appear.
+        shuffled = [rows[i] for i in order]
+        position = {row["message_id"]: index for index, row in enumerate(shuffled)}
+        trees = read(write_jsonl(folder / "shuffled.jsonl", shuffled))
+        want = [msgspec.convert(tree, ExportMessageTree) for tree in forest]
+        for tree in want:
+            for message, _ in iter_messages(tree.prompt):
+                message.replies.sort(key=lambda reply: position[reply.message_id])
+        root_order = sorted(want, key=lambda tree: position[tree.prompt.message_id])
+        assert [normalized(t) for t in trees] == [normalized(t) for t in root_order]
+
+
+# --- Hugging Face oasst1 rows ---------------------------------------------------------------------
+
+HF_COLUMNS = [
+    "message_id", "parent_id", "user_id", "created_date", "text", "role", "lang", "review_count", "review_result",
+    "deleted", "rank", "synthetic", "model_name", "detoxify", "message_tree_id", "tree_state", "emojis", "labels",
+]
+
+
+def hf_row(row: dict) -> dict:
+    """A flat row as `OpenAssistant/oasst1` holds it: every column present, labels/emojis as parallel lists."""
+    out = {column: row.get(column) for column in HF_COLUMNS}
+    if isinstance(out["emojis"], dict):
+        out["emojis"] = {"name": list(out["emojis"]), "count": list(out["emojis"].values())}
+    if isinstance(out["labels"], dict):
+        names = list(out["labels"])
+        out["labels"] = {
+            "name": names,
+            "value": [out["labels"][n]["value"] for n in names],
+            "count": [out["labels"][n]["count"] for n in names],
+        }
+    return out
+
+
+def test_hugging_face_rows_through_datasets_give_the_same_trees_and_threads():
+    datasets = pytest.importorskip("datasets")
+    rows = [hf_row(row) for tree in TREE_DICTS for row in flatten(tree)]
+    rows.reverse()  # children before parents
+    dataset = datasets.Dataset.from_list(rows)
+    assert dataset.num_rows == len(rows) and isinstance(dataset[0]["labels"], (dict, type(None)))
+    located = list(trees_from_hf_rows(dataset, "hf:oasst1"))
+    # Roots come out in row order: reversed, so compare by id. Events are not a column of oasst1.
+    trees = {loc.tree.message_tree_id: loc.tree for loc in located}
+    for tree in read(OASST / "trees.jsonl"):
+        for message, _ in iter_messages(tree.prompt):
+            message.events = None
+        # Replies were reversed too; their order decides prompter-leaf threads, so restore it.
+        got = trees[tree.message_tree_id]
+        order = {m.message_id: i for i, (m, _) in enumerate(iter_messages(tree.prompt))}
+        for message, _ in iter_messages(got.prompt):
+            message.replies.sort(key=lambda reply: order[reply.message_id])
+        assert normalized(got) == normalized(tree)
+    m3 = m3_of(trees.values())
+    assert (m3.emojis, m3.labels, m3.detoxify) == (M3_FIELDS["emojis"], M3_FIELDS["labels"], M3_FIELDS["detoxify"])
+
+    extractor = ThreadExtractor(ThreadConfig(val_split=0.0))
+    funnel = Funnel()
+    by_tree = {loc.tree.message_tree_id: loc for loc in located}
+    threads = [t for tid in [t["message_tree_id"] for t in TREE_DICTS] for t in extractor.tree_threads(by_tree[tid], funnel)]
+    expected, _ = extract_threads([OASST / "trees.jsonl"], config=ThreadConfig(val_split=0.0))
+    assert thread_keys(threads) == thread_keys(expected)
+
+
+def test_hugging_face_rows_with_problems_are_counted_in_skip_mode():
+    rows = [hf_row(row) for tree in TREE_DICTS[:2] for row in flatten(tree)]
+    rows.append({**hf_row(flatten(TREE_DICTS[0])[1]), "message_id": "bad", "labels": {"name": ["a"], "value": [], "count": [1]}})
+    rows.append({**hf_row(flatten(TREE_DICTS[0])[1]), "message_id": "orphan", "parent_id": "missing"})
+    rows.append({k: v for k, v in hf_row(flatten(TREE_DICTS[0])[1]).items() if k != "text"})
+    handler = BadRecordHandler(OnBadRecord.SKIP)
+    located = list(trees_from_hf_rows(rows, "hf", handler))
+    assert [loc.tree.message_tree_id for loc in located] == ["t-basic", "t-prompter-leaves"]
+    assert handler.count == 3
+    with pytest.raises(BadRecordError, match="column lists of different lengths"):
+        list(trees_from_hf_rows(rows, "hf"))
+
+
+# --- deep chains: no recursion over user data ---------------------------------------------------------
+
+
+def chain_rows(length: int) -> list[dict]:
+    return [
+        {
+            "message_id": f"c{i}", "parent_id": f"c{i - 1}" if i else None, "text": f"turn {i}",
+            "role": "prompter" if i % 2 == 0 else "assistant", "lang": "en", "review_result": True,
+            "message_tree_id": "t-chain", "tree_state": "ready_for_export",
+        }
+        for i in range(length)
+    ]
+
+
+def test_a_20000_message_flat_chain_is_one_thread_of_20000_turns(tmp_path):
+    assert sys.getrecursionlimit() < 20_000  # recursion over the chain would fail
+    rows = chain_rows(20_000)
+    rows.reverse()  # every reply before its parent
+    path = write_jsonl(tmp_path / "chain.jsonl", rows)
+    threads, funnel = extract_threads([path], config=ThreadConfig(val_split=0.0))
+    assert len(threads) == 1
+    (thread,) = threads
+    assert thread.num_turns == 20_000
+    assert [turn.id for turn in thread.turns] == [f"c{i}" for i in range(20_000)]
+    assert thread.to_json()["text"].count("<|assistant|>") == 10_000
+    assert (funnel.records_read, funnel.trees_read, funnel.candidates, funnel.threads) == (20_000, 1, 1, 1)
+
+
+def test_a_chain_ending_in_a_prompter_is_trimmed(tmp_path):
+    path = write_jsonl(tmp_path / "chain.jsonl", chain_rows(20_001))
+    (thread,), _ = extract_threads([path], config=ThreadConfig(val_split=0.0))
+    assert thread.num_turns == 20_000 and thread.id == "c19999"
+
+
+def test_traversal_of_a_deep_chain_uses_no_recursion():
+    root = None
+    for row in reversed(chain_rows(50_000)):
+        root = ExportMessage(**{k: v for k, v in row.items() if k != "message_tree_id"}, replies=[root] if root else [])
+    validate_roles(root)
+    assert sum(1 for _ in iter_messages(root)) == 50_000
+    (path,) = list(iter_candidate_paths(root))
+    assert len(path) == 50_000
+
+
+def test_a_deeply_nested_tree_line_is_a_clear_error(tmp_path):
+    """A 2,000-message chain nested in one line is deeper than the JSON parser goes: one clear error."""
+    rows = chain_rows(2_000)
+    opening = "".join(json.dumps(row)[:-1] + ', "replies": [' for row in rows[:-1])
+    text = (
+        '{"message_tree_id": "t-deep", "tree_state": "ready_for_export", "prompt": '
+        + opening + json.dumps(rows[-1]) + "]}" * (len(rows) - 1) + "}\n"
+    )
+    path = tmp_path / "deep.jsonl"
+    path.write_text(text)
+    json.loads(text[: text.index('"prompt"') - 2] + "}")  # the line is well-formed around the prompt
+    with pytest.raises(BadRecordError, match=r"deep\.jsonl:1: nesting deeper than the JSON parser allows"):
+        read(path)
+
+
+# --- several files and globs ------------------------------------------------------------------------
+
+
+def test_several_files_and_globs(tmp_path):
+    one, _ = extract_threads([OASST / "trees.jsonl"], config=ThreadConfig(val_split=0.0))
+    threads, funnel = extract_threads(
+        [OASST / "trees.jsonl", str(OASST / "trees.jsonl.*"), OASST / "messages.jsonl"], config=ThreadConfig(val_split=0.0)
+    )
+    from_messages = [k for k in thread_keys(one) if k[0] in ("t-basic", "t-prompter-leaves")]
+    assert thread_keys(threads) == thread_keys(one) * 3 + from_messages
+    assert funnel.records_read == 12 * 3 + 12 and funnel.trees_read == 12 * 3 + 2
+    assert funnel.check() == []
+    # A recursive glob, and a literal file name holding glob characters.
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    (nested / "x[1].jsonl").write_bytes((OASST / "trees.jsonl").read_bytes())
+    (tmp_path / "a" / "y.jsonl.gz").write_bytes((OASST / "trees.jsonl.gz").read_bytes())
+    threads, _ = extract_threads([str(tmp_path / "**" / "*.jsonl*")], config=ThreadConfig(val_split=0.0))
+    assert len(threads) == 24
+    threads, _ = extract_threads([nested / "x[1].jsonl"], config=ThreadConfig(val_split=0.0))
+    assert len(threads) == 12
+
+
+def test_inputs_that_match_nothing_are_errors(tmp_path):
+    with pytest.raises(OasstDataError, match="no file matches this pattern"):
+        extract_threads([str(tmp_path / "*.jsonl")])
+    with pytest.raises(OasstDataError, match="missing.jsonl: no such file"):
+        extract_threads([tmp_path / "missing.jsonl"])
