@@ -10,7 +10,7 @@ Each measurement runs in a fresh subprocess; peak RSS is that child's ru_maxrss.
 
     python benchmarks/bench_build.py --sizes-mb 15 150 [--tokenizer PATH] [--workdir DIR]
 
-The scaled exports are made from the fixtures by benchmarks/make_scaled_export.py.
+The scaled exports are made from the fixtures by `benchmarks/make_scaled_export.py --branch`.
 """
 
 from __future__ import annotations
@@ -95,26 +95,30 @@ def peak_rss_of(code: str, *args: str) -> dict:
 
 
 def make_export(size_mb: int, workdir: Path) -> Path:
-    path = workdir / f"scaled-{size_mb}mb.jsonl"
+    # --branch: real-shaped trees (~5.8 threads a tree sharing prefixes), as a build meets them.
+    path = workdir / f"scaled-branch-{size_mb}mb.jsonl"
     if not path.exists():
-        subprocess.run([sys.executable, str(HERE / "make_scaled_export.py"), "--out", str(path), "--target-mb", str(size_mb)], check=True)
+        command = [sys.executable, str(HERE / "make_scaled_export.py"), "--out", str(path), "--target-mb", str(size_mb), "--branch"]
+        subprocess.run(command, check=True)
     return path
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[15, 150])
+    parser.add_argument("--sizes-mb", type=int, nargs="*", default=[15, 150])
     parser.add_argument("--tokenizer", default=str(SHARED_TOKENIZER if SHARED_TOKENIZER.exists() else REPO / "fixtures" / "tokenizer"))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--export", type=Path, nargs="*", default=[], help="Also measure these existing exports (.jsonl).")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="oasst-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for size in args.sizes_mb:
-        export = make_export(size, workdir)
+    exports = [make_export(size, workdir) for size in args.sizes_mb] + list(args.export)
+    for export in exports:
+        size = export.stem
         megabytes = export.stat().st_size / 1e6
         baseline = peak_rss_of(BASELINE, str(export), args.tokenizer)
         out = workdir / f"shards-{size}"

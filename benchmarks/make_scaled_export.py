@@ -94,15 +94,62 @@ def perturbed_copy(tree: dict, copy: int, rng: random.Random, pool: list[str]) -
     return out
 
 
-def scaled_trees(seed: int, trees: list[dict] | None = None) -> Iterator[dict]:
-    """An endless stream of perturbed copies of the fixture trees."""
+def grow(tree: dict, rng: random.Random, pool: list[str], max_depth: int = 6) -> dict:
+    """Branch a copied tree out to the real export's shape (without recursion).
+
+    Real Open-Assistant trees have ~12 messages and ~5.5 threads each, sharing prefixes (thread
+    text is ~1.45x the message text). The fixture trees are mostly chains and pairs, so without
+    this a build would see almost no shared prefixes. Here the root gets three ranked assistant
+    replies, and each assistant leaf above `max_depth` gets, with probability 0.5, a prompter
+    follow-up answered by one to three ranked assistants. New messages copy their parent's lang.
+    """
+    counter = 0
+
+    def new_message(parent: dict, role: str, rank: int | None) -> dict:
+        nonlocal counter
+        counter += 1
+        node = {
+            "message_id": f"{parent['message_id']}.g{counter}",
+            "parent_id": parent["message_id"],
+            "user_id": f"{rng.getrandbits(128):032x}",
+            "text": make_text(rng, pool, role),
+            "role": role,
+            "lang": parent.get("lang"),
+            "review_count": rng.randint(3, 5),
+            "review_result": True,
+            "deleted": False,
+            "synthetic": False,
+            "replies": [],
+        }
+        if rank is not None:
+            node["rank"] = rank
+        parent["replies"].append(node)
+        return node
+
+    root = tree["prompt"]
+    while len(root["replies"]) < 3 and all(r["role"] == "assistant" for r in root["replies"]):
+        new_message(root, "assistant", len(root["replies"]))
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if node["role"] == "assistant" and not node["replies"] and depth + 2 <= max_depth and rng.random() < 0.5:
+            follow_up = new_message(node, "prompter", None)
+            for rank in range(rng.choice((1, 2, 3, 3))):
+                new_message(follow_up, "assistant", rank)
+        stack.extend((reply, depth + 1) for reply in node["replies"])
+    return tree
+
+
+def scaled_trees(seed: int, trees: list[dict] | None = None, branch: bool = False) -> Iterator[dict]:
+    """An endless stream of perturbed copies of the fixture trees (grown to real shapes if `branch`)."""
     trees = trees or load_trees()
     pool = sentence_pool(trees)
     rng = random.Random(seed)
     copy = 0
     while True:
         for tree in trees:
-            yield perturbed_copy(tree, copy, rng, pool)
+            copied = perturbed_copy(tree, copy, rng, pool)
+            yield grow(copied, rng, pool) if branch else copied
         copy += 1
 
 
@@ -121,7 +168,7 @@ def open_output(path: Path):
     return path.open("wb", buffering=1 << 20)
 
 
-def write_export(out: Path, target_bytes: int | None = None, trees: int | None = None, seed: int = 0) -> tuple[int, int]:
+def write_export(out: Path, target_bytes: int | None = None, trees: int | None = None, seed: int = 0, branch: bool = False) -> tuple[int, int]:
     """Write trees until `trees` are written or `target_bytes` of JSON; returns (trees, uncompressed bytes)."""
     if (target_bytes is None) == (trees is None):
         raise ValueError("give exactly one of target_bytes and trees")
@@ -130,7 +177,7 @@ def write_export(out: Path, target_bytes: int | None = None, trees: int | None =
     count = size = 0
     try:
         with open_output(temp) as handle:
-            for tree in scaled_trees(seed):
+            for tree in scaled_trees(seed, branch=branch):
                 line = (json.dumps(tree, ensure_ascii=False) + "\n").encode("utf-8")
                 handle.write(line)
                 count += 1
@@ -152,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--target-mb", type=float, help="stop once this many MB (10^6 bytes) of uncompressed JSON are written")
     size.add_argument("--trees", type=int, help="number of trees to write")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--branch", action="store_true", help="grow each copy to the real export's branching (shared prefixes); see grow()")
     args = parser.parse_args(argv)
     target = None if args.target_mb is None else int(args.target_mb * 1e6)
-    count, written = write_export(args.out, target, args.trees, args.seed)
+    count, written = write_export(args.out, target, args.trees, args.seed, args.branch)
     log.info("wrote %d trees, %.1f MB of JSON, to %s", count, written / 1e6, args.out)
     return 0
 

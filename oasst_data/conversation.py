@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+
+import msgspec
 
 
 class Role(str, enum.Enum):
     PROMPTER = "prompter"
     ASSISTANT = "assistant"
     SYSTEM = "system"
+
+
+_PROMPTER = Role.PROMPTER
+_ASSISTANT = Role.ASSISTANT
 
 
 class Source(str, enum.Enum):
@@ -22,8 +27,7 @@ class Split(str, enum.Enum):
     VALIDATION = "validation"
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
+class Turn(msgspec.Struct, frozen=True):
     """One message of a thread."""
 
     role: Role
@@ -37,11 +41,11 @@ class Turn:
             raise TypeError("text must be a string")
 
 
-@dataclass(frozen=True, slots=True)
-class Thread:
+class Thread(msgspec.Struct, frozen=True):
     """A conversation path ready to serialize: prompter/assistant turns, ending with an assistant.
 
-    Validated on construction, so no later stage has to re-check the shape.
+    Validated on construction, so no later stage has to re-check the shape. (A frozen
+    msgspec Struct: constructed in C, several times cheaper than a frozen dataclass.)
     """
 
     id: str
@@ -51,33 +55,41 @@ class Thread:
     split: Split
     turns: tuple[Turn, ...]
     system: str | None = None
-    # Index of each turn's text in the tree's message list (shared prefixes tokenize once).
-    message_keys: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.turns) < 2:
+        turns = self.turns
+        if len(turns) < 2:
             raise ValueError(f"thread {self.id}: needs at least two turns")
-        for index, turn in enumerate(self.turns):
-            expected = Role.PROMPTER if index % 2 == 0 else Role.ASSISTANT
+        for index, turn in enumerate(turns):
+            expected = _PROMPTER if index % 2 == 0 else _ASSISTANT
             if turn.role is not expected:
                 raise ValueError(f"thread {self.id}: turn {index} is {turn.role.value}, expected {expected.value}")
-        if self.turns[-1].role is not Role.ASSISTANT:
+        if turns[-1].role is not _ASSISTANT:
             raise ValueError(f"thread {self.id}: must end with an assistant turn")
 
     @property
     def num_turns(self) -> int:
         return len(self.turns)
 
-    def to_json(self) -> dict:
+    def all_turns(self) -> tuple[Turn, ...]:
+        """The turns as serialized: the system message (if any) first."""
+        if self.system is None:
+            return self.turns
+        return (Turn(Role.SYSTEM, self.system),) + self.turns
+
+    def text(self) -> str:
+        """The training string (see `serialize.format_training`)."""
         from .serialize import format_training
 
-        turns = ((Turn(Role.SYSTEM, self.system),) if self.system is not None else ()) + self.turns
+        return format_training(self.all_turns())
+
+    def to_json(self) -> dict:
         return {
             "id": self.id,
             "tree_id": self.tree_id,
             "source": self.source.value,
             "lang": self.lang,
             "split": self.split.value,
-            "text": format_training(turns),
+            "text": self.text(),
             "messages": [{"role": t.role.value, "text": t.text, "id": t.id} for t in self.turns],
         }

@@ -58,7 +58,7 @@ class BuildConfig:
     max_padding_waste: float = _help("Automatic buckets: target expected padding share at bucket_batch_size.", default=0.05)
     shard_size_mb: float = _help("Target size of one shard (MiB, before compression).", default=128.0)
     shard_rows: int | None = _help("Also cap rows per shard.", default=None)
-    tokenize_batch: int = _help("Threads per tokenizer call (chunks <= 10k strings keep memory low).", default=2048)
+    tokenize_batch: int = _help("Threads per tokenizer call (chunks <= 10k strings keep memory low).", default=1024)
     workers: int = _help("Threads for tokenization (1 = no overlap of reading and tokenizing). Output does not depend on it.", default=2)
 
     def __post_init__(self) -> None:

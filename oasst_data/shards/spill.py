@@ -41,8 +41,7 @@ class SpillWriter:
         lengths = np.asarray(batch.lengths, dtype=np.int32)
         offsets = np.zeros(count + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        payloads = [t.to_json() for t in threads]
-        texts = [p["text"] for p in payloads]
+        texts = pa.array([t.text() for t in threads], pa.string())
         keys = np.fromiter((shuffle_key(self.seed, t.id) for t in threads), dtype=np.uint64, count=count)
         columns = [
             pa.array([t.id for t in threads], pa.string()),
@@ -50,7 +49,7 @@ class SpillWriter:
             pa.array([t.source.value for t in threads], pa.string()),
             pa.array([t.lang for t in threads], pa.string()),
             pa.array([t.split.value for t in threads], pa.string()),
-            pa.array(texts, pa.string()),
+            texts,
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(batch.input_ids, pa.int32())),
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(batch.loss_mask, pa.uint8())),
             pa.array(lengths, pa.int32()),
@@ -64,7 +63,7 @@ class SpillWriter:
         self.rows += count
         self.lengths.append(lengths)
         self.splits.append(np.array([t.split.value == "validation" for t in threads], dtype=np.bool_))
-        text_bytes = np.fromiter((len(s.encode("utf-8")) for s in texts), dtype=np.int64, count=count)
+        text_bytes = np.diff(np.frombuffer(texts.buffers()[1], dtype=np.int32, count=count + 1, offset=texts.offset * 4)).astype(np.int64)
         self.row_bytes.append(text_bytes + 5 * lengths.astype(np.int64) + 64)
         self.keys.append(keys)
 

@@ -94,26 +94,40 @@ class ThreadTokenizer:
         return self.assemble(threads, texts, keys, encoded)
 
     def assemble(self, threads, texts, keys, encoded) -> TokenizedBatch:
+        """Concatenate `[marker] + ids(text) + [eos]` per turn, and the matching loss mask.
+
+        Works on the whole batch at once: one np.concatenate for all ids and one for all mask
+        pieces, then per-row offsets; only over-long rows are handled one by one.
+        """
         counts = self.counts
         counts.marker_text_messages += sum(1 for text in texts if contains_marker(text))
         eos = self.eos
-        batch = TokenizedBatch()
-        id_parts: list[np.ndarray] = []
-        mask_parts: list[np.ndarray] = []
-        for thread, turn_keys in zip(threads, keys):
-            roles = ([Role.SYSTEM] if thread.system is not None else []) + [t.role for t in thread.turns]
-            ids_pieces = []
-            mask_pieces = []
-            for role, key in zip(roles, turn_keys):
+        zero = np.zeros(1, np.uint8)
+        ones = [np.ones(len(e) + 1, np.uint8) for e in encoded]
+        nils = [np.zeros(len(e) + 1, np.uint8) for e in encoded]
+        id_pieces: list[np.ndarray] = []
+        mask_pieces: list[np.ndarray] = []
+        row_lengths = np.zeros(len(threads), dtype=np.int64)
+        for row, (thread, turn_keys) in enumerate(zip(threads, keys)):
+            roles = thread.turns if thread.system is None else ((None,) + thread.turns)
+            length = 0
+            for turn, key in zip(roles, turn_keys):
+                role = Role.SYSTEM if turn is None else turn.role
                 body = encoded[key]
-                ids_pieces += (self.marker[role], body, eos)
-                trained = role is Role.ASSISTANT
-                mask_pieces += (
-                    np.zeros(1, np.uint8),
-                    np.full(len(body) + 1, 1 if trained else 0, np.uint8),
-                )
-            ids = np.concatenate(ids_pieces)
-            mask = np.concatenate(mask_pieces)
+                id_pieces += (self.marker[role], body, eos)
+                mask_pieces += (zero, ones[key] if role is Role.ASSISTANT else nils[key])
+                length += len(body) + 2
+            row_lengths[row] = length
+        all_ids = np.concatenate(id_pieces) if id_pieces else np.zeros(0, np.int32)
+        all_mask = np.concatenate(mask_pieces) if mask_pieces else np.zeros(0, np.uint8)
+        starts = np.zeros(len(threads) + 1, dtype=np.int64)
+        np.cumsum(row_lengths, out=starts[1:])
+        batch = TokenizedBatch()
+        keep_ids: list[np.ndarray] = []
+        keep_mask: list[np.ndarray] = []
+        for row, thread in enumerate(threads):
+            ids = all_ids[starts[row] : starts[row + 1]]
+            mask = all_mask[starts[row] : starts[row + 1]]
             truncated = False
             if len(ids) > self.max_length:
                 if self.overflow is Overflow.DROP:
@@ -122,7 +136,7 @@ class ThreadTokenizer:
                 ids = ids[: self.max_length]
                 mask = mask[: self.max_length]
                 truncated = True
-            trainable = int(mask.sum())
+            trainable = int(np.count_nonzero(mask))
             if trainable == 0:
                 counts.rows_dropped_no_trainable_tokens += 1
                 continue
@@ -133,8 +147,8 @@ class ThreadTokenizer:
             batch.threads.append(thread)
             batch.lengths.append(len(ids))
             batch.truncated.append(truncated)
-            id_parts.append(ids)
-            mask_parts.append(mask)
-        batch.input_ids = np.concatenate(id_parts) if id_parts else np.zeros(0, np.int32)
-        batch.loss_mask = np.concatenate(mask_parts) if mask_parts else np.zeros(0, np.uint8)
+            keep_ids.append(ids)
+            keep_mask.append(mask)
+        batch.input_ids = np.concatenate(keep_ids) if keep_ids else np.zeros(0, np.int32)
+        batch.loss_mask = np.concatenate(keep_mask) if keep_mask else np.zeros(0, np.uint8)
         return batch
