@@ -288,3 +288,17 @@ def test_rows_match_the_shard_row_json_schema(fixture_build):
         assert row["length"] == len(row["input_ids"]) == len(row["loss_mask"])
     broken = dict(rows[0], loss_mask=[2] * rows[0]["length"])
     assert not validator.is_valid(broken)
+
+
+def test_skip_mode_quarantines_inside_the_output_and_counts(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(Path(TREES).read_text() + "{not json\n")
+    out = tmp_path / "shards"
+    result = build_shards(fixture_config(inputs=[str(bad)], threads=ThreadConfig(val_split=0.3, on_bad_record="skip")), out)
+    manifest = result.manifest
+    assert manifest["funnel"]["quarantined"] == 1 and manifest["quarantine"] == "quarantine.jsonl"
+    assert manifest["funnel"]["by_source"]["oasst"]["records_read"] == 13
+    assert manifest["funnel"]["by_source"]["oasst"]["bad_records"] == 1
+    entries = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
+    assert [(Path(e["source"]).name, e["line"], e["raw"]) for e in entries] == [("bad.jsonl", 13, "{not json")]
+    assert manifest["funnel"]["threads"] == 16  # everything good is still built
