@@ -29,6 +29,10 @@ def iter_messages(root: ExportMessage) -> Iterator[tuple[ExportMessage, int]]:
             stack.extend((reply, depth + 1) for reply in reversed(replies))
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def validate_roles(root: ExportMessage) -> None:
     """Raise InvalidTreeError unless the root is a prompter and roles alternate on every edge."""
     if root.role != "prompter":
@@ -41,7 +45,7 @@ def validate_roles(root: ExportMessage) -> None:
             for reply in replies:
                 if reply.role == node.role:
                     raise InvalidTreeError(
-                        f"message {reply.message_id} is a {reply.role} reply to a {node.role} "
+                        f"message {reply.message_id} is {_article(reply.role)} {reply.role} reply to {_article(node.role)} {node.role} "
                         f"({node.message_id}); roles must alternate"
                     )
             stack.extend(replies)

@@ -58,7 +58,7 @@ BAD_TREE_LINES = [
     ("empty_line", b"\n", "empty line"),
     ("unknown_record", b'{"id": 1, "text": "x"}\n', "unknown record: expected a message tree"),
     ("not_an_object", b"[1, 2]\n", "invalid record: Expected `object`, got `array`"),
-    ("roles_do_not_alternate", tree_line(replies=[alternating("assistant", "assistant")]), "invalid tree bad: message b3 is a assistant reply to a assistant"),
+    ("roles_do_not_alternate", tree_line(replies=[alternating("assistant", "assistant")]), "invalid tree bad: message b3 is an assistant reply to an assistant"),
     ("prompter_reply_to_prompter", tree_line(replies=[alternating("prompter")]), "message b2 is a prompter reply to a prompter"),
     ("assistant_root", tree_line(role="assistant", replies=[alternating("prompter")]), "root message bad-1 is assistant, expected prompter"),
     ("empty_thread", b'{"thread_id": "th-empty", "thread": []}\n', "thread th-empty has no messages"),
