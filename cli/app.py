@@ -95,6 +95,29 @@ def threads(
         err_console.print(f"wrote {count:,} threads to {out}")
 
 
+@app.command()
+def filters() -> None:
+    """List the tree and thread filters, in checking order, with their options and drop reasons."""
+    from rich.table import Table
+
+    from oasst_data.filters import REGISTRY
+
+    table = Table(
+        title="Filters, in checking order (the first that drops an item names its reason)",
+        title_justify="left",
+        caption="* part of Open-Assistant's own SFT loader",
+        caption_justify="left",
+    )
+    table.add_column("filter / keeps", ratio=3)
+    table.add_column("level")
+    table.add_column("option", no_wrap=True)
+    table.add_column("drop reasons", no_wrap=True)
+    for spec in REGISTRY:
+        name = f"[bold]{spec.name}[/]{' *' if spec.reference else ''}\n[dim]{spec.summary}[/]"
+        table.add_row(name, spec.level, spec.option, "\n".join(spec.reasons))
+    out_console.print(table)
+
+
 def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> None:
     if as_json:
         payload = {

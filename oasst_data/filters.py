@@ -184,3 +184,61 @@ def parse_label_thresholds(items: Sequence[str], is_max: bool) -> list[LabelThre
             raise ConfigError(f"{flag} expects NAME=NUMBER (e.g. spam=0.5), got {item!r}")
         thresholds.append(LabelThreshold(name.strip(), bound, is_max))
     return thresholds
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """One entry of the filter registry: what it checks, which option sets it, its drop reasons."""
+
+    name: str
+    level: str  # "tree" or "thread"
+    option: str
+    reasons: tuple[str, ...]
+    reference: bool  # part of Open-Assistant's own SFT loader
+    summary: str
+    make: object  # Callable[[ThreadConfig], list[TreeFilter | ThreadFilter]]; [] when not enabled
+
+
+def _langs(config) -> frozenset[str]:
+    return parse_langs(config.lang)
+
+
+# In checking order: the first filter that drops an item names the reason it is counted under.
+REGISTRY: tuple[FilterSpec, ...] = (
+    FilterSpec("tree_state", "tree", "--tree-states", ("tree_state",), True,
+               "tree_state must be listed (default ready_for_export)",
+               lambda c: [TreeStateFilter(parse_langs(c.tree_states))]),
+    FilterSpec("review_result", "tree", "(always)", ("review_result",), True,
+               "the root prompt's review_result must be true",
+               lambda c: [RootReviewFilter()]),
+    FilterSpec("lang", "tree", "--lang", ("lang",), True,
+               "the root prompt's lang must be listed",
+               lambda c: [RootLangFilter(_langs(c))]),
+    FilterSpec("deleted", "thread", "(always)", ("deleted",), True,
+               "no message of the path (trailing prompter included) is deleted",
+               lambda c: [DeletedFilter()]),
+    FilterSpec("synthetic", "thread", "--synthetic", ("synthetic", "not_synthetic"), True,
+               "exclude / include / only paths with a synthetic message",
+               lambda c: [SyntheticFilter(c.synthetic)]),
+    FilterSpec("top_k", "thread", "--top-k", ("top_k", "top_k_unranked"), True,
+               "every assistant has rank < K, or no rank and no siblings",
+               lambda c: [TopKFilter(c.top_k)] if c.top_k is not None else []),
+    FilterSpec("lang_all", "thread", "--lang-scope all", ("lang_all",), False,
+               "every message's lang is listed",
+               lambda c: [AllLangFilter(_langs(c))] if c.lang_scope is LangScope.ALL else []),
+    FilterSpec("max_label", "thread", "--max-label NAME=V", ("max_label:NAME",), False,
+               "no message has label NAME above V (unlabelled messages pass)",
+               lambda c: parse_label_thresholds(c.max_label, is_max=True)),
+    FilterSpec("min_label", "thread", "--min-label NAME=V", ("min_label:NAME",), False,
+               "no message has label NAME below V (unlabelled messages pass)",
+               lambda c: parse_label_thresholds(c.min_label, is_max=False)),
+)
+
+
+def build_filters(config) -> tuple[list[TreeFilter], list[ThreadFilter]]:
+    """The enabled filters of `config` (a ThreadConfig), in registry order."""
+    tree_filters: list[TreeFilter] = []
+    thread_filters: list[ThreadFilter] = []
+    for spec in REGISTRY:
+        (tree_filters if spec.level == "tree" else thread_filters).extend(spec.make(config))
+    return tree_filters, thread_filters

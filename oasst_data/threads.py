@@ -14,20 +14,7 @@ from pathlib import Path
 from .config import ThreadConfig
 from .conversation import Role, Source, Split, Thread, Turn
 from .errors import BadRecordError
-from .filters import (
-    AllLangFilter,
-    DeletedFilter,
-    LangScope,
-    RootLangFilter,
-    RootReviewFilter,
-    SyntheticFilter,
-    ThreadFilter,
-    TopKFilter,
-    TreeFilter,
-    TreeStateFilter,
-    parse_label_thresholds,
-    parse_langs,
-)
+from .filters import build_filters
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt
@@ -44,23 +31,6 @@ ProgressHook = Callable[[], None]
 
 # Role(value) goes through Enum.__call__; a dict lookup is several times faster per turn.
 _ROLES = {role.value: role for role in Role}
-
-
-def build_filters(config: ThreadConfig) -> tuple[list[TreeFilter], list[ThreadFilter]]:
-    langs = parse_langs(config.lang)
-    tree_filters: list[TreeFilter] = [
-        TreeStateFilter(parse_langs(config.tree_states)),
-        RootReviewFilter(),
-        RootLangFilter(langs),
-    ]
-    thread_filters: list[ThreadFilter] = [DeletedFilter(), SyntheticFilter(config.synthetic)]
-    if config.top_k is not None:
-        thread_filters.append(TopKFilter(config.top_k))
-    if config.lang_scope is LangScope.ALL:
-        thread_filters.append(AllLangFilter(langs))
-    thread_filters += parse_label_thresholds(config.max_label, is_max=True)
-    thread_filters += parse_label_thresholds(config.min_label, is_max=False)
-    return tree_filters, thread_filters
 
 
 def _first_drop(filters: Sequence, item) -> str | None:

@@ -54,3 +54,13 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for command in ("threads", "build", "verify"):
         assert command in result.stdout
+
+
+def test_filters_command_lists_the_registry_in_order():
+    from oasst_data.filters import REGISTRY
+
+    result = runner.invoke(app, ["filters"], terminal_width=200)
+    assert result.exit_code == 0
+    positions = [result.stdout.index(spec.name) for spec in REGISTRY]
+    assert positions == sorted(positions)
+    assert "--top-k" in result.stdout and "top_k_unranked" in result.stdout
