@@ -38,24 +38,14 @@ path, tokenizer_path = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 tok = AutoTokenizer.from_pretrained(tokenizer_path)
 tok.add_special_tokens({"additional_special_tokens": ["<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>"]})
-M = {"prompter": "<|prompter|>", "assistant": "<|assistant|>"}
-def visit(node, parents, out):
-    thread = parents + [node]
-    replies = node.get("replies") or []
-    if len(thread) > 1 and not replies and (node["role"] == "assistant" or thread[-2]["replies"][0] is node):
-        if not any(m.get("deleted") or m.get("synthetic") for m in thread):
-            if thread[-1]["role"] == "prompter":
-                thread = thread[:-1]
-            out.append("".join(M[m["role"]] + m["text"] + "<|endoftext|>" for m in thread))
-    for reply in replies:
-        visit(reply, thread, out)
+sys.path.insert(0, sys.argv[3])
+from reference_walk import keep_tree, visit
 texts = []
 with open(path, encoding="utf-8") as handle:
     for line in handle:
         tree = json.loads(line)
-        if tree.get("tree_state") != "ready_for_export" or not tree["prompt"].get("review_result") or tree["prompt"].get("lang") != "en":
-            continue
-        visit(tree["prompt"], [], texts)
+        if keep_tree(tree):
+            visit(tree["prompt"], [], texts)
 ids = tok(texts, add_special_tokens=False)["input_ids"]
 tokens = sum(len(i) for i in ids)
 print(json.dumps({"threads": len(texts), "tokens": tokens, "seconds": time.perf_counter() - start}))
@@ -120,7 +110,7 @@ def main() -> None:
     for export in exports:
         size = export.stem
         megabytes = export.stat().st_size / 1e6
-        baseline = peak_rss_of(BASELINE, str(export), args.tokenizer)
+        baseline = peak_rss_of(BASELINE, str(export), args.tokenizer, str(HERE))
         out = workdir / f"shards-{size}"
         build = peak_rss_of(BUILD, str(export), args.tokenizer, str(out), str(args.workers))
         shutil.rmtree(out, ignore_errors=True)

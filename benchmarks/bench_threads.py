@@ -52,17 +52,8 @@ print(json.dumps({"threads": threads, "trees": extractor.funnel.trees_read, "sec
 BASELINE = r'''
 import hashlib, json, sys, time
 path = sys.argv[1]
-M = {"prompter": "<|prompter|>", "assistant": "<|assistant|>"}
-def visit(node, parents, out):
-    thread = parents + [node]
-    replies = node.get("replies") or []
-    if len(thread) > 1 and not replies and (node["role"] == "assistant" or thread[-2]["replies"][0] is node):
-        if not any(m.get("deleted") or m.get("synthetic") for m in thread):
-            if thread[-1]["role"] == "prompter":
-                thread = thread[:-1]
-            out.append("".join(M[m["role"]] + m["text"] + "<|endoftext|>" for m in thread))
-    for reply in replies:
-        visit(reply, thread, out)
+sys.path.insert(0, sys.argv[2])
+from reference_walk import keep_tree, visit
 start = time.perf_counter()
 digest = hashlib.sha256()
 threads = trees = 0
@@ -70,11 +61,10 @@ with open(path, encoding="utf-8") as handle:
     for line in handle:
         tree = json.loads(line)
         trees += 1
-        prompt = tree["prompt"]
-        if tree.get("tree_state") != "ready_for_export" or not prompt.get("review_result") or prompt.get("lang") != "en":
+        if not keep_tree(tree):
             continue
         texts = []
-        visit(prompt, [], texts)
+        visit(tree["prompt"], [], texts)
         for text in texts:
             digest.update(text.encode("utf-8"))
         threads += len(texts)
@@ -118,7 +108,7 @@ def run_size(export: Path, repeat: int, before: Path | None = None) -> dict:
     sides = ["baseline", "package"] + (["before"] if before else [])
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for _ in range(repeat):  # alternate, so drifts in machine load hit all sides alike
-        runs["baseline"].append(measure_with_rss(BASELINE, str(export)))
+        runs["baseline"].append(measure_with_rss(BASELINE, str(export), str(HERE)))
         runs["package"].append(measure_with_rss(PACKAGE, str(export)))
         if before:
             runs["before"].append(measure_with_rss(PACKAGE, str(export), pythonpath=before))

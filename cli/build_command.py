@@ -72,8 +72,8 @@ def build(
             "workers": workers,
         }
         thread_flags = opt.thread_overrides(
-            lang, lang_scope, tree_states, synthetic, top_k, max_label, min_label,
-            val_split, seed, system, on_bad_record, quarantine,
+            lang=lang, lang_scope=lang_scope, tree_states=tree_states, synthetic=synthetic, top_k=top_k, max_label=max_label, min_label=min_label,
+            val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record, quarantine=quarantine,
         )
         build_config = merge(file_values, flags, thread_flags)
         progress = Progress(

@@ -43,6 +43,7 @@ Quarantine = Annotated[Optional[Path], typer.Option("--quarantine", help=_h("qua
 
 
 def thread_overrides(
+    *,
     lang=None, lang_scope=None, tree_states=None, synthetic=None, top_k=None, max_label=None, min_label=None,
     val_split=None, seed=None, system=None, on_bad_record=None, quarantine=None,
 ) -> dict:

@@ -50,7 +50,8 @@ def stats(
     with user_errors():
         paths = list(paths or [])
         overrides = opt.thread_overrides(
-            lang, lang_scope, tree_states, synthetic, top_k, max_label, min_label, val_split, seed, system, on_bad_record,
+            lang=lang, lang_scope=lang_scope, tree_states=tree_states, synthetic=synthetic, top_k=top_k, max_label=max_label, min_label=min_label,
+            val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record,
         )
         if len(paths) == 1 and is_build_dir(paths[0]):
             given = sorted(overrides) + (["alpaca"] if alpaca else []) + (["tokenizer"] if tokenizer else [])
