@@ -44,7 +44,9 @@ def make_sampler(rows: SplitRows, policy: BatchPolicy, seed: int, shuffle: bool,
     return BucketBatchSampler(rows.lengths, buckets, policy, seed=seed, shuffle=shuffle, **rank)
 
 
-def training_arguments(cfg: TrainConfig, dtype: str, has_eval: bool, deepspeed: str | None) -> TrainingArguments:
+def training_arguments(
+    cfg: TrainConfig, dtype: str, has_eval: bool, deepspeed: str | None, use_configured_state: bool = False
+) -> TrainingArguments:
     eval_strategy = "steps" if has_eval and cfg.eval_steps > 0 else "no"
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (old name: a warning).
     checkpointing = "activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient"
@@ -84,6 +86,8 @@ def training_arguments(cfg: TrainConfig, dtype: str, has_eval: bool, deepspeed: 
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         disable_tqdm=True,  # the console log is RichLogCallback's
+        # True when run.py has set up accelerate's process state itself (DeepSpeed on CPUs).
+        accelerator_config={"use_configured_state": use_configured_state},
     )
 
 
@@ -111,7 +115,9 @@ class BucketTrainer(Trainer):
         )
         # The sampler plans the global batch order; accelerate's BatchSamplerShard deals it out
         # (batch i to rank i mod world size) and skips batches on resume.
-        return self.accelerator.prepare(loader)
+        prepared = self.accelerator.prepare(loader)
+        keep_epoch_reachable(prepared, sampler)
+        return prepared
 
     def get_train_dataloader(self) -> DataLoader:
         self.train_sampler = make_sampler(self.train_dataset, self.train_policy, self.args.seed, True, self.batching)
@@ -145,6 +151,20 @@ class BucketTrainer(Trainer):
         if "loss" in logs:
             logs.update(self.token_counts.since_last_log())
         super().log(logs, *args, **kwargs)
+
+
+def keep_epoch_reachable(loader: Any, sampler: BucketBatchSampler) -> None:
+    """Let the epoch reach `sampler` however accelerate wraps it.
+
+    accelerate's `DataLoaderShard.set_epoch` looks for `set_epoch` on the loader's batch sampler,
+    on its `.sampler`, and on `.batch_sampler.sampler`. On several processes ours sits inside a
+    `BatchSamplerShard`; a mid-epoch resume wraps that in a `SkipBatchSampler`, which puts ours
+    out of reach: the resumed epoch then replays epoch 0's batch order. Naming ours as the shard's
+    `sampler` keeps it reachable with and without the skip wrapper.
+    """
+    shard = getattr(loader, "batch_sampler", None)
+    if shard is not None and shard is not sampler and getattr(shard, "batch_sampler", None) is sampler:
+        shard.sampler = sampler
 
 
 def _saved_weight_names(folder: str) -> set[str] | None:
