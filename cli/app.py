@@ -8,7 +8,7 @@ import os
 # transformers warns at import that torch is missing (it is only needed for training).
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn

@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,8 +36,9 @@ def packaged_deepspeed_config(name: str = "zero2") -> Path:
     return Path(str(resources.files("oasst_data.train") / "configs" / f"{name}.json"))
 
 
-def deepspeed_config(value: str | None, cuda: bool) -> str | None:
-    """Path of the DeepSpeed JSON ('zero2' = the packaged seed config); checks DeepSpeed can run."""
+def deepspeed_config(value: str | None, cuda: bool, dtype: str) -> str | None:
+    """Path of the DeepSpeed JSON ('zero2' = the packaged seed config); checks DeepSpeed can run
+    and prepares this process for it."""
     if value is None:
         return None
     path = packaged_deepspeed_config() if value == "zero2" else Path(value)
@@ -46,14 +48,42 @@ def deepspeed_config(value: str | None, cuda: bool) -> str | None:
         json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"DeepSpeed config {path}: not valid JSON: {error}") from None
-    if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("DeepSpeed is not installed (it is in the train extra): pip install deepspeed on a CUDA machine, or pass --deepspeed none")
-    if not cuda:
-        raise ConfigError("DeepSpeed needs a CUDA GPU; pass --deepspeed none to train without it")
+    if not deepspeed_installed():
+        raise ConfigError("DeepSpeed is not installed (it is in the train extra): pip install deepspeed, or pass --deepspeed none")
+    if not cuda and dtype != "fp32":
+        raise ConfigError(f"DeepSpeed without a GPU trains in fp32 only (transformers refuses {dtype} there): pass --dtype fp32")
     if not any(key in os.environ for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
         # A single process started without a launcher: give torch.distributed a one-rank world.
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    if not cuda:
+        log.warning(
+            "DeepSpeed without a GPU: its CPU accelerator over gloo (slow; for rehearsing a launch). "
+            "The first run compiles DeepSpeed's CPU Adam with the C++ compiler."
+        )
+        _configure_cpu_deepspeed_state()
     return str(path)
+
+
+def _configure_cpu_deepspeed_state() -> None:
+    """Set up accelerate's process state for DeepSpeed on CPUs, before TrainingArguments.
+
+    Left to TrainingArguments, accelerate finds no CUDA backend and reports a one-process world
+    to the Trainer while DeepSpeed itself sees every rank, so the "auto" train_batch_size is
+    wrong and DeepSpeed refuses it. Naming gloo here gives both the same world; the Trainer then
+    uses this state (`use_configured_state`).
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # what TrainingArguments does first, too
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # how TrainingArguments itself asks for DeepSpeed
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
+def deepspeed_installed() -> bool:
+    return importlib.util.find_spec("deepspeed") is not None
 
 
 def _free_port() -> int:
@@ -98,6 +128,30 @@ def plan_summary(rows, policy, seed: int, batching: str) -> dict[str, Any]:
 
 def train(cfg: TrainConfig, callbacks: list | tuple = (), on_trainer: Callable[[Any], None] | None = None) -> TrainOutcome:
     """Train as configured; `callbacks` are extra TrainerCallbacks, `on_trainer` sees the trainer before training."""
+    with _closing_process_group():
+        return _train(cfg, callbacks, on_trainer)
+
+
+@contextmanager
+def _closing_process_group() -> Iterator[None]:
+    """Close the torch.distributed world that training opened (DeepSpeed and accelerate open one
+    and leave it open). Left open, a rank of a finished run could abort in interpreter teardown
+    ("terminate called without an active exception", seen with 2 ranks on gloo), failing the launch."""
+    import torch.distributed as dist
+
+    opened_before = dist.is_available() and dist.is_initialized()
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        if not opened_before and dist.is_available() and dist.is_initialized():
+            if finished:
+                dist.barrier()  # no rank leaves while another still saves or evaluates
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     import torch
     from transformers import set_seed
 
@@ -123,7 +177,7 @@ def train(cfg: TrainConfig, callbacks: list | tuple = (), on_trainer: Callable[[
         raise ConfigError("give --output-dir DIR")
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype)
-    ds_path = deepspeed_config(cfg.deepspeed, cuda)
+    ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)
     resume = resume_checkpoint(cfg.resume, cfg.output_dir)
 
     manifest = load_manifest(cfg.shards)
@@ -147,7 +201,7 @@ def train(cfg: TrainConfig, callbacks: list | tuple = (), on_trainer: Callable[[
     log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")
 
     # TrainingArguments first: it sets up the (DeepSpeed) distributed state the model load may need.
-    args = training_arguments(cfg, dtype, validation is not None, ds_path)
+    args = training_arguments(cfg, dtype, validation is not None, ds_path, use_configured_state=bool(ds_path) and not cuda)
     train_policy, eval_policy = batch_policies(cfg)
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
     log.info(

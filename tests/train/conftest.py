@@ -51,6 +51,25 @@ def real_shards(tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A GPT-NeoX config (no weights): 2 layers, hidden 64, a vocab smaller than the tokenizer's."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny-neox")
+    transformers.GPTNeoXConfig(
+        vocab_size=512,  # the fixture tokenizer has 598 tokens with the markers: embeddings must grow
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=2048,
+        rotary_pct=0.25,
+        bos_token_id=0,
+        eos_token_id=0,
+    ).save_pretrained(folder)
+    return folder
+
+
 def pytest_terminal_summary(terminalreporter):
     if MEASURED:
         terminalreporter.section("trainer measurements")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,24 +17,6 @@ from oasst_data.train.run import train  # noqa: E402
 
 from ..conftest import FIXTURE_TOKENIZER  # noqa: E402
 from .conftest import MEASURED  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A GPT-NeoX config (no weights): 2 layers, hidden 64, a vocab smaller than the tokenizer's."""
-    folder = tmp_path_factory.mktemp("tiny-neox")
-    transformers.GPTNeoXConfig(
-        vocab_size=512,  # the fixture tokenizer has 598 tokens with the markers: embeddings must grow
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=2048,
-        rotary_pct=0.25,
-        bos_token_id=0,
-        eos_token_id=0,
-    ).save_pretrained(folder)
-    return folder
 
 
 def config(shards, model, out, **overrides):
@@ -120,7 +101,7 @@ def test_loss_is_normalised_per_trained_token_across_accumulated_batches(fixture
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
 
 
-def test_cli_trains_and_fails_in_one_line(fixture_shards, tiny_model, tmp_path, caplog):
+def test_cli_trains_and_fails_in_one_line(fixture_shards, tiny_model, tmp_path, caplog, monkeypatch):
     typer = pytest.importorskip("typer")
     from oasst_data_cli.train_command import train as train_command
     from typer.testing import CliRunner
@@ -139,9 +120,14 @@ def test_cli_trains_and_fails_in_one_line(fixture_shards, tiny_model, tmp_path, 
 
     wrong = runner.invoke(app, [*base, "--tokenizer", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")])
     assert wrong.exit_code == 1 and "Traceback" not in wrong.output
-    seed = runner.invoke(app, [*base, "--tokenizer", str(FIXTURE_TOKENIZER), "--output-dir", str(tmp_path / "y"), "--preset", "reference-pythia-12b"])
-    # No GPU here: DeepSpeed (the preset's) is either missing or cannot run; either way one line.
-    assert seed.exit_code == 1 and "DeepSpeed" in seed.output and "--deepspeed none" in seed.output
-    assert "Traceback" not in seed.output and len(seed.output.strip().splitlines()) <= 2
+    preset = [*base, "--tokenizer", str(FIXTURE_TOKENIZER), "--output-dir", str(tmp_path / "y"), "--preset", "reference-pythia-12b"]
+    # DeepSpeed on a CPU trains in fp32 only (tests/train/test_deepspeed_cpu.py runs it, in subprocesses).
+    bf16 = runner.invoke(app, [*preset, "--dtype", "bf16"])
+    assert bf16.exit_code == 1 and "DeepSpeed" in bf16.output and "--dtype fp32" in bf16.output
+    assert "Traceback" not in bf16.output and len(bf16.output.strip().splitlines()) <= 2
+    monkeypatch.setattr("oasst_data.train.run.deepspeed_installed", lambda: False)
+    missing = runner.invoke(app, preset)
+    assert missing.exit_code == 1 and "DeepSpeed is not installed" in missing.output and "--deepspeed none" in missing.output
+    assert "Traceback" not in missing.output and len(missing.output.strip().splitlines()) <= 2
     fp16 = runner.invoke(app, [*base, "--tokenizer", str(FIXTURE_TOKENIZER), "--output-dir", str(tmp_path / "z"), "--dtype", "fp16"])
     assert fp16.exit_code == 1 and "fp16" in fp16.output and "Traceback" not in fp16.output

@@ -1,0 +1,136 @@
+"""The DeepSpeed ZeRO-2 path, on CPUs: `oasst-data train` under the `deepspeed` launcher.
+
+Two ranks on DeepSpeed's CPU accelerator (gloo) run the seed preset and its shipped ZeRO-2
+config, as the README launches them on GPUs (`deepspeed --num_gpus N --no_local_rank --module
+oasst_data_cli train ...`), in fp32. What a GPU adds (fp16, NCCL, speed) is the GPU smoke
+benchmark's (benchmarks/gpu_smoke.sh). The first run JIT-compiles DeepSpeed's CPU Adam with the
+C++ compiler (about a minute here; cached in ~/.cache/torch_extensions afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (.ci/run installs it)")
+if shutil.which("c++") is None and shutil.which("g++") is None:
+    pytest.skip("DeepSpeed compiles its CPU Adam with a C++ compiler; none found", allow_module_level=True)
+torch = pytest.importorskip("torch")
+from safetensors.torch import load_file  # noqa: E402
+
+from ..conftest import FIXTURE_TOKENIZER, REPO  # noqa: E402
+from .conftest import MEASURED  # noqa: E402
+
+STEPS = 6
+RANKS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def oasst_train(launcher: list[str], shards: Path, model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        COLUMNS="200",  # one rich log line per event
+    )
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [
+        *launcher,
+        "train",
+        "--shards", str(shards),
+        "--tokenizer", str(FIXTURE_TOKENIZER),
+        "--model", str(model),
+        "--random-init",
+        "--preset", "reference-pythia-12b",  # ZeRO-2 (the shipped zero2.json), accumulation 2, dropout 0.2
+        "--dtype", "fp32",
+        "--output-dir", str(out),
+        "--max-steps", str(STEPS),
+        "--per-device-batch-size", "1",
+        "--learning-rate", "3e-3",
+        "--warmup-steps", "1",
+        "--logging-steps", "1",
+        "--eval-steps", "0",
+        "--seed", "3",
+        *extra,
+    ]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    (out.parent / f"{out.name}.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(command[:8])} ... exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
+    return done
+
+
+def deepspeed_launcher() -> list[str]:
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(RANKS), "--master_port", str(free_port()),
+            "--no_local_rank", "--module", "oasst_data_cli"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(fixture_shards, tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """6 steps uninterrupted (saving at 3), and the same run resumed from its step-3 checkpoint."""
+    base = tmp_path_factory.mktemp("zero2-cpu")
+    whole, resumed = base / "whole", base / "resumed"
+    oasst_train(deepspeed_launcher(), fixture_shards, tiny_model, whole, "--save-steps", "3")
+    oasst_train(deepspeed_launcher(), fixture_shards, tiny_model, resumed, "--resume", str(whole / "checkpoint-3"))
+    return {"whole": whole, "resumed": resumed}
+
+
+def log_history(run: Path) -> list[dict]:
+    return json.loads((run / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())["log_history"]
+
+
+def test_zero2_on_two_ranks_trains_with_the_seed_config_and_partitions_the_optimizer(two_rank_runs, fixture_shards):
+    whole = two_rank_runs["whole"]
+    checkpoint = whole / "checkpoint-3"
+    optimizer_parts = sorted(p.name for p in (checkpoint / "global_step3").glob("*optim_states.pt"))
+    # ZeRO stage 2: each rank keeps its own part of the optimizer state.
+    assert optimizer_parts == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(RANKS)]
+    assert sorted(p.name for p in checkpoint.glob("rng_state_*.pth")) == [f"rng_state_{r}.pth" for r in range(RANKS)]
+    args = torch.load(checkpoint / "training_args.bin", weights_only=False)
+    assert Path(args.deepspeed).name == "zero2.json" and args.world_size == RANKS
+    ds = args.hf_deepspeed_config.config
+    assert ds["zero_optimization"]["stage"] == 2 and ds["gradient_accumulation_steps"] == 2
+    assert ds["train_batch_size"] == 1 * 2 * RANKS  # rows per device x accumulation x ranks
+    history = log_history(whole)
+    rows = json.loads((fixture_shards / "manifest.json").read_text())["totals"]["train"]["rows"]
+    # Every optimizer step consumes 4 rows across the 2 ranks, so the epoch count says both ranks trained.
+    assert history[-1]["epoch"] == pytest.approx(STEPS * 1 * 2 * RANKS / rows)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == STEPS and losses[-1] < losses[0]
+    assert (whole / "model.safetensors").is_file() and (whole / "oasst_train.json").is_file()
+    MEASURED.append(f"ZeRO-2 on 2 CPU ranks (tiny GPT-NeoX, seed preset, fp32): loss {losses[0]:.3f} -> {losses[-1]:.3f} in {STEPS} steps")
+
+
+def test_resuming_zero2_mid_epoch_on_two_ranks_gives_the_uninterrupted_run(two_rank_runs):
+    whole, resumed = two_rank_runs["whole"], two_rank_runs["resumed"]
+    assert "resum" in (resumed.parent / "resumed.log").read_text().lower()
+    assert log_history(whole)[2]["epoch"] % 1 != 0  # step 3 ends in the middle of an epoch
+    want = [e["loss"] for e in log_history(whole) if "loss" in e][3:]
+    got = [e["loss"] for e in log_history(resumed) if "loss" in e][-3:]
+    assert got == pytest.approx(want, rel=1e-5)
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_one_process_without_a_launcher_runs_zero2(fixture_shards, tiny_model, tmp_path):
+    """`oasst-data train --preset reference-pythia-12b` alone: a one-rank DeepSpeed world is made up."""
+    done = oasst_train([sys.executable, "-m", "oasst_data_cli"], fixture_shards, tiny_model, tmp_path / "one")
+    assert "DeepSpeed zero2.json" in done.stdout + done.stderr
+    assert (tmp_path / "one" / "model.safetensors").is_file()
