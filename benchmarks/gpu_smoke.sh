@@ -10,7 +10,7 @@
 # the real en_100 distribution (benchmarks/synth_shards.py), then trains a random-init
 # Pythia-shaped model with the seed preset (fp16, ZeRO-2, gradient checkpointing, accumulation 2)
 # through the deepspeed launcher, three times for the same number of steps:
-#   budget    length buckets, a token budget per batch (SMOKE_BATCH_TOKENS, padded to 8)
+#   budget    length buckets tuned for the budget, a token budget per batch (SMOKE_BATCH_TOKENS, padded to 8)
 #   random4   random batches of 4 rows (the seed's batching)
 #   buckets4  length buckets, 4 rows per batch
 # and prints real tokens/s, model FLOPs utilisation, peak GPU memory, loss at start and end,
@@ -71,16 +71,19 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=cs
 fi
 
 log "building the fixtures with oasst-data build (real Pythia tokenizer)"
-rm -rf "$WORK/fixture-shards" "$WORK/shards"
+rm -rf "$WORK/fixture-shards" "$WORK/shards" "$WORK/shards-budget"
 python3 -m oasst_data_cli build fixtures/oasst/trees.jsonl --alpaca fixtures/alpaca/alpaca.json \
     --tokenizer "$TOKENIZER" --lang en --val-split 0.2 --out "$WORK/fixture-shards" --json > "$WORK/fixture-build.json" || exit 1
 python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards" --rows "$ROWS" --val-rows 200 || exit 1
+# The same rows, bucketed for the token budget (as `oasst-data build --bucket-batch-tokens` does).
+python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards-budget" --rows "$ROWS" --val-rows 200 \
+    --bucket-batch-tokens "$TOKENS" || exit 1
 
 failed=0
 run() {
-    local name=$1; shift
-    log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) $*"
-    "${LAUNCH[@]}" benchmarks/gpu_smoke.py run --shards "$WORK/shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
+    local name=$1 shards=$2; shift 2
+    log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) on $(basename "$shards") $*"
+    "${LAUNCH[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
         --steps "$STEPS" --warmup "$WARMUP" --name "$name" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$WORK/$name.log" 2>&1
     local rc=$?
     grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$WORK/$name.log" | tail -n 12
@@ -88,9 +91,9 @@ run() {
         log "run $name FAILED (exit $rc); last lines:"; tail -n 40 "$WORK/$name.log"; failed=1
     fi
 }
-run budget --batch-tokens "$TOKENS" --pad-to-multiple-of 8
-run random4 --batching random --rows 4
-run buckets4 --rows 4
+run budget "$WORK/shards-budget" --batch-tokens "$TOKENS" --pad-to-multiple-of 8
+run random4 "$WORK/shards" --batching random --rows 4
+run buckets4 "$WORK/shards" --rows 4
 
 log "comparison"
 python3 benchmarks/gpu_smoke.py compare "$RESULTS/random4.json" "$RESULTS/buckets4.json" "$RESULTS/budget.json" | tee "$RESULTS/summary.txt"

@@ -43,7 +43,9 @@ def token_stream(template: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray
     return np.array(ids, dtype=np.int32), np.array(mask, dtype=np.uint8)
 
 
-def synthesize(template: Path, out: Path, rows: int, val_rows: int, seed: int, max_length: int) -> dict:
+def synthesize(
+    template: Path, out: Path, rows: int, val_rows: int, seed: int, max_length: int, batch_tokens: int | None = None
+) -> dict:
     manifest = load_manifest(template)
     ids, mask = token_stream(template, manifest)
     real = np.array(json.loads(LENGTHS.read_text())["lengths"], dtype=np.int64)
@@ -52,7 +54,8 @@ def synthesize(template: Path, out: Path, rows: int, val_rows: int, seed: int, m
     repeats = int(np.ceil((max_length + len(ids)) / len(ids))) + 1
     ids_loop, mask_loop = np.tile(ids, repeats), np.tile(mask, repeats)
     starts = rng.integers(0, len(ids), size=len(lengths))
-    buckets = choose_buckets(lengths, max_length=max_length, batch_size=4, max_waste=0.05)
+    # Buckets as `oasst-data build` chooses them: for 4-row batches, or for a token budget.
+    buckets = choose_buckets(lengths, max_length=max_length, batch_size=4, max_waste=0.05, batch_tokens=batch_tokens)
     bucket_of_row = assign_buckets(lengths, buckets)
     splits = np.array(["train"] * rows + ["validation"] * val_rows)
     groups: dict[tuple[str, int], list[int]] = {}
@@ -114,7 +117,7 @@ def synthesize(template: Path, out: Path, rows: int, val_rows: int, seed: int, m
     )
     result["buckets"] = [b.to_dict() for b in buckets]
     result["shards"] = shards
-    result["padding"] = padding_report(lengths, bucket_of_row, buckets, [1, 4, 8])
+    result["padding"] = padding_report(lengths, bucket_of_row, buckets, [1, 4, 8], batch_tokens)
     result["totals"] = {
         split: {
             "rows": sum(s["rows"] for s in shards if s["split"] == split),
@@ -136,8 +139,9 @@ def main() -> None:
     parser.add_argument("--val-rows", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--bucket-batch-tokens", type=int, default=None, help="tune the buckets for this token budget (as build's flag)")
     args = parser.parse_args()
-    manifest = synthesize(args.template, args.out, args.rows, args.val_rows, args.seed, args.max_length)
+    manifest = synthesize(args.template, args.out, args.rows, args.val_rows, args.seed, args.max_length, args.bucket_batch_tokens)
     padding = manifest["padding"]
     print(
         f"synthetic build {args.out}: {manifest['totals']['train']['rows']} train rows, "

@@ -29,6 +29,7 @@ def build(
     overflow: Annotated[Optional[Overflow], typer.Option("--overflow", help="Longer rows: truncate (keep the start) or drop (default: truncate).", rich_help_panel=_SHARDS)] = None,
     buckets: Annotated[Optional[str], typer.Option("--buckets", help="Explicit bucket upper bounds, e.g. 128,256,512,1024,2048.", rich_help_panel=_SHARDS)] = None,
     bucket_batch_size: Annotated[Optional[int], typer.Option("--bucket-batch-size", help="Batch size the automatic buckets (and waste report) are tuned for (default: 4).", rich_help_panel=_SHARDS)] = None,
+    bucket_batch_tokens: Annotated[Optional[int], typer.Option("--bucket-batch-tokens", help="Tune the automatic buckets for token-budget batches of N padded tokens (the trainer's --batch-tokens) instead of --bucket-batch-size rows.", rich_help_panel=_SHARDS)] = None,
     max_padding_waste: Annotated[Optional[float], typer.Option("--max-padding-waste", help="Automatic buckets: expected padding share per bucket (default: 0.05).", rich_help_panel=_SHARDS)] = None,
     shard_size_mb: Annotated[Optional[float], typer.Option("--shard-size-mb", help="Target shard size in MiB (default: 128).", rich_help_panel=_SHARDS)] = None,
     shard_rows: Annotated[Optional[int], typer.Option("--shard-rows", help="Also cap rows per shard.", rich_help_panel=_SHARDS)] = None,
@@ -66,6 +67,7 @@ def build(
             "overflow": overflow,
             "buckets": parse_buckets(buckets) if buckets else None,
             "bucket_batch_size": bucket_batch_size,
+            "bucket_batch_tokens": bucket_batch_tokens,
             "max_padding_waste": max_padding_waste,
             "shard_size_mb": shard_size_mb,
             "shard_rows": shard_rows,
@@ -128,17 +130,23 @@ def summary_table(manifest: dict) -> Table:
 def bucket_table(manifest: dict) -> Table:
     padding = manifest["padding"]
     size = str(manifest["config"]["bucket_batch_size"])
-    table = Table(title=f"Length buckets (expected padding at batch {size})", title_justify="left")
-    for column in ("bucket", "lengths", "rows", "padding"):
+    budget = padding.get("token_budget")
+    title = f"Length buckets (expected padding at batch {size}" + (f" and at {budget['batch_tokens']:,} tokens per batch)" if budget else ")")
+    table = Table(title=title, title_justify="left")
+    columns = ["bucket", "lengths", "rows", f"padding, {size} rows"]
+    if budget:
+        columns += ["rows per budget", "padding, budget"]
+    for column in columns:
         table.add_column(column, justify="right")
     for entry in padding["per_bucket"]:
-        table.add_row(
-            str(entry["index"]),
-            f"{entry['min_length']}-{entry['max_length']}",
-            f"{entry['rows']:,}",
-            f"{entry['expected_waste'].get(size, 0):.1%}",
-        )
-    table.caption = f"all buckets {padding['bucketed'][size]:.1%} vs random batching {padding['random'][size]:.1%}"
+        cells = [str(entry["index"]), f"{entry['min_length']}-{entry['max_length']}", f"{entry['rows']:,}", f"{entry['expected_waste'].get(size, 0):.1%}"]
+        if budget:
+            tokens = entry.get("token_budget")
+            cells += [f"{tokens['rows_per_batch']:,}", f"{tokens['expected_waste']:.1%}"] if tokens else ["", ""]
+        table.add_row(*cells)
+    table.caption = f"all buckets {padding['bucketed'][size]:.1%} vs random batching {padding['random'][size]:.1%} at {size} rows"
+    if budget:
+        table.caption += f"; all buckets {budget['bucketed']:.1%} at the token budget"
     return table
 
 

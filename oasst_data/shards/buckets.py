@@ -43,17 +43,26 @@ def _waste_from_histogram(distinct: np.ndarray, counts: np.ndarray, batch_size: 
     return 1.0 - mean / expected_max if expected_max > 0 else 0.0
 
 
+def rows_per_token_budget(batch_tokens: int, longest: int) -> int:
+    """Rows of a token-budget batch whose longest row has `longest` tokens (the trainer's rule)."""
+    return max(1, batch_tokens // max(1, longest))
+
+
 def choose_buckets(
     lengths: np.ndarray,
     max_length: int,
     batch_size: int = 4,
     max_waste: float = 0.05,
     min_rows: int | None = None,
+    batch_tokens: int | None = None,
 ) -> list[Bucket]:
     """Greedy left-to-right buckets over the sorted distinct lengths.
 
-    A bucket grows while its expected waste at `batch_size` stays within `max_waste`, and in
-    any case until it holds `min_rows` rows (tiny buckets give ragged last batches).
+    A bucket grows while its expected waste stays within `max_waste`, and in any case until it
+    holds `min_rows` rows (tiny buckets give ragged last batches). The waste is that of batches
+    of `batch_size` rows or, with `batch_tokens`, of token-budget batches: as many rows as fit
+    in `batch_tokens` padded to the bucket's longest row, so short buckets, whose batches hold
+    many rows and nearly always contain the bucket's longest length, are cut narrower.
     The last bucket always ends at `max_length`, the first starts at 1.
     """
     if len(lengths) == 0:
@@ -69,7 +78,8 @@ def choose_buckets(
         rows = int(counts[start])
         while end < len(distinct):
             candidate_rows = rows + int(counts[end])
-            waste = _waste_from_histogram(distinct[start : end + 1].astype(np.float64), counts[start : end + 1], batch_size)
+            rows_per_batch = rows_per_token_budget(batch_tokens, int(distinct[end])) if batch_tokens else batch_size
+            waste = _waste_from_histogram(distinct[start : end + 1].astype(np.float64), counts[start : end + 1], rows_per_batch)
             if waste > max_waste and rows >= min_rows:
                 break
             rows = candidate_rows
@@ -104,8 +114,15 @@ def assign_buckets(lengths: np.ndarray, buckets: Sequence[Bucket]) -> np.ndarray
     return np.searchsorted(uppers, np.asarray(lengths, dtype=np.int64), side="left").astype(np.int32)
 
 
-def padding_report(lengths: np.ndarray, bucket_of_row: np.ndarray, buckets: Sequence[Bucket], batch_sizes: Sequence[int]) -> dict:
-    """Expected padding waste per bucket and overall, against random batching over all rows."""
+def padding_report(
+    lengths: np.ndarray,
+    bucket_of_row: np.ndarray,
+    buckets: Sequence[Bucket],
+    batch_sizes: Sequence[int],
+    batch_tokens: int | None = None,
+) -> dict:
+    """Expected padding waste per bucket and overall, against random batching over all rows;
+    with `batch_tokens`, also for token-budget batches (rows per batch set by each bucket's longest row)."""
     report: dict = {"batch_sizes": list(batch_sizes), "random": {}, "bucketed": {}, "per_bucket": []}
     for size in batch_sizes:
         report["random"][str(size)] = round(expected_padding_waste(lengths, size), 6)
@@ -120,9 +137,18 @@ def padding_report(lengths: np.ndarray, bucket_of_row: np.ndarray, buckets: Sequ
             real += float(rows.sum())
             padded += float(rows.sum()) / (1.0 - waste) if waste < 1 else 0.0
         report["bucketed"][str(size)] = round(1.0 - real / padded, 6) if padded else 0.0
+    real = padded = 0.0
     for bucket in buckets:
         rows = lengths[bucket_of_row == bucket.index]
         entry = bucket.to_dict() | {"rows": int(rows.size)}
         entry["expected_waste"] = {str(s): round(expected_padding_waste(rows, s), 6) for s in batch_sizes}
+        if batch_tokens and rows.size:
+            per_batch = rows_per_token_budget(batch_tokens, int(rows.max()))
+            waste = expected_padding_waste(rows, per_batch)
+            entry["token_budget"] = {"rows_per_batch": per_batch, "expected_waste": round(waste, 6)}
+            real += float(rows.sum())
+            padded += float(rows.sum()) / (1.0 - waste)
         report["per_bucket"].append(entry)
+    if batch_tokens:
+        report["token_budget"] = {"batch_tokens": batch_tokens, "bucketed": round(1.0 - real / padded, 6) if padded else 0.0}
     return report

@@ -55,7 +55,12 @@ class BuildConfig:
     overflow: Overflow = _help("Rows longer than max_length: truncate (keep the start) or drop.", default=Overflow.TRUNCATE)
     buckets: list[int] | None = _help("Explicit bucket upper bounds (e.g. 128,256,...); default: chosen from the data.", default=None)
     bucket_batch_size: int = _help("Batch size the automatic buckets are tuned for.", default=4)
-    max_padding_waste: float = _help("Automatic buckets: target expected padding share at bucket_batch_size.", default=0.05)
+    bucket_batch_tokens: int | None = _help(
+        "Tune the automatic buckets for token-budget batches of this many padded tokens (the trainer's "
+        "--batch-tokens) instead of bucket_batch_size rows.",
+        default=None,
+    )
+    max_padding_waste: float = _help("Automatic buckets: target expected padding share per batch.", default=0.05)
     shard_size_mb: float = _help("Target size of one shard (MiB, before compression).", default=128.0)
     shard_rows: int | None = _help("Also cap rows per shard.", default=None)
     tokenize_batch: int = _help("Threads per tokenizer call (chunks <= 10k strings keep memory low).", default=1024)
@@ -73,6 +78,10 @@ class BuildConfig:
             raise ConfigError("workers must be at least 1")
         if isinstance(self.buckets, str):
             self.buckets = parse_buckets(self.buckets)
+        if self.bucket_batch_size < 1:
+            raise ConfigError(f"bucket_batch_size must be at least 1, got {self.bucket_batch_size}")
+        if self.bucket_batch_tokens is not None and self.bucket_batch_tokens < 1:
+            raise ConfigError(f"bucket_batch_tokens must be at least 1, got {self.bucket_batch_tokens}")
 
     def to_manifest(self) -> dict:
         """The resolved config as recorded in the manifest: no absolute paths, no worker count."""
@@ -224,7 +233,9 @@ def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_
     if config.buckets:
         buckets = buckets_from_bounds(config.buckets, config.max_length)
     else:
-        buckets = choose_buckets(lengths, config.max_length, config.bucket_batch_size, config.max_padding_waste)
+        buckets = choose_buckets(
+            lengths, config.max_length, config.bucket_batch_size, config.max_padding_waste, batch_tokens=config.bucket_batch_tokens
+        )
     bucket_of_row = bucket_rows(lengths, buckets)
     is_validation = spill.all_is_validation()
     parts = plan_parts(
@@ -294,7 +305,9 @@ def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, c
         "tokenizer": loaded.describe() | {"name": resolved["tokenizer"]},
         "inputs": _describe_inputs(paths, config.alpaca),
         "buckets": [b.to_dict() for b in buckets],
-        "padding": padding_report(lengths, bucket_of_row, buckets, sorted({1, 4, 8, config.bucket_batch_size})),
+        "padding": padding_report(
+            lengths, bucket_of_row, buckets, sorted({1, 4, 8, config.bucket_batch_size}), config.bucket_batch_tokens
+        ),
         "shards": shards,
         "totals": totals,
         "funnel": funnel,

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from oasst_data.config import ThreadConfig
-from oasst_data.errors import OasstDataError
+from oasst_data.errors import ConfigError, OasstDataError
 from oasst_data.shards import BuildConfig, build_shards, load_manifest, load_shards, verify_shards
 from oasst_data.tokenizer import load_tokenizer
 
@@ -302,3 +302,15 @@ def test_skip_mode_quarantines_inside_the_output_and_counts(tmp_path):
     entries = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
     assert [(Path(e["source"]).name, e["line"], e["raw"]) for e in entries] == [("bad.jsonl", 13, "{not json")]
     assert manifest["funnel"]["threads"] == 16  # everything good is still built
+
+
+def test_buckets_tuned_for_a_token_budget_are_recorded(tmp_path):
+    manifest = build_shards(fixture_config(bucket_batch_tokens=256), tmp_path / "t").manifest
+    assert manifest["config"]["bucket_batch_tokens"] == 256
+    budget = manifest["padding"]["token_budget"]
+    assert budget["batch_tokens"] == 256 and 0 <= budget["bucketed"] < 1
+    for entry in manifest["padding"]["per_bucket"]:
+        if entry["rows"]:
+            assert entry["token_budget"]["rows_per_batch"] >= 1
+    with pytest.raises(ConfigError, match="bucket_batch_tokens"):
+        fixture_config(bucket_batch_tokens=0)

@@ -38,6 +38,15 @@ def test_synthetic_shards_follow_the_recorded_lengths_and_open_for_training(fixt
     assert all(build.train[i]["loss_mask"][1:].any() for i in range(0, 3000, 97))
 
 
+def test_synthetic_shards_bucketed_for_a_token_budget(fixture_shards, tmp_path):
+    synth = load("synth_shards")
+    rows = synth.synthesize(fixture_shards, tmp_path / "rows", rows=3000, val_rows=100, seed=0, max_length=2048)
+    tokens = synth.synthesize(fixture_shards, tmp_path / "tokens", rows=3000, val_rows=100, seed=0, max_length=2048, batch_tokens=16384)
+    assert "token_budget" not in rows["padding"] and tokens["padding"]["token_budget"]["batch_tokens"] == 16384
+    assert len(tokens["buckets"]) > len(rows["buckets"])
+    assert verify_shards(tmp_path / "tokens").ok
+
+
 def result(name, batching, policy, tokens_per_s):
     return {
         "name": name, "device": "cpu", "model": "tiny", "parameters": 1e6, "batching": batching, "policy": policy,
