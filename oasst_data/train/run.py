@@ -153,19 +153,10 @@ def _closing_process_group() -> Iterator[None]:
 
 def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     import torch
-    from transformers import set_seed
 
-    from ..shards.load import load_manifest
-    from ..tokenizer import TokenizerUnavailableError, load_tokenizer
     from .collator import PadCollator
-    from .model import choose_attention, load_model, resolve_dtype
-    from .shards import describe, open_build
-    from .trainer import (
-        BucketTrainer,
-        RichLogCallback,
-        batch_policies,
-        training_arguments,
-    )
+    from .model import resolve_dtype
+    from .trainer import BucketTrainer, RichLogCallback, batch_policies, training_arguments
 
     # Variable-size batches have no fixed remainder to trim; accelerate says so at every evaluation.
     logging.getLogger("accelerate.accelerator").setLevel(logging.WARNING)
@@ -179,70 +170,17 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     dtype = resolve_dtype(cfg.dtype)
     ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)
     resume = resume_checkpoint(cfg.resume, cfg.output_dir)
-
-    manifest = load_manifest(cfg.shards)
-    tokenizer_name = cfg.tokenizer or manifest.get("tokenizer", {}).get("name")
-    if not tokenizer_name:
-        raise ConfigError(f"{cfg.shards}: the manifest names no tokenizer; pass --tokenizer")
-    try:
-        tokenizer = load_tokenizer(tokenizer_name)
-    except TokenizerUnavailableError as error:
-        hint = "" if cfg.tokenizer else f" (the name recorded in {cfg.shards}/manifest.json; pass --tokenizer NAME_OR_PATH)"
-        raise OasstDataError(f"{error}{hint}") from None
-    build = open_build(
-        cfg.shards,
-        tokenizer.fingerprint,
-        tokenizer_name,
-        vocab_size=len(tokenizer.tokenizer),
-        max_length=cfg.max_length,
-        verify_checksums=cfg.verify_checksums,
-    )
-    validation = build.validation if build.validation is not None and len(build.validation) else None
-    log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")
+    tokenizer, build, validation = _open_shards(cfg)
 
     # TrainingArguments first: it sets up the (DeepSpeed) distributed state the model load may need.
     args = training_arguments(cfg, dtype, validation is not None, ds_path, use_configured_state=bool(ds_path) and not cuda)
     train_policy, eval_policy = batch_policies(cfg)
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
-    log.info(
-        "batches: %s, %s in %d bucket(s), %d per epoch (%.1f rows on average); padding %.1f%% "
-        "(random batches of %d rows: %.1f%%)",
-        cfg.batching,
-        plan["policy"],
-        plan["buckets"],
-        plan["batches_per_epoch"],
-        plan["mean_rows_per_batch"],
-        100 * plan["padding_share"],
-        REFERENCE_ROWS,
-        100 * plan["random_padding_share"],
-    )
-
-    set_seed(cfg.seed)
-    # DeepSpeed keeps fp32 master weights itself: load in the training dtype there; plain
-    # Trainer mixed precision needs fp32 weights.
-    load_dtype = dtype if ds_path else "fp32"
-    loaded = load_model(
-        cfg.model,
-        vocab_size=len(tokenizer.tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        dtype=load_dtype,
-        attn_implementation=choose_attention(cfg.attn_implementation, dtype),
-        residual_dropout=cfg.residual_dropout,
-        random_init=cfg.random_init,
-        seed=cfg.seed,
-    )
-    log.info(
-        "model %s%s: %.1fM parameters, attention %s, %s%s",
-        cfg.model,
-        " (random init)" if cfg.random_init else "",
-        loaded.parameters / 1e6,
-        loaded.attn_implementation,
-        dtype,
-        f", DeepSpeed {Path(ds_path).name}" if ds_path else "",
-    )
+    _log_plan(cfg, plan)
+    model = _load_model(cfg, tokenizer, dtype, ds_path)
 
     trainer = BucketTrainer(
-        model=loaded.model,
+        model=model,
         args=args,
         train_dataset=build.train,
         eval_dataset=validation,
@@ -264,6 +202,79 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     trainer.save_model()
     eval_metrics = _final_eval(trainer) if validation is not None else {}
     return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer)
+
+
+def _open_shards(cfg: TrainConfig):
+    """(tokenizer, build, validation rows or None): the build opened against the tokenizer's fingerprint."""
+    from ..shards.load import load_manifest
+    from ..tokenizer import TokenizerUnavailableError, load_tokenizer
+    from .shards import describe, open_build
+
+    manifest = load_manifest(cfg.shards)
+    tokenizer_name = cfg.tokenizer or manifest.get("tokenizer", {}).get("name")
+    if not tokenizer_name:
+        raise ConfigError(f"{cfg.shards}: the manifest names no tokenizer; pass --tokenizer")
+    try:
+        tokenizer = load_tokenizer(tokenizer_name)
+    except TokenizerUnavailableError as error:
+        hint = "" if cfg.tokenizer else f" (the name recorded in {cfg.shards}/manifest.json; pass --tokenizer NAME_OR_PATH)"
+        raise OasstDataError(f"{error}{hint}") from None
+    build = open_build(
+        cfg.shards,
+        tokenizer.fingerprint,
+        tokenizer_name,
+        vocab_size=len(tokenizer.tokenizer),
+        max_length=cfg.max_length,
+        verify_checksums=cfg.verify_checksums,
+    )
+    validation = build.validation if build.validation is not None and len(build.validation) else None
+    log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")
+    return tokenizer, build, validation
+
+
+def _log_plan(cfg: TrainConfig, plan: dict[str, Any]) -> None:
+    log.info(
+        "batches: %s, %s in %d bucket(s), %d per epoch (%.1f rows on average); padding %.1f%% "
+        "(random batches of %d rows: %.1f%%)",
+        cfg.batching,
+        plan["policy"],
+        plan["buckets"],
+        plan["batches_per_epoch"],
+        plan["mean_rows_per_batch"],
+        100 * plan["padding_share"],
+        REFERENCE_ROWS,
+        100 * plan["random_padding_share"],
+    )
+
+
+def _load_model(cfg: TrainConfig, tokenizer, dtype: str, ds_path: str | None):
+    from transformers import set_seed
+
+    from .model import choose_attention, load_model
+
+    set_seed(cfg.seed)
+    # DeepSpeed keeps fp32 master weights itself: load in the training dtype there; plain
+    # Trainer mixed precision needs fp32 weights.
+    loaded = load_model(
+        cfg.model,
+        vocab_size=len(tokenizer.tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        dtype=dtype if ds_path else "fp32",
+        attn_implementation=choose_attention(cfg.attn_implementation, dtype),
+        residual_dropout=cfg.residual_dropout,
+        random_init=cfg.random_init,
+        seed=cfg.seed,
+    )
+    log.info(
+        "model %s%s: %.1fM parameters, attention %s, %s%s",
+        cfg.model,
+        " (random init)" if cfg.random_init else "",
+        loaded.parameters / 1e6,
+        loaded.attn_implementation,
+        dtype,
+        f", DeepSpeed {Path(ds_path).name}" if ds_path else "",
+    )
+    return loaded.model
 
 
 def _final_eval(trainer) -> dict[str, Any]:
