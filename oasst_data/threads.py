@@ -20,7 +20,7 @@ from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt
 from .readers.files import ByteCounter, expand_inputs
 from .readers.oasst import LocatedTree, OasstExportReader
-from .records import ExportMessage
+from .records import AlpacaRecord, ExportMessage
 from .split import assign_split
 from .traversal import InvalidTreeError, iter_candidate_paths, trim_trailing_prompter, validate_roles
 
@@ -137,6 +137,9 @@ class ThreadExtractor:
         )
 
     # --- Alpaca ---------------------------------------------------------------------------
+    def saw_alpaca_record(self, record: AlpacaRecord) -> None:
+        """Hook: every Alpaca record read, before any filter (statistics look at them all)."""
+
     def alpaca_threads(self, source: str, progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.ALPACA.value, Funnel())
         reader = AlpacaReader(source, self.handler)
@@ -145,6 +148,7 @@ class ThreadExtractor:
             for located in reader:
                 funnel.trees_read += 1
                 record = located.record
+                self.saw_alpaca_record(record)
                 if not record.instruction.strip() or not record.output.strip():
                     funnel.tree_drops["empty_text"] += 1
                     continue

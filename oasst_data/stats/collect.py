@@ -14,9 +14,9 @@ from pathlib import Path
 from ..config import ThreadConfig
 from ..conversation import Role, Thread
 from ..funnel import Funnel
-from ..quarantine import BadRecordHandler
-from ..readers.alpaca import AlpacaReader, alpaca_prompt
+from ..readers.alpaca import alpaca_prompt
 from ..readers.oasst import LocatedTree
+from ..records import AlpacaRecord
 from ..threads import ThreadExtractor
 from .rows import (
     LABEL_SCHEMA,
@@ -146,12 +146,7 @@ class StatsExtractor(ThreadExtractor):
         self.collector.add_tree(located)
         return super().tree_threads(located, funnel)
 
-    def alpaca_threads(self, source: str, progress=None) -> Iterator[Thread]:
-        # First pass: every record's messages. Bad records are counted by the extractor's own
-        # pass below; this handler only repeats the stop-or-skip decision.
-        quiet = BadRecordHandler(self.config.on_bad_record, None)
-        for located in AlpacaReader(source, quiet):
-            self.collector.add_alpaca(located.record, self._alpaca_index)
-            self._alpaca_index += 1
-        yield from super().alpaca_threads(source, progress)
+    def saw_alpaca_record(self, record: AlpacaRecord) -> None:
+        self.collector.add_alpaca(record, self._alpaca_index)
+        self._alpaca_index += 1
 

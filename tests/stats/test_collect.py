@@ -23,6 +23,24 @@ def test_small_batches_give_the_same_report():
     assert batched == whole
 
 
+def test_each_alpaca_source_is_read_once(monkeypatch):
+    from oasst_data.readers import alpaca
+
+    opened = []
+    original = alpaca.AlpacaReader.__iter__
+
+    def counting_iter(self):
+        opened.append(self)
+        return original(self)
+
+    monkeypatch.setattr(alpaca.AlpacaReader, "__iter__", counting_iter)
+    report = export_stats([TREES], [str(ALPACA)], tokenizer=TOKENIZER)
+    assert len(opened) == 1
+    # Every record reaches the counts, the one the thread filter drops (empty output) too.
+    alpaca_counts = next(row for row in report["export"]["sources"] if row["source"] == "alpaca")
+    assert alpaca_counts == {"source": "alpaca", "trees": 5, "messages": 10, "threads": 4}
+
+
 def test_spilled_rows_hold_no_text_and_flush_in_batches(tmp_path):
     collector = RowCollector(tmp_path, TokenCounter.load(TOKENIZER), batch_rows=5, batch_texts=4)
     for located in OasstExportReader([TREES]):
