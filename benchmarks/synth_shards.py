@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,9 @@ def synthesize(
         }
         for split in ("train", "validation")
     }
+    saved = manifest.get("tokenizer", {}).get("saved")
+    if saved:  # the template's tokenizer made these token ids: it travels with them too
+        shutil.copytree(template / saved["folder"], out / saved["folder"])
     (out / "manifest.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

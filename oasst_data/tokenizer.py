@@ -124,6 +124,16 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
     )
 
 
+def save_tokenizer(loaded: LoadedTokenizer, folder: Path) -> dict[str, str]:
+    """Save the tokenizer, markers included, for the shards it tokenized; {file name: sha256}.
+
+    The files depend only on the tokenizer (not on where it was loaded from), so reruns stay
+    byte-identical, and loading the folder gives back the same fingerprint.
+    """
+    loaded.tokenizer.save_pretrained(str(folder))
+    return {path.name: _sha256_file(path) for path in sorted(folder.iterdir()) if path.is_file()}
+
+
 def _cached_folder(tokenizer) -> Path | None:
     path = getattr(tokenizer, "name_or_path", None)
     if path and Path(path).is_dir():

@@ -27,11 +27,11 @@ from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel
 from ..readers.files import expand_inputs
 from ..threads import ThreadExtractor
-from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer, save_tokenizer
 from .buckets import Bucket, buckets_from_bounds, choose_buckets, padding_report
 from .card import dataset_card
 from .hashing import sha256_file, sha256_json
-from .schema import FORMAT_VERSION
+from .schema import FORMAT_VERSION, TOKENIZER_FOLDER
 from .spill import SpillWriter
 from .tokenize import Overflow, ThreadTokenizer, TokenizeCounts
 from .writer import bucket_rows, plan_parts, route_to_groups, write_all_shards
@@ -248,7 +248,11 @@ def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_
     shards = write_all_shards(groups, staging / "_groups", staging, buckets)
     shutil.rmtree(staging / "_groups", ignore_errors=True)
 
+    # The tokenizer travels with its shards: the trainer needs no name or path for it.
+    saved_tokenizer = save_tokenizer(loaded, staging / TOKENIZER_FOLDER)
+
     manifest = _manifest(config, paths, loaded, buckets, shards, extractor, tokenizer.counts, lengths, bucket_of_row)
+    manifest["tokenizer"]["saved"] = {"folder": TOKENIZER_FOLDER, "files": saved_tokenizer}
     # Stage 4: the card, then the manifest last: its presence marks a complete build.
     with atomic_open(staging / "README.md") as handle:
         handle.write(dataset_card(manifest))

@@ -25,7 +25,13 @@ def dataset_card(manifest: dict) -> str:
         "# SFT shards built by oasst-data",
         "",
         f"Tokenizer: `{manifest['tokenizer']['name']}` (fingerprint `{manifest['tokenizer']['fingerprint'][:16]}`), "
-        f"max length {manifest['config']['max_length']}.",
+        f"max length {manifest['config']['max_length']}."
+        + (
+            f" Saved with the markers in `{manifest['tokenizer']['saved']['folder']}/`: "
+            f"`AutoTokenizer.from_pretrained(\"{manifest['tokenizer']['saved']['folder']}\")` gives these token ids."
+            if manifest["tokenizer"].get("saved")
+            else ""
+        ),
         "",
         "| split | rows | tokens | trainable tokens |",
         "| --- | ---: | ---: | ---: |",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_VERSION = 1
+# Folder of a build's output holding the tokenizer (markers included) its rows were made with.
+TOKENIZER_FOLDER = "tokenizer"
 
 _COMMON = [
     pa.field("id", pa.string(), nullable=False),

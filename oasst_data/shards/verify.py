@@ -1,4 +1,4 @@
-"""`verify`: recompute every shard's sha256 and compare with the manifest."""
+"""`verify`: recompute the sha256 of every shard and tokenizer file and compare with the manifest."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ def verify_shards(out_dir: str | Path) -> VerifyReport:
         report.checked += 1
         if sha256_file(path) != shard["sha256"]:
             report.mismatched.append(shard["path"])
+    saved = manifest.get("tokenizer", {}).get("saved")
+    if saved:  # builds before the tokenizer travelled with its shards have none
+        for name, digest in sorted(saved["files"].items()):
+            relative = f"{saved['folder']}/{name}"
+            path = out_dir / relative
+            if not path.is_file():
+                report.missing.append(relative)
+                continue
+            report.checked += 1
+            if sha256_file(path) != digest:
+                report.mismatched.append(relative)
     data = out_dir / "data"
     if data.is_dir():
         for path in sorted(data.rglob("*.parquet")):

@@ -35,7 +35,7 @@ class TrainConfig:
     shards: str | None = _help("Output directory of `oasst-data build` (manifest.json and data/).", default=None)
     model: str = _help("Causal LM: Hugging Face name or local folder.", default="EleutherAI/pythia-12b-deduped")
     random_init: bool = _help("Build the model from its config with random weights (benchmarks, tests); loads no weights.", default=False)
-    tokenizer: str | None = _help("Tokenizer name or folder; must have the shards' fingerprint (default: the manifest's).", default=None)
+    tokenizer: str | None = _help("Tokenizer name or folder; must have the shards' fingerprint (default: the one saved with the shards, else the manifest's name).", default=None)
     output_dir: str | None = _help("Where checkpoints, logs and the final model go.", default=None)
     dtype: str = _help("fp16 / bf16 mixed precision, fp32, or auto (bf16 on a GPU that has it, else fp32).", default="auto")
     attn_implementation: str = _help("auto (flash_attention_2 when installed, else sdpa), sdpa, flash_attention_2 or eager.", default="auto")

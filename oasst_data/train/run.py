@@ -211,7 +211,14 @@ def _open_shards(cfg: TrainConfig):
     from .shards import describe, open_build
 
     manifest = load_manifest(cfg.shards)
-    tokenizer_name = cfg.tokenizer or manifest.get("tokenizer", {}).get("name")
+    recorded = manifest.get("tokenizer", {})
+    saved = Path(cfg.shards) / recorded["saved"]["folder"] if recorded.get("saved") else None
+    if cfg.tokenizer:
+        tokenizer_name = cfg.tokenizer
+    elif saved is not None and saved.is_dir():
+        tokenizer_name = str(saved)  # saved by the build beside its shards
+    else:
+        tokenizer_name = recorded.get("name")
     if not tokenizer_name:
         raise ConfigError(f"{cfg.shards}: the manifest names no tokenizer; pass --tokenizer")
     try:

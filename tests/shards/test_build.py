@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,23 @@ def test_buckets_tuned_for_a_token_budget_are_recorded(tmp_path):
             assert entry["token_budget"]["rows_per_batch"] >= 1
     with pytest.raises(ConfigError, match="bucket_batch_tokens"):
         fixture_config(bucket_batch_tokens=0)
+
+
+def test_the_tokenizer_travels_with_the_shards(fixture_build, tmp_path):
+    manifest = load_manifest(fixture_build)
+    saved = manifest["tokenizer"]["saved"]
+    folder = fixture_build / saved["folder"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(saved["files"]) and "tokenizer.json" in saved["files"]
+    reloaded = load_tokenizer(str(folder))
+    assert reloaded.fingerprint == manifest["tokenizer"]["fingerprint"]
+    assert reloaded.added_tokens == manifest["tokenizer"]["added_tokens"]
+    # Where the tokenizer was loaded from does not show in the saved files.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(FIXTURE_TOKENIZER, elsewhere)
+    moved = build_shards(fixture_config(tokenizer=str(elsewhere)), tmp_path / "moved").manifest
+    assert moved["tokenizer"]["saved"] == saved
+    # verify covers the saved files.
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_build, copy)
+    (copy / saved["folder"] / "tokenizer_config.json").write_text("{}")
+    assert verify_shards(copy).mismatched == [f"{saved['folder']}/tokenizer_config.json"]

@@ -80,6 +80,15 @@ def test_resuming_a_checkpoint_mid_epoch_gives_the_uninterrupted_run(fixture_sha
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_without_a_tokenizer_the_one_saved_with_the_shards_is_used(fixture_shards, tiny_model, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="oasst_data"):
+        outcome = train(config(fixture_shards, tiny_model, tmp_path / "saved", tokenizer=None, max_steps=1, eval_steps=0))
+    assert outcome.trainer.state.global_step == 1
+    assert (tmp_path / "saved" / "tokenizer.json").is_file()
+    record = json.loads((tmp_path / "saved" / "oasst_train.json").read_text())
+    assert record["config"]["tokenizer"] is None
+
+
 def test_loss_is_normalised_per_trained_token_across_accumulated_batches(fixture_shards, tiny_model, tmp_path):
     """Two micro-batches of different sizes give the gradient of one batch holding all their rows."""
     outcome = train(config(fixture_shards, tiny_model, tmp_path / "norm", max_steps=1, eval_steps=0, gradient_accumulation_steps=2))
