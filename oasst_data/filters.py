@@ -55,7 +55,9 @@ class TreeStateFilter(TreeFilter):
     def check(self, tree):
         if ANY in self.states or tree.tree_state in self.states:
             return None
-        return "tree_state"
+        # Records without the field (some thread and message exports) get a reason of their own,
+        # so a run that drops them all says why.
+        return "tree_state" if tree.tree_state is not None else "tree_state_missing"
 
 
 class RootReviewFilter(TreeFilter):
@@ -205,7 +207,7 @@ def _langs(config) -> frozenset[str]:
 
 # In checking order: the first filter that drops an item names the reason it is counted under.
 REGISTRY: tuple[FilterSpec, ...] = (
-    FilterSpec("tree_state", "tree", "--tree-states", ("tree_state",), True,
+    FilterSpec("tree_state", "tree", "--tree-states", ("tree_state", "tree_state_missing"), True,
                "tree_state must be listed (default ready_for_export)",
                lambda c: [TreeStateFilter(parse_langs(c.tree_states))]),
     FilterSpec("review_result", "tree", "(always)", ("review_result",), True,

@@ -23,8 +23,9 @@ class OnBadRecord(str, enum.Enum):
 class BadRecordHandler:
     """Raises on the first bad record, or writes each one raw to a quarantine JSONL and counts it.
 
-    Quarantine lines: {"source", "line", "reason", "raw"} (plus "raw_base64" when the bytes
-    are not valid UTF-8). The file is written to a temp name and renamed on `close()`.
+    Quarantine lines: {"source", "line", "reason", "raw"}: "raw" is the line as text without its
+    line ending; when the bytes are not valid UTF-8, "raw_base64" holds them exactly, line ending
+    included, so they can be restored. The file is written to a temp name and renamed on `close()`.
     """
 
     def __init__(self, policy: OnBadRecord = OnBadRecord.FAIL, quarantine_path: Path | None = None):

@@ -78,6 +78,7 @@ class ThreadExtractor:
         funnel = self.funnels.setdefault(Source.OASST.value, Funnel())
         reader = OasstExportReader(paths, self.handler, self.bytes_read)
         invalid_before = funnel.tree_drops.get("invalid_tree", 0)
+        stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
         try:
             for located in reader:
                 funnel.trees_read += 1
@@ -89,6 +90,13 @@ class ThreadExtractor:
             funnel.bad_records += reader.counts.bad_lines
             # An invalid tree is quarantined whole; its line counts as bad too.
             funnel.bad_records += funnel.tree_drops.get("invalid_tree", 0) - invalid_before
+        stateless = funnel.tree_drops.get("tree_state_missing", 0) - stateless_before
+        if stateless:
+            log.warning(
+                "%d tree(s) or thread(s) have no tree_state and were dropped by the tree-state filter; "
+                "pass --tree-states '*' to keep them",
+                stateless,
+            )
 
     def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
         tree = located.tree

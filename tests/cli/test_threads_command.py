@@ -39,6 +39,28 @@ def test_table_output_names_every_drop_reason(tmp_path):
         assert reason in result.stdout
 
 
+def test_records_without_a_tree_state_are_dropped_with_their_own_reason_and_a_hint(tmp_path, caplog):
+    record = json.loads((FIXTURES / "oasst" / "threads.jsonl").read_text().splitlines()[0])
+    del record["tree_state"]
+    source = tmp_path / "threads.jsonl"
+    source.write_text(json.dumps(record) + "\n")
+    # The hint is logged by the library (the CLI's rich handler shows it). Checked first: the
+    # CLI's logging setup replaces the root handlers, caplog's included.
+    from oasst_data.config import ThreadConfig
+    from oasst_data.threads import ThreadExtractor
+
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        assert list(ThreadExtractor(ThreadConfig()).run([source])) == []
+    assert any("--tree-states '*'" in r.getMessage() for r in caplog.records)
+    out = tmp_path / "t.jsonl"
+    result = runner.invoke(app, ["threads", str(source), "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["by_source"]["oasst"]["tree_drops"] == {"tree_state_missing": 1} and report["funnel"]["threads"] == 0
+    kept = runner.invoke(app, ["threads", str(source), "--tree-states", "*", "--json", "--out", str(out)])
+    assert json.loads(kept.stdout[kept.stdout.index("{"):])["funnel"]["threads"] == 1
+
+
 def test_bad_option_values_are_one_line_errors(tmp_path):
     result = runner.invoke(app, ["threads", TREES, "--max-label", "spam", "--out", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 1
