@@ -164,4 +164,4 @@ def verify(out_dir: Annotated[Path, typer.Argument(help="A build's output direct
             err_console.print(f"[red]not in manifest:[/] {path}")
         if not report.ok:
             raise typer.Exit(1)
-        out_console.print(f"[green]ok[/]: {report.checked} shards match the manifest")
+        out_console.print(f"[green]ok[/]: {report.checked} files (shards and tokenizer) match the manifest")

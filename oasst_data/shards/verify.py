@@ -11,7 +11,7 @@ from .load import load_manifest
 
 @dataclass
 class VerifyReport:
-    checked: int = 0
+    checked: int = 0  # files whose sha256 was compared: shards and saved tokenizer files
     mismatched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
