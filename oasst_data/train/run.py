@@ -92,6 +92,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The package each --report-to target needs (transformers raises a bare RuntimeError at startup).
+REPORT_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def check_report_targets(targets: list[str]) -> None:
+    for target in targets:
+        packages = REPORT_PACKAGES.get(target, ())
+        if packages and not any(importlib.util.find_spec(package) for package in packages):
+            raise ConfigError(f"--report-to {target} needs the {packages[0]} package: pip install {packages[0]}")
+
+
 def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
     if value is None:
         return None
@@ -166,6 +177,7 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         raise ConfigError("give --shards DIR (the output of `oasst-data build`)")
     if not cfg.output_dir:
         raise ConfigError("give --output-dir DIR")
+    check_report_targets(cfg.report_to)
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype)
     ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from oasst_data.train.collator import IGNORE_INDEX, PadCollator  # noqa: E402
 from oasst_data.train.config import resolve_config  # noqa: E402
-from oasst_data.train.run import train  # noqa: E402
+from oasst_data.train.run import REPORT_PACKAGES, train  # noqa: E402
 
 from ..conftest import FIXTURE_TOKENIZER  # noqa: E402
 from .conftest import MEASURED  # noqa: E402
@@ -134,6 +134,9 @@ def test_cli_trains_and_fails_in_one_line(fixture_shards, tiny_model, tmp_path, 
     bf16 = runner.invoke(app, [*preset, "--dtype", "bf16"])
     assert bf16.exit_code == 1 and "DeepSpeed" in bf16.output and "--dtype fp32" in bf16.output
     assert "Traceback" not in bf16.output and len(bf16.output.strip().splitlines()) <= 2
+    monkeypatch.setitem(REPORT_PACKAGES, "wandb", ("a_package_that_is_not_installed",))
+    no_wandb = runner.invoke(app, [*base, "--tokenizer", str(FIXTURE_TOKENIZER), "--output-dir", str(tmp_path / "w"), "--report-to", "wandb"])
+    assert no_wandb.exit_code == 1 and "--report-to wandb needs" in no_wandb.output and "Traceback" not in no_wandb.output
     monkeypatch.setattr("oasst_data.train.run.deepspeed_installed", lambda: False)
     missing = runner.invoke(app, preset)
     assert missing.exit_code == 1 and "DeepSpeed is not installed" in missing.output and "--deepspeed none" in missing.output
