@@ -189,6 +189,9 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     train_policy, eval_policy = batch_policies(cfg)
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
     _log_plan(cfg, plan)
+    hint = bucket_tuning_hint(build.manifest.get("config", {}), cfg.batch_tokens) if cfg.batching == "buckets" else None
+    if hint:
+        log.info(hint)
     model = _load_model(cfg, tokenizer, dtype, ds_path)
 
     trainer = BucketTrainer(
@@ -249,6 +252,20 @@ def _open_shards(cfg: TrainConfig):
     validation = build.validation if build.validation is not None and len(build.validation) else None
     log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")
     return tokenizer, build, validation
+
+
+def bucket_tuning_hint(build_config: dict, batch_tokens: int | None) -> str | None:
+    """A hint when token-budget batches meet automatic buckets tuned for another batch shape."""
+    if not batch_tokens or build_config.get("buckets"):
+        return None
+    tuned_for = build_config.get("bucket_batch_tokens")
+    if tuned_for == batch_tokens:
+        return None
+    shape = f"{tuned_for:,}-token batches" if tuned_for else f"{build_config.get('bucket_batch_size', 4)}-row batches"
+    return (
+        f"these shards' buckets were tuned for {shape}; for --batch-tokens {batch_tokens} a build with "
+        f"--bucket-batch-tokens {batch_tokens} pads less"
+    )
 
 
 def _log_plan(cfg: TrainConfig, plan: dict[str, Any]) -> None:

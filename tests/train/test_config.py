@@ -141,3 +141,15 @@ def test_zero2_loads_through_the_transformers_deepspeed_integration():
     assert ds["scheduler"]["params"]["total_num_steps"] == 1000
     assert ds["gradient_accumulation_steps"] == 2 and ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["gradient_clipping"] == 1.0
+
+
+def test_a_token_budget_on_buckets_tuned_for_rows_gets_a_build_hint():
+    from oasst_data.train.run import bucket_tuning_hint
+
+    rows = {"buckets": None, "bucket_batch_size": 4, "bucket_batch_tokens": None}
+    assert "4-row batches" in bucket_tuning_hint(rows, 16384) and "--bucket-batch-tokens 16384" in bucket_tuning_hint(rows, 16384)
+    assert bucket_tuning_hint(rows, None) is None  # fixed rows: what the buckets were tuned for
+    tuned = rows | {"bucket_batch_tokens": 16384}
+    assert bucket_tuning_hint(tuned, 16384) is None
+    assert "16,384-token batches" in bucket_tuning_hint(tuned, 4096)
+    assert bucket_tuning_hint(rows | {"buckets": [128, 256]}, 16384) is None  # explicit buckets: the user chose
