@@ -142,6 +142,14 @@ def _assemble(out_dir: Path, manifest: dict, f: dict[str, pl.DataFrame], max_len
                 {"split": split, "batch_size": b, "bucketed": number(bucketed_waste(per_bucket, b)), "random": number(expected_waste(per_split[split], b))}
             )
 
+    # With buckets built for a token budget, also the padding of that budget's batches.
+    batch_tokens = manifest.get("config", {}).get("bucket_batch_tokens")
+    token_budget_padding = [
+        {"split": split, "batch_tokens": int(batch_tokens),
+         "bucketed": number(bucketed_waste([h for (s, _), h in histograms.items() if s == split], batch_tokens=batch_tokens))}
+        for split in [s["split"] for s in splits]
+    ] if batch_tokens else []
+
     sources = [
         {"split": r["split"], "source": r["source"]} | _ints(r, "rows", "tokens", "trainable_tokens")
         for r in sorted(f["sources"].to_dicts(), key=lambda r: (split_key(r["split"]), r["source"]))
@@ -165,6 +173,7 @@ def _assemble(out_dir: Path, manifest: dict, f: dict[str, pl.DataFrame], max_len
         "splits": splits,
         "buckets": buckets,
         "padding": padding,
+        **({"token_budget_padding": token_budget_padding} if token_budget_padding else {}),
         "sources": sources,
         "languages": languages,
         "languages_other": languages_other,

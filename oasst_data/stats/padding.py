@@ -35,15 +35,21 @@ def expected_waste(histogram: Mapping[int, int], batch_size: int) -> float:
     return max(0.0, 1.0 - mean / expected_max) if expected_max > 0 else 0.0
 
 
-def bucketed_waste(histograms: Sequence[Mapping[int, int]], batch_size: int) -> float:
-    """Waste over all buckets when every batch is drawn from one bucket (token-weighted)."""
+def bucketed_waste(histograms: Sequence[Mapping[int, int]], batch_size: int | None = None, batch_tokens: int | None = None) -> float:
+    """Waste over all buckets when every batch is drawn from one bucket (token-weighted): batches
+    of `batch_size` rows, or token-budget batches (as many rows as fit in `batch_tokens`,
+    counted against the bucket's longest row, the trainer's rule)."""
     real = 0.0
     padded = 0.0
     for histogram in histograms:
         tokens = float(sum(length * rows for length, rows in histogram.items()))
         if tokens == 0:
             continue
-        waste = expected_waste(histogram, batch_size)
+        if batch_tokens:
+            longest = max(length for length, rows in histogram.items() if rows > 0)
+            waste = expected_waste(histogram, max(1, batch_tokens // max(1, longest)))
+        else:
+            waste = expected_waste(histogram, batch_size or 1)
         real += tokens
         padded += tokens / (1.0 - waste)
     return max(0.0, 1.0 - real / padded) if padded else 0.0

@@ -231,6 +231,8 @@ def shard_sections(report: dict) -> list[Section]:
     padding = Section("padding", "Padding: bucketed vs random", ["split", "batch", "bucketed", "random"])
     for row in s["padding"]:
         padding.add(row["split"], str(row["batch_size"]), percent(row["bucketed"]), percent(row["random"]))
+    for row in s.get("token_budget_padding", []):
+        padding.add(row["split"], f"{row['batch_tokens']:,} tokens", percent(row["bucketed"]), "")
     out.append(padding)
 
     sources = Section("sources", "Sources", ["split", "source", "rows", "tokens", "trainable"], left=2)

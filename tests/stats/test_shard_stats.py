@@ -19,7 +19,7 @@ from oasst_data.shards.buckets import expected_padding_waste
 from oasst_data.stats import collect_stats, export_stats, shard_stats
 from oasst_data.stats.padding import bucketed_waste, expected_waste
 
-from .helpers import TOKENIZER, TREES, build_with_cli
+from .helpers import SCHEMA, TOKENIZER, TREES, build_with_cli
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,31 @@ def test_a_build_directory_is_detected_and_checked(build, tmp_path):
     (incomplete / "manifest.json").write_text((build / "manifest.json").read_text(encoding="utf-8"), encoding="utf-8")
     with pytest.raises(OasstDataError, match="missing"):
         shard_stats(incomplete)
+
+
+def test_buckets_built_for_a_token_budget_report_its_padding(tmp_path):
+    import jsonschema
+
+    from oasst_data.shards.buckets import rows_per_token_budget
+    from oasst_data.stats import render_markdown
+
+    built = build_with_cli(tmp_path / "budget", "--bucket-batch-tokens", "256", "--val-split", "0.3")
+    report = shard_stats(built)
+    rows = row_lengths(built)
+    got = {row["split"]: row for row in report["shards"]["token_budget_padding"]}
+    assert set(got) == {"train", "validation"}
+    for split, row in got.items():
+        assert row["batch_tokens"] == 256
+        real = padded = 0.0
+        for bucket in {b for s, b, _ in rows if s == split}:
+            lengths = [n for s, b, n in rows if s == split and b == bucket]
+            waste = expected_padding_waste(lengths, rows_per_token_budget(256, max(lengths)))
+            real += sum(lengths)
+            padded += sum(lengths) / (1 - waste)
+        assert row["bucketed"] == pytest.approx(1 - real / padded, abs=1e-6)
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    assert "256 tokens" in render_markdown(report)
+
+
+def test_without_a_budget_there_is_no_token_budget_padding(shard_report):
+    assert "token_budget_padding" not in shard_report["shards"]
