@@ -29,17 +29,20 @@ STEPS=${SMOKE_STEPS:-30}
 WARMUP=${SMOKE_WARMUP:-5}
 TOKENS=${SMOKE_BATCH_TOKENS:-16384}
 ROWS=${SMOKE_ROWS:-6000}
-WORK=/tmp/oasst-smoke
+WORK=${SMOKE_WORK:-/tmp/oasst-smoke}
+VAL_ROWS=${SMOKE_VAL_ROWS:-200}
+PORT=${SMOKE_MASTER_PORT:-29511}
 RESULTS=${OUT:-$WORK/out}
 TOKENIZER=.whl/tokenizer-gpt-neox-20b
 DRY=${SMOKE_DRY_RUN:-0}
-LAUNCH=(python3 -m deepspeed.launcher.runner --num_gpus 1 --master_port 29511)
+LAUNCH=(python3 -m deepspeed.launcher.runner --num_gpus 1 --master_port "$PORT")
 EXTRA=()
 if [ "$DRY" = 1 ]; then
     MODEL=tiny STEPS=${SMOKE_STEPS:-4} WARMUP=${SMOKE_WARMUP:-1} ROWS=${SMOKE_ROWS:-1500}
     EXTRA=(--dtype fp32)
     if ! python3 -c "import deepspeed" > /dev/null 2>&1; then LAUNCH=(python3) EXTRA+=(--deepspeed none); fi
     [ -d "$TOKENIZER" ] || TOKENIZER=${SMOKE_TOKENIZER:-../shared/tokenizers/gpt-neox-20b}
+    [ -d "$TOKENIZER" ] || TOKENIZER=fixtures/tokenizer   # a fresh clone: the plumbing, not the real vocabulary
 fi
 mkdir -p "$WORK" "$RESULTS"
 exec > >(tee -a "$RESULTS/smoke.log") 2>&1
@@ -74,9 +77,9 @@ log "building the fixtures with oasst-data build (real Pythia tokenizer)"
 rm -rf "$WORK/fixture-shards" "$WORK/shards" "$WORK/shards-budget"
 python3 -m oasst_data_cli build fixtures/oasst/trees.jsonl --alpaca fixtures/alpaca/alpaca.json \
     --tokenizer "$TOKENIZER" --lang en --val-split 0.2 --out "$WORK/fixture-shards" --json > "$WORK/fixture-build.json" || exit 1
-python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards" --rows "$ROWS" --val-rows 200 || exit 1
+python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards" --rows "$ROWS" --val-rows "$VAL_ROWS" || exit 1
 # The same rows, bucketed for the token budget (as `oasst-data build --bucket-batch-tokens` does).
-python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards-budget" --rows "$ROWS" --val-rows 200 \
+python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards-budget" --rows "$ROWS" --val-rows "$VAL_ROWS" \
     --bucket-batch-tokens "$TOKENS" || exit 1
 
 failed=0
@@ -84,7 +87,7 @@ run() {
     local name=$1 shards=$2; shift 2
     log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) on $(basename "$shards") $*"
     "${LAUNCH[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
-        --steps "$STEPS" --warmup "$WARMUP" --name "$name" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$WORK/$name.log" 2>&1
+        --steps "$STEPS" --warmup "$WARMUP" --name "$name" --work "$WORK" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$WORK/$name.log" 2>&1
     local rc=$?
     grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$WORK/$name.log" | tail -n 12
     if [ $rc -ne 0 ] || [ ! -s "$RESULTS/$name.json" ]; then

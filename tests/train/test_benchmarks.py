@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,37 @@ def test_compare_passes_only_at_the_target_ratio(tmp_path, capsys, budget_speed,
         paths.append(str(path))
     assert smoke.compare(paths, 1.6) == code
     assert ("PASS" if code == 0 else "FAIL") in capsys.readouterr().out
+
+
+def test_gpu_smoke_script_dry_run_runs_every_step(tmp_path):
+    """benchmarks/gpu_smoke.sh end to end on CPUs (SMOKE_DRY_RUN=1, tiny sizes): the GPU session
+    gets one try of about 10 minutes, so the script itself must not rot. Through the deepspeed
+    launcher and zero2 when DeepSpeed is installed (as in CI), else plain PyTorch."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "out"
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its python3 = this one
+        PYTHONPATH=str(REPO),
+        SMOKE_DRY_RUN="1", SMOKE_ROWS="200", SMOKE_VAL_ROWS="16", SMOKE_STEPS="3", SMOKE_WARMUP="1",
+        SMOKE_BATCH_TOKENS="2048", SMOKE_WORK=str(tmp_path / "work"), SMOKE_MASTER_PORT=str(port), OUT=str(out),
+    )
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_smoke.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    for name in ("budget", "random4", "buckets4"):
+        result = json.loads((out / f"{name}.json").read_text())
+        assert result["measured_steps"] == 2 and result["real_tokens_per_s"] > 0 and 0 <= result["padding_share"] < 1
+    assert json.loads((out / "random4.json").read_text())["padding_share"] > json.loads((out / "buckets4.json").read_text())["padding_share"]
+    assert "real tokens/s of random 4-row batching" in (out / "summary.txt").read_text()
+    cli = tmp_path / "work" / "cli"
+    assert (cli / "checkpoint-2").is_dir() and (cli / "checkpoint-4").is_dir() and (cli / "model.safetensors").is_file()
