@@ -44,7 +44,8 @@ def _waste_from_histogram(distinct: np.ndarray, counts: np.ndarray, batch_size: 
 
 
 def rows_per_token_budget(batch_tokens: int, longest: int) -> int:
-    """Rows of a token-budget batch whose longest row has `longest` tokens (the trainer's rule)."""
+    """Rows of a token-budget batch whose longest row has `longest` (padded) tokens: the one rule
+    the trainer's TokenBudget, the build's bucket choice and the stats all use."""
     return max(1, batch_tokens // max(1, longest))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ..shards.buckets import rows_per_token_budget
+
 BATCH_SIZES = (1, 4, 8)
 
 
@@ -47,7 +49,7 @@ def bucketed_waste(histograms: Sequence[Mapping[int, int]], batch_size: int | No
             continue
         if batch_tokens:
             longest = max(length for length, rows in histogram.items() if rows > 0)
-            waste = expected_waste(histogram, max(1, batch_tokens // max(1, longest)))
+            waste = expected_waste(histogram, rows_per_token_budget(batch_tokens, longest))
         else:
             waste = expected_waste(histogram, batch_size or 1)
         real += tokens

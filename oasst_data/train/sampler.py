@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ConfigError, OasstDataError
+from ..shards.buckets import rows_per_token_budget
 
 
 def round_up(value: int, multiple: int | None) -> int:
@@ -71,7 +72,7 @@ class TokenBudget:
             raise ConfigError(f"the token budget must be at least 1, got {self.tokens}")
 
     def rows_per_batch(self, longest: int) -> int:
-        return max(1, self.tokens // max(1, round_up(longest, self.pad_to_multiple_of)))
+        return rows_per_token_budget(self.tokens, round_up(longest, self.pad_to_multiple_of))
 
     def describe(self) -> str:
         return f"up to {self.tokens:,} padded tokens per batch"
