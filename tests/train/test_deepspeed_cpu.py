@@ -132,5 +132,36 @@ def test_resuming_zero2_mid_epoch_on_two_ranks_gives_the_uninterrupted_run(two_r
 def test_one_process_without_a_launcher_runs_zero2(fixture_shards, tiny_model, tmp_path):
     """`oasst-data train --preset reference-pythia-12b` alone: a one-rank DeepSpeed world is made up."""
     done = oasst_train([sys.executable, "-m", "oasst_data_cli"], fixture_shards, tiny_model, tmp_path / "one")
-    assert "DeepSpeed zero2.json" in done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "DeepSpeed zero2.json" in output
+    assert "Gradient accumulation steps mismatch" not in output  # accelerate's note, filtered (see run.py)
     assert (tmp_path / "one" / "model.safetensors").is_file()
+
+
+def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(fixture_shards, tiny_model, tmp_path):
+    """Accumulated micro-batches of different sizes on two ranks: one gradient, per trained token.
+
+    The probe (zero2_gradient_probe.py) trains one ZeRO-2 step with SGD at rate 1, so the weight
+    change is the gradient DeepSpeed applied, and compares it with the gradient of the mean loss
+    over every trained token of the step computed on a plain copy of the initial model.
+    """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    probe = Path(__file__).with_name("zero2_gradient_probe.py")
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(RANKS), "--master_port", str(free_port()),
+               "--no_local_rank", str(probe), str(fixture_shards), str(tiny_model), str(FIXTURE_TOKENIZER), str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"the gradient probe exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
+    result = json.loads((tmp_path / "probe.json").read_text())
+    assert result["micro_batches_per_rank"] == [2] * RANKS  # the seed preset accumulates 2 batches per rank
+    assert len(set(result["trained_tokens_per_batch"])) > 1, result  # unequal batches: the normalisation matters
+    # A mean per micro-batch would be this far off, so the comparison can tell the two apart.
+    assert result["per_batch_mean_relative_error"] > 0.02, result
+    assert result["relative_error"] < 1e-4, result
+    MEASURED.append(
+        f"ZeRO-2, 2 CPU ranks x 2 accumulated batches of {result['trained_tokens_per_batch']} trained tokens: "
+        f"applied gradient vs per-token mean, relative error {result['relative_error']:.1e} "
+        f"(a per-batch mean: {result['per_batch_mean_relative_error']:.1e})"
+    )
