@@ -7,6 +7,7 @@ rows) are buffered per file and rebuilt into trees in any row order, without rec
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,27 @@ class ReadCounts:
         )
 
 
+# A \uXXXX escape of a UTF-16 surrogate (an even run of backslashes before it), paired or not.
+_SURROGATE_ESCAPE = re.compile(
+    rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def _lone_surrogate_escape(data: bytes) -> str | None:
+    """Where the line escapes half a surrogate pair (Python's json writes these for broken text)."""
+    for match in _SURROGATE_ESCAPE.finditer(data):
+        if len(match.group(1)) == 6:
+            escape = match.group(1).decode("ascii")
+            return f"lone surrogate escape {escape} at byte {match.start(1)} of the line (half a UTF-16 pair, not valid Unicode text)"
+    return None
+
+
 def _describe_decode_error(error: Exception, data: bytes | None = None) -> str:
+    if isinstance(error, msgspec.DecodeError) and data is not None:
+        # msgspec calls this "truncated" or a bad escape; say what it is.
+        lone = _lone_surrogate_escape(data)
+        if lone is not None:
+            return lone
     if isinstance(error, RecursionError):
         return "nesting deeper than the JSON parser allows"
     if isinstance(error, UnicodeDecodeError):

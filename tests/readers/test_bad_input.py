@@ -54,6 +54,7 @@ BAD_TREE_LINES = [
     ("non_integral_rank", tree_line(rank=1.5), "at `$.prompt.rank`"),
     ("unknown_role", tree_line(replies=[{"message_id": "r", "text": "x", "role": "system"}]), "Invalid enum value 'system' - at `$.prompt.replies[0].role`"),
     ("invalid_utf8", tree_line(text="cafe").replace(b"cafe", b"caf\xe9"), "invalid UTF-8 at byte 107 of the line"),
+    ("lone_surrogate", tree_line(text="cut \ud83d emoji"), "lone surrogate escape \\ud83d at byte 108 of the line"),
     ("too_deep", tree_line()[:-3] + b', "extra": ' + DEEP + b"}}\n", "nesting deeper than the JSON parser allows"),
     ("empty_line", b"\n", "empty line"),
     ("unknown_record", b'{"id": 1, "text": "x"}\n', "unknown record: expected a message tree"),
@@ -372,6 +373,7 @@ def test_alpaca_array_too_deep_and_truncated(tmp_path):
         (b'{"instruction": "x", "output": "y", "input": 3}\n', "at `$.input`"),
         (b'{"instruction": "x", "output": \n', "malformed JSON"),
         (b"\n", "empty line"),
+        (b'{"instruction": "x\\udc00", "output": "y"}\n', "lone surrogate escape \\udc00 at byte 18"),
     ],
 )
 def test_alpaca_jsonl_bad_lines(tmp_path, line, fragment):

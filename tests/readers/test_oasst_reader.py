@@ -18,7 +18,7 @@ from oasst_data.config import ThreadConfig
 from oasst_data.errors import BadRecordError, OasstDataError
 from oasst_data.funnel import Funnel
 from oasst_data.quarantine import BadRecordHandler, OnBadRecord
-from oasst_data.readers.oasst import OasstExportReader, trees_from_hf_rows
+from oasst_data.readers.oasst import OasstExportReader, decode_record, trees_from_hf_rows
 from oasst_data.records import ExportMessage, ExportMessageEvent, ExportMessageTree, LabelValue
 from oasst_data.threads import ThreadExtractor, extract_threads
 from oasst_data.traversal import iter_candidate_paths, iter_messages, validate_roles
@@ -276,6 +276,27 @@ def test_hugging_face_rows_with_problems_are_counted_in_skip_mode():
     assert handler.count == 3
     with pytest.raises(BadRecordError, match="column lists of different lengths"):
         list(trees_from_hf_rows(rows, "hf"))
+
+
+# --- text Python's json writes but UTF-8 cannot hold ---------------------------------------------------
+
+# Mostly surrogates (U+D800..U+DFFF, which hypothesis leaves out of text by default), some letters.
+SURROGATE_PRONE = st.one_of(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), st.sampled_from("ab\\\"é😀"))
+
+
+@given(st.text(alphabet=SURROGATE_PRONE, max_size=8))
+def test_surrogate_escapes_decode_as_pairs_or_fail_naming_the_lone_one(text):
+    """json.dumps escapes surrogates as \\uD8xx: pairs are one character, a lone one is bad text."""
+    line = json.dumps(
+        {"message_tree_id": "t", "tree_state": "ready_for_export", "prompt": {"message_id": "m", "text": text, "role": "prompter"}}
+    ).encode()
+    try:
+        paired = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    except UnicodeDecodeError:
+        with pytest.raises(BadRecordError, match=r"x\.jsonl:7: lone surrogate escape \\u[dD][0-9a-f]{3} at byte \d+"):
+            decode_record(line, "x.jsonl", 7)
+    else:
+        assert decode_record(line, "x.jsonl", 7).prompt.text == paired
 
 
 # --- deep chains: no recursion over user data ---------------------------------------------------------
