@@ -183,10 +183,29 @@ def build_shards(
         result = _build_in(staging, config, paths, loaded, on_progress)
         replace_directory(staging, out_dir)
         result.out_dir = out_dir
-        return result
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    totals = result.manifest["totals"]
+    if totals["validation"]["rows"] and not totals["train"]["rows"]:
+        log.warning("%s: no training rows: all %d went to the validation split (--val-split)", out_dir, totals["validation"]["rows"])
+    elif not totals["train"]["rows"]:
+        log.warning("%s: no training rows: %s", out_dir, what_removed_everything(result.manifest["funnel"]))
+    return result
+
+
+def what_removed_everything(funnel: dict) -> str:
+    """The funnel of an empty build in one line: what was read and the biggest drop reasons."""
+    drops = {f"tree {k}": v for k, v in funnel["tree_drops"].items()} | {f"thread {k}": v for k, v in funnel["thread_drops"].items()}
+    for key in ("rows_dropped_overflow", "rows_dropped_no_trainable_tokens"):
+        if funnel.get(key):
+            drops[key.removeprefix("rows_dropped_").replace("_", " ")] = funnel[key]
+    if funnel.get("quarantined"):
+        drops["bad record (quarantined)"] = funnel["quarantined"]
+    if not drops:
+        return f"{funnel['records_read']:,} records read, none dropped -- the inputs hold no conversation"
+    biggest = ", ".join(f"{reason} {count:,}" for reason, count in sorted(drops.items(), key=lambda kv: -kv[1])[:4])
+    return f"{funnel['records_read']:,} records read; dropped: {biggest} (`oasst-data filters` lists the filters)"
 
 
 def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_progress) -> BuildResult:

@@ -240,6 +240,29 @@ def test_overflow_truncate_drop_and_no_trainable_rows(tmp_path):
     assert dropped["funnel"]["rows_written"] + dropped["funnel"]["rows_dropped_overflow"] == 16
 
 
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"alpaca": [], "threads": ThreadConfig(lang="xx")}, "records read; dropped: tree lang 10, tree review_result 1"),
+        ({"max_length": 8, "overflow": "drop"}, "dropped: overflow 16"),
+        ({"inputs": [], "alpaca": [str(FIXTURES / "alpaca" / "alpaca.json")], "threads": ThreadConfig(val_split=0.99)}, "went to the validation split"),
+    ],
+    ids=["filters", "overflow", "all-validation"],
+)
+def test_a_build_without_training_rows_warns_with_what_removed_them(tmp_path, caplog, overrides, says):
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        manifest = build_shards(fixture_config(**overrides), tmp_path / "empty").manifest
+    assert manifest["totals"]["train"]["rows"] == 0
+    (warning,) = [r.getMessage() for r in caplog.records if "no training rows" in r.getMessage()]
+    assert says in warning, warning
+
+
+def test_a_build_with_training_rows_does_not_warn(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        build_shards(fixture_config(), tmp_path / "full")
+    assert not [r for r in caplog.records if "no training rows" in r.getMessage()]
+
+
 def test_explicit_buckets_and_shard_row_cap(tmp_path):
     manifest = build_shards(fixture_config(buckets=[16, 32], shard_rows=3), tmp_path / "b").manifest
     assert [(b["min_length"], b["max_length"]) for b in manifest["buckets"]] == [(1, 16), (17, 32), (33, 2048)]
