@@ -6,6 +6,7 @@ rows) are buffered per file and rebuilt into trees in any row order, without rec
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,7 @@ import msgspec
 from ..errors import BadRecordError
 from ..quarantine import BadRecordHandler
 from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
+from . import deep_json
 from .files import ByteCounter, iter_lines
 
 log = logging.getLogger(__name__)
@@ -142,11 +144,68 @@ def _decode_detected(data: bytes, source: str, line: int) -> ExportMessageTree |
             return _thread_decoder.decode(data)
         if kind.message_tree_id:
             return _tree_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
+    except RecursionError as error:
+        deep = _decode_deep_tree(data, source, line)
+        if deep is None:
+            raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
+        return deep
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
     raise BadRecordError(
         source, line, "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)", data
     )
+
+
+def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree | None:
+    """A tree line nested deeper than msgspec goes, read without recursion, message by message.
+
+    Each message (its replies taken out) is decoded by the same decoder as any other, so it is
+    validated the same way; replies are linked in order. None when the line is not such a tree
+    (then the depth itself is the error).
+    """
+    try:
+        document = deep_json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
+    except deep_json.DeepJSONError as error:
+        raise BadRecordError(source, line, _lone_surrogate_escape(data) or f"malformed JSON: {error}", data) from None
+    if not (
+        isinstance(document, dict)
+        and "message_id" not in document
+        and "thread_id" not in document
+        and "message_tree_id" in document
+        and isinstance(document.get("prompt"), dict)
+    ):
+        return None
+    try:
+        head = _line_decoder.decode(json.dumps({key: value for key, value in document.items() if key != "prompt"}).encode())
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
+        raise BadRecordError(source, line, _describe_decode_error(error, None), data) from None
+    if not isinstance(head.message_tree_id, str):
+        raise BadRecordError(source, line, "invalid record: Expected `str`, got `null` - at `$.message_tree_id`", data)
+    try:
+        root = None
+        stack: list[tuple[dict, ExportMessage | None, int]] = [(document["prompt"], None, 1)]
+        while stack:
+            node, parent, depth = stack.pop()
+            replies = node.get("replies")
+            if replies is not None and not (isinstance(replies, list) and all(isinstance(reply, dict) for reply in replies)):
+                raise BadRecordError(source, line, f"invalid record: replies of message at depth {depth} must be an array of objects", data)
+            fields = {key: value for key, value in node.items() if key != "replies"}
+            try:
+                message = _decode_message(json.dumps(fields).encode())
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                where = f" (message {fields.get('message_id')!r} at depth {depth})"
+                raise BadRecordError(source, line, _describe_decode_error(error, None) + where, data) from None
+            message.replies = [] if replies is not None else None
+            if parent is None:
+                root = message
+            else:
+                parent.replies.append(message)
+            stack.extend((reply, message, depth + 1) for reply in reversed(replies or ()))
+    except RecursionError:  # deep nesting inside a message's own fields: not a tree shape
+        return None
+    return ExportMessageTree(head.message_tree_id, root, head.tree_state, head.origin)
 
 
 def _is_column_layout_error(error: msgspec.ValidationError) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -343,19 +344,96 @@ def test_traversal_of_a_deep_chain_uses_no_recursion():
     assert len(path) == 50_000
 
 
-def test_a_deeply_nested_tree_line_is_a_clear_error(tmp_path):
-    """A 2,000-message chain nested in one line is deeper than the JSON parser goes: one clear error."""
-    rows = chain_rows(2_000)
-    opening = "".join(json.dumps(row)[:-1] + ', "replies": [' for row in rows[:-1])
-    text = (
-        '{"message_tree_id": "t-deep", "tree_state": "ready_for_export", "prompt": '
-        + opening + json.dumps(rows[-1]) + "]}" * (len(rows) - 1) + "}\n"
-    )
+def nested_line(tree: dict) -> str:
+    """json.dumps of a tree line at any depth (json.dumps itself recurses)."""
+    parts: list[str] = []
+    stack: list = [tree["prompt"]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) or not isinstance(item["replies"], list):
+            parts.append(item if isinstance(item, str) else json.dumps(item))
+            continue
+        parts.append(json.dumps({k: v for k, v in item.items() if k != "replies"})[:-1] + ', "replies": [')
+        stack.append("]}")
+        for index in range(len(item["replies"]) - 1, -1, -1):
+            stack.append(item["replies"][index])
+            if index:
+                stack.append(", ")
+    return json.dumps({k: v for k, v in tree.items() if k != "prompt"})[:-1] + ', "prompt": ' + "".join(parts) + "}\n"
+
+
+def chain_tree(length: int) -> dict:
+    """chain_rows nested: each message the only reply of the one before, plus a short side branch at the root."""
+    nodes = [{k: v for k, v in row.items() if k not in ("message_tree_id", "tree_state")} | {"replies": []} for row in chain_rows(length)]
+    for parent, child in zip(nodes, nodes[1:]):
+        parent["replies"].append(child)
+    nodes[0]["replies"].append({"message_id": "side", "parent_id": "c0", "text": "a second answer", "role": "assistant", "lang": "en", "replies": []})
+    return {"message_tree_id": "t-chain", "tree_state": "ready_for_export", "prompt": nodes[0]}
+
+
+def test_a_tree_nested_20000_deep_in_one_line_reads_like_its_flat_messages(tmp_path):
+    """Far deeper than msgspec goes (~1,000 levels): the line is read without recursion, message by message."""
+    tree = chain_tree(20_000)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(nested_line(tree))
+    with pytest.raises(RecursionError):
+        msgspec.json.decode(deep.read_bytes())
+    flat = write_jsonl(tmp_path / "flat.jsonl", flatten(tree))
+    got, got_funnel = extract_threads([deep], config=ThreadConfig(val_split=0.0))
+    want, want_funnel = extract_threads([flat], config=ThreadConfig(val_split=0.0))
+    assert [t.to_json() for t in got] == [t.to_json() for t in want]
+    assert [t.num_turns for t in got] == [20_000, 2]  # the chain (the first reply), then the side branch
+    assert (got_funnel.trees_read, got_funnel.threads, got_funnel.bad_records) == (1, 2, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(forest=export_forests(max_size=3))
+def test_the_deep_path_decodes_any_tree_as_the_fast_path_does(forest):
+    from oasst_data.readers.oasst import _decode_deep_tree
+
+    for tree in forest:
+        line = nested_line(tree).encode()
+        assert json.loads(line) == tree
+        assert _decode_deep_tree(line, "x.jsonl", 1) == msgspec.json.decode(line, type=ExportMessageTree)
+
+
+def message_at(tree: dict, depth: int) -> dict:
+    node = tree["prompt"]
+    for _ in range(depth - 1):
+        node = node["replies"][0]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [({"message_tree_id": None}, "Expected `str`, got `null` - at `$.message_tree_id`"), ({"tree_state": 3}, "at `$.tree_state`")],
+)
+def test_a_deep_line_with_bad_tree_fields_is_named(tmp_path, head, says):
+    tree = chain_tree(3_000) | head
     path = tmp_path / "deep.jsonl"
-    path.write_text(text)
-    json.loads(text[: text.index('"prompt"') - 2] + "}")  # the line is well-formed around the prompt
-    with pytest.raises(BadRecordError, match=r"deep\.jsonl:1: nesting deeper than the JSON parser allows"):
+    path.write_text(nested_line(tree))
+    with pytest.raises(BadRecordError, match=re.escape(says)):
         read(path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ({"role": "assistant"}, "message c2500 is an assistant reply to an assistant"),
+        ({"rank": "1"}, "at `$.rank` (message 'c2499' at depth 2500)"),
+        ({"replies": {"not": "a list"}}, "replies of message at depth 2500 must be an array of objects"),
+        ({"text": "cut \ud83d"}, "lone surrogate escape \\ud83d at byte"),
+    ],
+    ids=["roles", "field-type", "replies-not-a-list", "lone-surrogate"],
+)
+def test_a_bad_message_deep_in_a_deep_line_is_named(tmp_path, damage, says):
+    tree = chain_tree(3_000)
+    message_at(tree, 2500 if "role" not in damage else 2501).update(damage)
+    path = tmp_path / "deep.jsonl"
+    path.write_text(nested_line(tree))
+    with pytest.raises(BadRecordError, match=re.escape(says)) as caught:
+        extract_threads([path])
+    assert str(caught.value).startswith(f"{path}:1: ")
 
 
 # --- several files and globs ------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""The recursion-free JSON parser agrees with msgspec wherever msgspec can go, and goes deeper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oasst_data.readers.deep_json import DeepJSONError, loads
+
+from ..conftest import REPO
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(codec="utf-8"), max_size=6),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=25,
+)
+
+
+def msgspec_or_error(text: str):
+    try:
+        return ("ok", msgspec.json.decode(text.encode("utf-8")))
+    except (msgspec.DecodeError, UnicodeEncodeError):
+        return ("error", None)
+
+
+def deep_or_error(text: str):
+    try:
+        return ("ok", loads(text))
+    except DeepJSONError:
+        return ("error", None)
+
+
+@given(VALUES, st.sampled_from([None, 2]), st.sampled_from([True, False]))
+def test_valid_documents_decode_as_msgspec_decodes_them(value, indent, ascii_only):
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    assert loads(text) == msgspec.json.decode(text.encode("utf-8"))
+
+
+@given(VALUES, st.data())
+def test_damaged_documents_fail_exactly_when_msgspec_fails(value, data):
+    text = json.dumps(value)
+    position = data.draw(st.integers(0, len(text)))
+    edit = data.draw(st.sampled_from(["delete", "insert", "truncate"]))
+    if edit == "delete":
+        text = text[:position] + text[position + 1 :]
+    elif edit == "insert":
+        text = text[:position] + data.draw(st.sampled_from(list('{}[],:"\\ -0e.tnx'))) + text[position:]
+    else:
+        text = text[:position]
+    assert deep_or_error(text) == msgspec_or_error(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "[1,]", '{"a" 1}', '{"a": 1,}', "[1 2]", "01", "NaN", "[1] 2", '"\\x"', '"tab\tinside"', "{1: 2}", "[}", "tru"],
+)
+def test_what_json_does_not_allow_is_an_error_with_its_offset(text):
+    assert msgspec_or_error(text)[0] == "error"
+    with pytest.raises(DeepJSONError, match=r"\(character \d+\)"):
+        loads(text)
+
+
+def test_nesting_far_past_the_recursion_limit():
+    depth = 200_000
+    assert depth > 100 * sys.getrecursionlimit()
+    with pytest.raises(RecursionError):
+        msgspec.json.decode(b"[" * depth + b"]" * depth)
+    document = loads('{"a": ' * depth + "1" + "}" * depth)
+    for _ in range(depth):
+        document = document["a"]
+    assert document == 1
+
+
+def test_an_unterminated_long_string_fails_in_linear_time():
+    """A regex run inside a repetition once made this exponential (2^n steps for n characters)."""
+    code = "from oasst_data.readers.deep_json import loads, DeepJSONError\ntry:\n    loads('[\"' + 'a' * 200_000)\nexcept DeepJSONError:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
