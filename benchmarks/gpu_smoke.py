@@ -171,14 +171,18 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def compare(paths: list[str], target: float) -> int:
+def compare(paths: list[str], target: float, verdict: bool = True) -> int:
+    """A table of the runs (missing ones left out); with `verdict`, PASS/FAIL of the best token-budget
+    run against the first random-batching run (exit code 0 or 2)."""
     results = [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file() and Path(p).stat().st_size]
     if not results:
         print("no results")
         return 1
+    configs = {str(r["deepspeed"]) for r in results}
+    deepspeed = configs.pop() if len(configs) == 1 else "as the run's name says"
     header = f"{'run':28} {'rows/batch':>10} {'padding':>8} {'s/step':>7} {'real tok/s':>11} {'MFU':>6} {'peak GiB':>8} {'loss start→end':>16} {'eval':>6}"
     print(f"{results[0]['device']}, {results[0]['model']} ({results[0]['parameters'] / 1e6:.0f}M, random init), "
-          f"{results[0]['dtype']}, DeepSpeed {results[0]['deepspeed']}, gradient accumulation {results[0]['gradient_accumulation_steps']}, "
+          f"{results[0]['dtype']}, DeepSpeed {deepspeed}, gradient accumulation {results[0]['gradient_accumulation_steps']}, "
           f"{results[0]['measured_steps']} timed optimizer steps each")
     print(header)
     for r in results:
@@ -187,6 +191,8 @@ def compare(paths: list[str], target: float) -> int:
         ev = f"{r['eval_loss']:.3f}" if r.get("eval_loss") is not None else "n/a"
         print(f"{r['name']:28} {r['rows_per_batch']:>10.1f} {r['padding_share']:>8.1%} {r['seconds_per_step']:>7.3f} "
               f"{r['real_tokens_per_s']:>11,.0f} {mfu:>6} {peak:>8} {r['loss_start']:>7.3f} → {r['loss_end']:<6.3f} {ev:>6}")
+    if not verdict:
+        return 0
     baseline = next((r for r in results if r["batching"] == "random"), None)
     best = max((r for r in results if r["policy"].startswith("up to")), key=lambda r: r["real_tokens_per_s"], default=None)
     if baseline is None or best is None:
@@ -229,6 +235,7 @@ def main() -> None:
     c = sub.add_parser("compare")
     c.add_argument("results", nargs="+")
     c.add_argument("--target", type=float, default=1.6)
+    c.add_argument("--no-verdict", dest="verdict", action="store_false", help="only the table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.command == "run":
@@ -238,7 +245,7 @@ def main() -> None:
     elif args.command == "write-config":
         print(write_model_config(args.model, args.folder))
     else:
-        sys.exit(compare(args.results, args.target))
+        sys.exit(compare(args.results, args.target, args.verdict))
 
 
 if __name__ == "__main__":

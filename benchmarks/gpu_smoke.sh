@@ -14,9 +14,11 @@
 #   random4   random batches of 4 rows (the seed's batching)
 #   buckets4  length buckets, 4 rows per batch
 # and prints real tokens/s, model FLOPs utilisation, peak GPU memory, loss at start and end,
-# and whether the token budget reaches >= 1.6x the real tokens/s of random4. Last, unless
+# and whether the token budget reaches >= 1.6x the real tokens/s of random4. Then, unless
 # SMOKE_CLI=0, it runs `oasst-data train` itself (no launcher, seed preset, DeepSpeed) for a
-# few steps, saves a checkpoint and resumes from it. Results: $OUT (or /tmp/oasst-smoke/out).
+# few steps, saves a checkpoint and resumes from it. Last, unless SMOKE_EXTRAS=0 and while
+# under SMOKE_EXTRAS_DEADLINE seconds (420), budget and random4 again without DeepSpeed.
+# Results: $OUT (or /tmp/oasst-smoke/out).
 #
 # SMOKE_DRY_RUN=1 rehearses the script on a CPU (active venv, no wheels, a tiny model, fp32, few
 # steps; DeepSpeed ZeRO-2 on its CPU accelerator under the launcher when deepspeed is installed,
@@ -85,8 +87,10 @@ python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WOR
 failed=0
 run() {
     local name=$1 shards=$2; shift 2
+    local -a launch=("${LAUNCH[@]}")
+    [[ $name == *-no-deepspeed ]] && launch=(python3)   # one process, no launcher needed
     log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) on $(basename "$shards") $*"
-    "${LAUNCH[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
+    "${launch[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
         --steps "$STEPS" --warmup "$WARMUP" --name "$name" --work "$WORK" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$WORK/$name.log" 2>&1
     local rc=$?
     grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$WORK/$name.log" | tail -n 12
@@ -119,6 +123,25 @@ elif [ "${SMOKE_CLI:-1}" = 1 ]; then
     else
         log "oasst-data train FAILED; last lines:"; tail -n 40 "$WORK/cli.log"; failed=1
     fi
+fi
+
+# Extra runs while the device call has time left (it stops at ~10 minutes; what ran is saved):
+# the same two batchings without DeepSpeed, to see what ZeRO-2 costs on a single GPU.
+if [ "${SMOKE_EXTRAS:-1}" = 1 ]; then
+    deadline=${SMOKE_EXTRAS_DEADLINE:-420}
+    for extra in budget random4; do
+        if [ $SECONDS -ge "$deadline" ]; then
+            log "skipping the extra run $extra-no-deepspeed: ${SECONDS}s elapsed (SMOKE_EXTRAS_DEADLINE=$deadline)"; continue
+        fi
+        if [ $extra = budget ]; then
+            run budget-no-deepspeed "$WORK/shards-budget" --batch-tokens "$TOKENS" --pad-to-multiple-of 8 --deepspeed none
+        else
+            run random4-no-deepspeed "$WORK/shards" --batching random --rows 4 --deepspeed none
+        fi
+    done
+    log "every run (the verdict above compares the ZeRO-2 runs only)"
+    python3 benchmarks/gpu_smoke.py compare --no-verdict "$RESULTS"/{random4,buckets4,budget,random4-no-deepspeed,budget-no-deepspeed}.json \
+        | tee "$RESULTS/summary-all.txt"
 fi
 
 log "done (runs failed: $failed, comparison exit: $verdict)"

@@ -67,6 +67,9 @@ def test_compare_passes_only_at_the_target_ratio(tmp_path, capsys, budget_speed,
         paths.append(str(path))
     assert smoke.compare(paths, 1.6) == code
     assert ("PASS" if code == 0 else "FAIL") in capsys.readouterr().out
+    assert smoke.compare(paths, 1.6, verdict=False) == 0  # the table alone
+    table = capsys.readouterr().out
+    assert "random4" in table and "budget" in table and "PASS" not in table and "FAIL" not in table
 
 
 def test_gpu_smoke_script_dry_run_runs_every_step(tmp_path):
@@ -94,9 +97,12 @@ def test_gpu_smoke_script_dry_run_runs_every_step(tmp_path):
     )
     done = subprocess.run(["bash", str(BENCHMARKS / "gpu_smoke.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    for name in ("budget", "random4", "buckets4"):
+    for name in ("budget", "random4", "buckets4", "budget-no-deepspeed", "random4-no-deepspeed"):
         result = json.loads((out / f"{name}.json").read_text())
         assert result["measured_steps"] == 2 and result["real_tokens_per_s"] > 0 and 0 <= result["padding_share"] < 1
+    assert json.loads((out / "budget-no-deepspeed.json").read_text())["deepspeed"] is None
+    every_run = (out / "summary-all.txt").read_text()
+    assert "budget-no-deepspeed" in every_run and "random4-no-deepspeed" in every_run and "PASS" not in every_run
     assert json.loads((out / "random4.json").read_text())["padding_share"] > json.loads((out / "buckets4.json").read_text())["padding_share"]
     assert "real tokens/s of random 4-row batching" in (out / "summary.txt").read_text()
     cli = tmp_path / "work" / "cli"
