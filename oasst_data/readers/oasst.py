@@ -184,28 +184,34 @@ def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree 
     if not isinstance(head.message_tree_id, str):
         raise BadRecordError(source, line, "invalid record: Expected `str`, got `null` - at `$.message_tree_id`", data)
     try:
-        root = None
-        stack: list[tuple[dict, ExportMessage | None, int]] = [(document["prompt"], None, 1)]
-        while stack:
-            node, parent, depth = stack.pop()
-            replies = node.get("replies")
-            if replies is not None and not (isinstance(replies, list) and all(isinstance(reply, dict) for reply in replies)):
-                raise BadRecordError(source, line, f"invalid record: replies of message at depth {depth} must be an array of objects", data)
-            fields = {key: value for key, value in node.items() if key != "replies"}
-            try:
-                message = _decode_message(json.dumps(fields).encode())
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                where = f" (message {fields.get('message_id')!r} at depth {depth})"
-                raise BadRecordError(source, line, _describe_decode_error(error, None) + where, data) from None
-            message.replies = [] if replies is not None else None
-            if parent is None:
-                root = message
-            else:
-                parent.replies.append(message)
-            stack.extend((reply, message, depth + 1) for reply in reversed(replies or ()))
-    except RecursionError:  # deep nesting inside a message's own fields: not a tree shape
+        root = _link_messages(document["prompt"], source, line, data)
+    except RecursionError:  # deep nesting inside a message's own fields, not in its replies
         return None
     return ExportMessageTree(head.message_tree_id, root, head.tree_state, head.origin)
+
+
+def _link_messages(prompt: dict, source: str, line: int, data: bytes) -> ExportMessage:
+    """Decode each message dict of a parsed tree on its own and link the replies, depth first."""
+    root = None
+    stack: list[tuple[dict, ExportMessage | None, int]] = [(prompt, None, 1)]
+    while stack:
+        node, parent, depth = stack.pop()
+        replies = node.get("replies")
+        if replies is not None and not (isinstance(replies, list) and all(isinstance(reply, dict) for reply in replies)):
+            raise BadRecordError(source, line, f"invalid record: replies of message at depth {depth} must be an array of objects", data)
+        fields = {key: value for key, value in node.items() if key != "replies"}
+        try:
+            message = _decode_message(json.dumps(fields).encode())
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            where = f" (message {fields.get('message_id')!r} at depth {depth})"
+            raise BadRecordError(source, line, _describe_decode_error(error, None) + where, data) from None
+        message.replies = [] if replies is not None else None
+        if parent is None:
+            root = message
+        else:
+            parent.replies.append(message)
+        stack.extend((reply, message, depth + 1) for reply in reversed(replies or ()))
+    return root
 
 
 def _is_column_layout_error(error: msgspec.ValidationError) -> bool:
