@@ -1,7 +1,8 @@
 """Open-Assistant export reader: message trees, single messages and threads, one JSON object a line.
 
 Trees stream in constant memory. Flat messages (one message a line, or Hugging Face `oasst1`
-rows) are buffered per file and rebuilt into trees in any row order, without recursion.
+rows) are buffered per file and rebuilt into trees in any row order, without recursion. A tree
+line nested deeper than msgspec parses is re-read without recursion (`deep_json`).
 """
 
 from __future__ import annotations
