@@ -124,4 +124,5 @@ def compare(reference, trained, everyone: list[list[dict]], result_path: Path) -
     result_path.write_text(json.dumps(result, indent=2))
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    # Without --no_local_rank the launcher puts --local_rank=N first; it is in the environment too.
+    main(*[arg for arg in sys.argv[1:] if not arg.startswith("--local_rank")][:4])
