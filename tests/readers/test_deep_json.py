@@ -88,3 +88,13 @@ def test_an_unterminated_long_string_fails_in_linear_time():
     """A regex run inside a repetition once made this exponential (2^n steps for n characters)."""
     code = "from oasst_data.readers.deep_json import loads, DeepJSONError\ntry:\n    loads('[\"' + 'a' * 200_000)\nexcept DeepJSONError:\n    pass\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
+
+
+def test_the_deep_tree_benchmark_runs_and_checks_its_threads(tmp_path):
+    """benchmarks/bench_deep_tree.py at a small depth (its figures are in benchmarks/README.md)."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_deep_tree.py", "--depths", "700", "--repeat", "1", "--workdir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| 700 |" in done.stderr and (tmp_path / "nested-700.jsonl").is_file()
