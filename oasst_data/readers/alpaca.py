@@ -18,7 +18,7 @@ from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
 from .files import iter_lines
 from .jsonarray import iter_json_array, starts_with_array
-from .oasst import _describe_decode_error
+from .oasst import _describe_decode_error, _lone_surrogate_escape
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ class AlpacaReader:
                 record = msgspec.convert(value, AlpacaRecord)
             except msgspec.ValidationError as error:
                 self._bad(BadRecordError(self.source, line, f"invalid record: {error}", raw))
+                continue
+            except UnicodeEncodeError:  # a lone surrogate in a key (msgspec encodes keys to match fields)
+                reason = _lone_surrogate_escape(raw, "record") or "lone surrogate in a key (not valid Unicode text)"
+                self._bad(BadRecordError(self.source, line, f"invalid record: {reason}", raw))
                 continue
             surrogate = _lone_surrogate(record)
             if surrogate is not None:

@@ -75,12 +75,12 @@ _SURROGATE_ESCAPE = re.compile(
 )
 
 
-def _lone_surrogate_escape(data: bytes) -> str | None:
-    """Where the line escapes half a surrogate pair (Python's json writes these for broken text)."""
+def _lone_surrogate_escape(data: bytes, unit: str = "line") -> str | None:
+    """Where `data` (a line, or a record) escapes half a surrogate pair (Python's json writes these for broken text)."""
     for match in _SURROGATE_ESCAPE.finditer(data):
         if len(match.group(1)) == 6:
             escape = match.group(1).decode("ascii")
-            return f"lone surrogate escape {escape} at byte {match.start(1)} of the line (half a UTF-16 pair, not valid Unicode text)"
+            return f"lone surrogate escape {escape} at byte {match.start(1)} of the {unit} (half a UTF-16 pair, not valid Unicode text)"
     return None
 
 

@@ -213,6 +213,16 @@ def test_lone_surrogate_escape_in_an_array_is_a_bad_record(tmp_path):
     assert len(threads) == 1 and (funnel.records_read, funnel.bad_records) == (2, 1)
 
 
+def test_lone_surrogate_escape_in_a_key_of_an_array_element_is_a_bad_record(tmp_path):
+    """Found by fuzzing: msgspec.convert raised UnicodeEncodeError (a traceback) on such a key."""
+    path = tmp_path / "surrogate-key.json"
+    path.write_text('[{"instruction": "ok", "output": "fine"},\n {"instruction": "x", "outpu\\ud800t": "y", "output": "z"}]\n')
+    with pytest.raises(BadRecordError, match=r"surrogate-key\.json:2: invalid record: lone surrogate escape \\ud800 at byte 27 of the record"):
+        records(path)
+    threads, funnel = extract_threads(alpaca=[str(path)], config=ThreadConfig(on_bad_record="skip"))
+    assert len(threads) == 1 and (funnel.records_read, funnel.bad_records) == (2, 1)
+
+
 # --- real data ------------------------------------------------------------------------------------
 
 
