@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from oasst_data.errors import BadRecordError
@@ -410,3 +412,52 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     source.write_bytes(message_line("[/]", "[bold]gone", "prompter"))
     result = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"))
     assert_one_line_error(result, source, 1, "message [/]: its parent [bold]gone never appears")
+
+
+# --- fuzzing: any damage to any input is an error or a counted bad record, never a traceback --------
+
+FUZZ_SOURCES = {
+    "trees.jsonl": FIXTURES / "oasst" / "trees.jsonl",
+    "messages.jsonl": FIXTURES / "oasst" / "messages.jsonl",
+    "threads.jsonl": FIXTURES / "oasst" / "threads.jsonl",
+    "alpaca.json": FIXTURES / "alpaca" / "alpaca.json",
+    "alpaca.jsonl": FIXTURES / "alpaca" / "alpaca.jsonl",
+}
+FUZZ_PIECES = [b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"\n", b"null", b"1e999", b"-0", b"\\ud800", b"\xff", b"\x00",
+               b'"replies": [', b'"role": "assistant"', b'"parent_id": "m1"', b'"output": 3', b"true", b"1.5"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.sampled_from(sorted(FUZZ_SOURCES)),
+    edits=st.lists(st.tuples(st.sampled_from(["delete", "insert", "cut", "flip"]), st.floats(0, 1), st.sampled_from(FUZZ_PIECES)), min_size=1, max_size=4),
+    compress=st.sampled_from(["", ".gz"]),
+)
+def test_damaged_inputs_give_clean_errors_or_counted_bad_records(tmp_path_factory, name, edits, compress):
+    """Found once: a lone surrogate escape in an Alpaca array key raised UnicodeEncodeError."""
+    from oasst_data.config import ThreadConfig
+    from oasst_data.errors import OasstDataError
+    from oasst_data.threads import extract_threads
+
+    data = bytearray(FUZZ_SOURCES[name].read_bytes())
+    for op, where, piece in edits:
+        at = int(where * len(data))
+        if op == "delete":
+            del data[at : at + 1 + len(piece)]
+        elif op == "insert":
+            data[at:at] = piece
+        elif op == "cut":
+            data = data[:at]
+        elif data:
+            data[min(at, len(data) - 1)] ^= piece[0] or 1
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / (name + compress)
+    path.write_bytes(gzip.compress(bytes(data)) if compress else bytes(data))
+    inputs, alpaca = ([], [str(path)]) if name.startswith("alpaca") else ([path], [])
+    try:
+        extract_threads(inputs, alpaca, ThreadConfig(lang="*", tree_states="*"))
+    except OasstDataError:
+        pass  # strict: one clear error
+    _, funnel = extract_threads(inputs, alpaca, ThreadConfig(lang="*", tree_states="*", on_bad_record="skip", quarantine=folder / "q.jsonl"))
+    assert funnel.records_read == funnel.records_used + funnel.bad_records
+    assert not funnel.check()
