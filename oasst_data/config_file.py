@@ -18,6 +18,7 @@ Precedence: defaults < file < command-line flags.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from .config import ThreadConfig
+from .config_values import convert_value
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ def load_yaml(path: Path) -> dict:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -60,9 +64,18 @@ def load_yaml(path: Path) -> dict:
 def config_from_file(path: Path, sections: Sequence[str] = ()) -> dict[str, Any]:
     """BuildConfig keyword arguments (threads as a nested dict) read from a YAML file."""
     data = load_yaml(path)
-    if sections:
-        return _from_open_assistant(data, sections, Path(path))
-    return _from_native(data, Path(path))
+    values = _from_open_assistant(data, sections, Path(path)) if sections else _from_native(data, Path(path))
+    return _typed(values, str(path))
+
+
+def _typed(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Each value as its field's type: a wrong one names the file and the setting."""
+    from .shards.build import BuildConfig
+
+    build_hints, thread_hints = typing.get_type_hints(BuildConfig), typing.get_type_hints(ThreadConfig)
+    out = {key: value if key == "threads" else convert_value(key, value, build_hints[key], where) for key, value in values.items()}
+    out["threads"] = {key: convert_value(key, value, thread_hints[key], where) for key, value in values.get("threads", {}).items()}
+    return out
 
 
 def _from_native(data: dict, path: Path) -> dict[str, Any]:
@@ -85,10 +98,6 @@ def _from_native(data: dict, path: Path) -> dict[str, Any]:
     for key in ("inputs", "alpaca"):
         if key in out:
             out[key] = [_resolve(p, path.parent) if key == "inputs" else _resolve_maybe(p, path.parent) for p in _as_list(out[key])]
-    if isinstance(out.get("buckets"), str):
-        from .shards.build import parse_buckets
-
-        out["buckets"] = parse_buckets(out["buckets"])
     out["threads"] = threads
     return out
 
@@ -107,7 +116,7 @@ def _from_open_assistant(data: dict, sections: Sequence[str], path: Path) -> dic
         base = path.parent / base
     out: dict[str, Any] = {"inputs": [], "alpaca": [], "threads": {}}
     if "max_length" in merged:
-        out["max_length"] = int(merged["max_length"])
+        out["max_length"] = merged["max_length"]
     tokenizer = merged.get("tokenizer_name") or merged.get("model_name")
     if tokenizer:
         out["tokenizer"] = str(tokenizer)

@@ -66,6 +66,48 @@ def test_unknown_section_and_native_key_are_clear_errors(tmp_path):
         config_from_file(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_length: long\n", "max_length must be int, got 'long'"),
+        ("overflow: sideways\n", "overflow must be one of truncate, drop, got 'sideways'"),
+        ("threads:\n  top_k: two\n", "top_k must be int, got 'two'"),
+        ("buckets: [128, x]\n", "buckets must be int, got 'x'"),
+        ("lang_scope: every\n", "lang_scope must be one of root, all"),
+        ("on_bad_record: ignore\n", "on_bad_record must be one of fail, skip"),
+        ("val_split: {a: 1}\n", "val_split must be float"),
+        ("tokenizer: [a, b]\n", "tokenizer must be str"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_file_and_the_setting(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
+        config_from_file(path)
+
+
+def test_values_are_converted_to_their_types(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text("buckets: '128,256'\nmax_length: '512'\nmax_padding_waste: 5e-2\nlang_scope: all\nval_split: 0\n")
+    config = merge(config_from_file(path), {}, {})
+    assert config.buckets == [128, 256] and config.max_length == 512 and config.max_padding_waste == 0.05
+    assert config.threads.lang_scope.value == "all" and config.threads.val_split == 0.0
+
+
+def test_a_config_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("lang: fran\xe7ais\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 10\)"):
+        config_from_file(path)
+
+
+def test_open_assistant_layout_values_are_typed_too(tmp_path):
+    path = tmp_path / "oa.yaml"
+    path.write_text("defaults:\n  max_length: lots\n  datasets: []\n")
+    with pytest.raises(ConfigError, match="max_length must be int, got 'lots'"):
+        config_from_file(path, ["defaults"])
+
+
 def test_native_layout_through_the_cli(tmp_path):
     config = tmp_path / "build.yaml"
     config.write_text(

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..config_values import convert_value
 from ..errors import ConfigError
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -133,6 +134,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"preset {name_or_path}: cannot read: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"preset {name_or_path}: not UTF-8 text (byte {error.start})") from None
         where = str(path)
     else:
         resource = resources.files("oasst_data.train") / "configs" / f"{name_or_path}.yaml"
@@ -156,39 +159,8 @@ def _typed(data: dict, where: str) -> dict[str, Any]:
         name = ALIASES.get(key, key)
         if name not in hints:
             raise ConfigError(f"{where}: unknown setting {key!r} (see `oasst-data train --help`)")
-        out[name] = _convert(name, value, hints[name], where)
+        out[name] = convert_value(name, value, hints[name], where)
     return out
-
-
-def _convert(name: str, value: Any, hint: Any, where: str) -> Any:
-    """YAML value -> the field's type (YAML 1.1 reads 6e-6 as a string, so numbers are parsed)."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{where}: {name} must not be empty")
-    base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    origin = typing.get_origin(base)
-    try:
-        if origin is list:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return [str(item).strip() for item in items]
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if base is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name} must be {getattr(base, '__name__', base)}, got {value!r}") from None
 
 
 def resolve_config(presets: list[str] | tuple[str, ...] = (), **flags: Any) -> TrainConfig:

@@ -103,6 +103,13 @@ def test_bad_presets_are_clear_config_errors(tmp_path, text, message):
         resolve_config([str(path)])
 
 
+def test_a_preset_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 13\)"):
+        resolve_config([str(path)])
+
+
 def test_unknown_preset_names_the_shipped_ones():
     with pytest.raises(ConfigError, match="reference-pythia-12b"):
         load_preset("reference-pythia-99b")
