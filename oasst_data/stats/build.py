@@ -42,23 +42,34 @@ def _shard_files(out_dir: Path, manifest: dict) -> list[Path]:
 
 def _narrow_rows(files: list[Path], target: Path) -> pl.LazyFrame:
     """Stream the per-row columns the statistics need into `target`; return a scan of it."""
+    columns = ["split", "bucket", "source", "lang", "length", "truncated", "num_turns", "loss_mask"]
     if files:
-        pl.scan_parquet([str(f) for f in files]).select(
-            "split",
-            "bucket",
-            "source",
-            "lang",
-            "length",
-            "truncated",
-            "num_turns",
-            pl.col("loss_mask").list.sum().alias("trainable"),
-        ).sink_parquet(str(target))
+        try:
+            pl.scan_parquet([str(f) for f in files]).select(
+                *columns[:-1], pl.col("loss_mask").list.sum().alias("trainable")
+            ).sink_parquet(str(target))
+        except (pl.exceptions.PolarsError, OSError) as error:
+            bad, reason = _first_unreadable(files, columns) or (files[0].parent, str(error).splitlines()[0])
+            raise OasstDataError(f"{bad}: cannot read shard: {reason} (`oasst-data verify` checks every shard)") from None
     else:
         pl.DataFrame(
             schema={"split": pl.String, "bucket": pl.Int32, "source": pl.String, "lang": pl.String, "length": pl.Int32,
                     "truncated": pl.Boolean, "num_turns": pl.Int32, "trainable": pl.Int64}
         ).write_parquet(str(target))
     return pl.scan_parquet(str(target))
+
+
+def _first_unreadable(files: list[Path], columns: list[str]) -> tuple[Path, str] | None:
+    """The first shard that pyarrow cannot read (the scan's error does not say which), and why."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            pq.read_table(path, columns=columns)
+        except (pa.ArrowException, OSError) as error:
+            return path, str(error).splitlines()[0]
+    return None
 
 
 def _counts() -> list[pl.Expr]:

@@ -161,6 +161,19 @@ def test_a_build_directory_is_detected_and_checked(build, tmp_path):
         shard_stats(incomplete)
 
 
+def test_an_unreadable_shard_is_named(build, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(build, broken)
+    shard = broken / manifest(build)["shards"][-1]["path"]
+    data = bytearray(shard.read_bytes())
+    data[-12:-8] = b"\xff\xff\xff\x7f"  # the footer's metadata length: no reader can open it
+    shard.write_bytes(bytes(data))
+    with pytest.raises(OasstDataError, match=rf"^{shard}: cannot read shard: .*oasst-data verify"):
+        shard_stats(broken)
+
+
 def test_buckets_built_for_a_token_budget_report_its_padding(tmp_path):
     import jsonschema
 
