@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
+
 from ..errors import OasstDataError
-from .schema import FORMAT_VERSION
+from .schema import FORMAT_VERSION, ManifestShape
 
 
 def load_manifest(out_dir: str | Path) -> dict:
@@ -18,9 +20,17 @@ def load_manifest(out_dir: str | Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise OasstDataError(f"{path}: malformed JSON: {error}") from None
+    except UnicodeDecodeError as error:
+        raise OasstDataError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    if not isinstance(manifest, dict):
+        raise OasstDataError(f"{path}: not an oasst-data manifest (expected a JSON object)")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise OasstDataError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+    try:
+        msgspec.convert(manifest, ManifestShape)
+    except msgspec.ValidationError as error:
+        raise OasstDataError(f"{path}: not an oasst-data manifest: {error}") from None
     return manifest
 
 

@@ -1,7 +1,11 @@
-"""The Arrow schema of a shard row (schemas/shard_row.schema.json describes the same row)."""
+"""The Arrow schema of a shard row (schemas/shard_row.schema.json describes the same row), and
+the shape of manifest.json that readers of a build rely on."""
 
 from __future__ import annotations
 
+from typing import Optional
+
+import msgspec
 import pyarrow as pa
 
 FORMAT_VERSION = 1
@@ -35,3 +39,47 @@ SPILL_SCHEMA = pa.schema(
         pa.field("arrival", pa.int64(), nullable=False),
     ]
 )
+
+
+class _ShardEntry(msgspec.Struct):
+    path: str
+    split: str
+    bucket: int
+    min_length: int
+    max_length: int
+    rows: int
+    tokens: int
+    trainable_tokens: int
+    sha256: str
+
+
+class _SplitTotals(msgspec.Struct):
+    rows: int
+    tokens: int
+    trainable_tokens: int
+    shards: int
+
+
+class _SavedTokenizer(msgspec.Struct):
+    folder: str
+    files: dict[str, str]
+
+
+class _TokenizerEntry(msgspec.Struct):
+    fingerprint: str
+    name: Optional[str] = None
+    saved: Optional[_SavedTokenizer] = None
+
+
+class ManifestShape(msgspec.Struct):
+    """What `verify`, `stats` and the trainer read from manifest.json (other keys pass): checked on
+    loading, so a damaged manifest is one clear error instead of a KeyError deep inside them."""
+
+    format_version: int
+    config: dict
+    tokenizer: _TokenizerEntry
+    buckets: list[dict]
+    padding: dict
+    shards: list[_ShardEntry]
+    totals: dict[str, _SplitTotals]
+    funnel: dict

@@ -167,6 +167,28 @@ def test_manifest_content(fixture_build):
     assert len(manifest["config_hash"]) == 64
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda m: [1, 2], r"not an oasst-data manifest \(expected a JSON object\)"),
+        (lambda m: {k: v for k, v in m.items() if k != "shards"}, "missing required field `shards`"),
+        (lambda m: m | {"shards": 5}, r"Expected `array`, got `int` - at `\$.shards`"),
+        (lambda m: m | {"shards": [{k: v for k, v in m["shards"][0].items() if k != "sha256"}]}, r"`sha256` - at `\$.shards\[0\]`"),
+        (lambda m: m | {"totals": {"train": {"rows": "many"}}}, r"Expected `int`, got `str` - at `\$.totals\[...\].rows`"),
+        (lambda m: m | {"format_version": 99}, "format_version 99 is not supported"),
+    ],
+    ids=["not-an-object", "no-shards", "shards-not-a-list", "entry-without-sha256", "bad-totals", "other-version"],
+)
+def test_a_damaged_manifest_is_one_clear_error_for_every_reader(fixture_build, tmp_path, damage, message):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(fixture_build, damaged)
+    manifest = json.loads((fixture_build / "manifest.json").read_text())
+    (damaged / "manifest.json").write_text(json.dumps(damage(manifest)))
+    for read in (load_manifest, verify_shards, load_shards):
+        with pytest.raises(OasstDataError, match=message):
+            read(damaged)
+
+
 def test_load_dataset_polars_and_duckdb_read_the_output(fixture_build):
     import datasets
     import duckdb
