@@ -29,11 +29,15 @@ def setup_logging(verbose: bool) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the package's own errors into one red line and exit code 1 (no traceback)."""
+    """Turn the package's own errors, and the system's, into one red line and exit code 1 (no traceback)."""
     try:
         yield
     except OasstDataError as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as error:  # the machine's answer (disk full, permissions): no traceback either
+        where = f"{error.filename}: " if error.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

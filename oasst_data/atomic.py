@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import OasstDataError
+
 
 def fsync_dir(path: Path) -> None:
     try:
@@ -27,8 +29,13 @@ def fsync_dir(path: Path) -> None:
 def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
     """Write to `path` atomically: readers see the old file or the complete new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OasstDataError(f"{path}: is a directory; give a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OasstDataError(f"{path}: cannot write here: {error.strerror or error}") from None
     os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
     os.close(fd)
     temp_path = Path(temp)

@@ -158,11 +158,14 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
         raise OasstDataError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise OasstDataError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}-{threading.get_ident()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as error:
+        raise OasstDataError(f"{out_dir}: cannot write here: {error.strerror or error}") from None
     return staging
 
 

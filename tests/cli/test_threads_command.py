@@ -86,3 +86,36 @@ def test_filters_command_lists_the_registry_in_order():
     positions = [result.stdout.index(spec.name) for spec in REGISTRY]
     assert positions == sorted(positions)
     assert "--top-k" in result.stdout and "top_k_unranked" in result.stdout
+
+
+def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path):
+    """A directory given as the output file, or a path under a file: exit 1, one line, no traceback, nothing left."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    tokenizer = str(FIXTURES / "tokenizer")
+    cases = [
+        (["threads", TREES, "--out", str(tmp_path)], f"{tmp_path}: is a directory"),
+        (["threads", TREES, "--out", str(blocker / "t.jsonl")], f"{blocker / 't.jsonl'}: cannot write here"),
+        (["build", TREES, "--tokenizer", tokenizer, "--out", str(blocker / "shards")], f"{blocker / 'shards'}: cannot write here"),
+        (["stats", TREES, "--html", str(tmp_path)], f"{tmp_path}: is a directory"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith(f"error: {message}"), (args, result.stderr)
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no temp files left behind
+
+
+def test_any_system_error_is_one_line_naming_the_file(capsys):
+    import pytest
+    import typer
+
+    from oasst_data_cli.console import user_errors
+
+    with pytest.raises(typer.Exit) as stopped:
+        with user_errors():
+            raise OSError(28, "No space left on device", "/data/out.jsonl")
+    assert stopped.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == "error: /data/out.jsonl: No space left on device"
