@@ -20,6 +20,15 @@ class VerifyReport:
     def ok(self) -> bool:
         return not (self.mismatched or self.missing or self.unlisted)
 
+    def damage(self, limit: int = 3) -> str | None:
+        """What stops the build from being read as the manifest describes it (listed files missing
+        or changed; unlisted extra shards are ignored by readers), in one line; None if nothing."""
+        problems = [f"checksum differs: {p}" for p in self.mismatched] + [f"missing: {p}" for p in self.missing]
+        if not problems:
+            return None
+        more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
+        return "; ".join(problems[:limit]) + more
+
 
 def verify_shards(out_dir: str | Path) -> VerifyReport:
     out_dir = Path(out_dir)

@@ -19,6 +19,7 @@ import polars as pl
 from .. import __version__
 from ..errors import OasstDataError
 from ..shards.load import load_manifest
+from ..shards.verify import verify_shards
 from .export import STATS_FORMAT
 from .export_summary import TOP_LANGUAGES
 from .histogram import length_histogram, split_key
@@ -33,11 +34,12 @@ def is_build_dir(path: str | Path) -> bool:
 
 
 def _shard_files(out_dir: Path, manifest: dict) -> list[Path]:
-    files = [out_dir / shard["path"] for shard in manifest["shards"]]
-    missing = [str(f.relative_to(out_dir)) for f in files if not f.is_file()]
-    if missing:
-        raise OasstDataError(f"{out_dir}: {len(missing)} shard(s) listed in manifest.json are missing, e.g. {missing[0]} (run oasst-data verify)")
-    return files
+    """The listed shards, after checking their sha256: a changed shard could otherwise be read
+    back without an error (a flipped byte inside a value) and give wrong figures."""
+    damage = verify_shards(out_dir).damage()
+    if damage:
+        raise OasstDataError(f"{out_dir}: the build does not match its manifest.json ({damage}); rebuild, or run `oasst-data verify`")
+    return [out_dir / shard["path"] for shard in manifest["shards"]]
 
 
 def _narrow_rows(files: list[Path], target: Path) -> pl.LazyFrame:

@@ -123,11 +123,9 @@ def open_build(
 def _verify(path: Path) -> None:
     from ..shards.verify import verify_shards
 
-    report = verify_shards(path)
-    problems = [f"checksum differs: {p}" for p in report.mismatched] + [f"missing: {p}" for p in report.missing]
-    if problems:
-        shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
-        raise ShardsError(f"{path}: shards do not match the manifest ({shown}); rebuild, or run `oasst-data verify`")
+    damage = verify_shards(path).damage()
+    if damage:
+        raise ShardsError(f"{path}: shards do not match the manifest ({damage}); rebuild, or run `oasst-data verify`")
 
 
 def _load_split(root: Path, split: str, entries: list[dict], buckets: list[dict]) -> SplitRows:

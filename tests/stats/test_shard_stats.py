@@ -16,6 +16,7 @@ import pytest
 from oasst_data.config import ThreadConfig
 from oasst_data.errors import OasstDataError
 from oasst_data.shards.buckets import expected_padding_waste
+from oasst_data.shards.hashing import sha256_file
 from oasst_data.stats import collect_stats, export_stats, shard_stats
 from oasst_data.stats.padding import bucketed_waste, expected_waste
 
@@ -170,8 +171,31 @@ def test_an_unreadable_shard_is_named(build, tmp_path):
     data = bytearray(shard.read_bytes())
     data[-12:-8] = b"\xff\xff\xff\x7f"  # the footer's metadata length: no reader can open it
     shard.write_bytes(bytes(data))
+    with pytest.raises(OasstDataError, match=rf"^{broken}: the build does not match its manifest.json \(checksum differs: {shard.relative_to(broken)}\)"):
+        shard_stats(broken)
+    # A manifest that vouches for the damaged bytes (edited by hand): the read itself names the shard.
+    listed = manifest(broken)
+    listed["shards"][-1]["sha256"] = sha256_file(shard)
+    (broken / "manifest.json").write_text(json.dumps(listed), encoding="utf-8")
     with pytest.raises(OasstDataError, match=rf"^{shard}: cannot read shard: .*oasst-data verify"):
         shard_stats(broken)
+
+
+def test_a_changed_byte_inside_a_shard_is_refused_not_reported(build, tmp_path):
+    """Parquet can read a flipped byte inside a value back without any error; stats would then
+    report figures of data the build never wrote. The manifest's sha256 catches it first."""
+    import shutil
+
+    changed = tmp_path / "changed"
+    shutil.copytree(build, changed)
+    entry = manifest(build)["shards"][0]
+    shard = changed / entry["path"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(OasstDataError, match=rf"checksum differs: {entry['path']}\); rebuild, or run `oasst-data verify`"):
+        shard_stats(changed)
+    assert shard_stats(build)["shards"]["totals"]["rows"] > 0
 
 
 def test_buckets_built_for_a_token_budget_report_its_padding(tmp_path):
