@@ -4,6 +4,8 @@ Everything else -- DeepSpeed, mixed precision, gradient accumulation, checkpoint
 TensorBoard / W&B -- is the Trainer's. The loss is normalised per trained token across the
 batches of one optimizer step (and across devices) by the Trainer's `num_items_in_batch`,
 which it passes to the model's loss: a token budget and fixed rows optimise the same objective.
+The evaluation loss is per trained token too: its loop is this module's (the Trainer's averages
+per-batch means, and repeats batches when the ranks' shares differ).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import EvalLoopOutput
 
 from .collator import IGNORE_INDEX
 from .config import TrainConfig
@@ -103,31 +106,99 @@ class BucketTrainer(Trainer):
         self.remove_callback(PrinterCallback)
         self.remove_callback(ProgressCallback)
 
-    def _loader(self, rows: SplitRows, sampler: BucketBatchSampler) -> DataLoader:
+    def _loader(self, rows: SplitRows, sampler: BucketBatchSampler, persistent: bool) -> DataLoader:
         workers = self.args.dataloader_num_workers
-        loader = DataLoader(
+        return DataLoader(
             rows,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=workers,
             pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=workers > 0,
+            persistent_workers=persistent and workers > 0,
         )
-        # The sampler plans the global batch order; accelerate's BatchSamplerShard deals it out
-        # (batch i to rank i mod world size) and skips batches on resume.
-        prepared = self.accelerator.prepare(loader)
-        keep_epoch_reachable(prepared, sampler)
-        return prepared
 
     def get_train_dataloader(self) -> DataLoader:
         self.train_sampler = make_sampler(self.train_dataset, self.train_policy, self.args.seed, True, self.batching)
-        return self._loader(self.train_dataset, self.train_sampler)
+        # The sampler plans the global batch order; accelerate's BatchSamplerShard deals it out
+        # (batch i to rank i mod world size) and skips batches on resume.
+        prepared = self.accelerator.prepare(self._loader(self.train_dataset, self.train_sampler, persistent=True))
+        keep_epoch_reachable(prepared, self.train_sampler)
+        return prepared
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
+        """This rank's share of the validation batches, by the sampler's own rule (batch i to rank
+        i mod world size). Not prepared by accelerate, which would keep a reference to every
+        evaluation's loader (and its worker processes) for the rest of the run."""
         if isinstance(eval_dataset, str):
             eval_dataset = self.eval_dataset[eval_dataset]
         rows = eval_dataset if eval_dataset is not None else self.eval_dataset
-        return self._loader(rows, make_sampler(rows, self.eval_policy, self.args.seed, False, self.batching))
+        sampler = make_sampler(
+            rows, self.eval_policy, self.args.seed, False, self.batching, rank=self.args.process_index, world_size=self.args.world_size
+        )
+        return self._loader(rows, sampler, persistent=False)
+
+    def evaluation_loop(
+        self, dataloader: DataLoader, description: str, prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The loss per trained token of the whole split, the quantity training minimises.
+
+        Each rank sums the loss over its own batches' trained tokens; one all-reduce adds the ranks.
+        When the batches do not divide among the ranks, a rank short of one runs a repeat of its
+        first batch uncounted, so every rank runs the same forward passes (ZeRO-3 needs that).
+        """
+        sampler = dataloader.batch_sampler
+        if not isinstance(sampler, BucketBatchSampler):  # a loader from elsewhere: the Trainer's own loop
+            return super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        model = self._model_for_evaluation()
+        model.eval()
+        self.callback_handler.eval_dataloader = dataloader
+        device = self.args.device
+        totals = torch.zeros(3, dtype=torch.float64, device=device)  # summed loss, trained tokens, rows
+        for index, inputs in enumerate(dataloader):
+            loss_sum = self._summed_token_loss(model, inputs)
+            if index * sampler.world_size + sampler.rank < sampler.num_batches:  # else a repeat that keeps this rank in step
+                totals[0] += loss_sum.to(torch.float64)
+                totals[1] += int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())  # the batch is on the host: no sync
+                totals[2] += len(inputs["labels"])
+            self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        loss_sum, tokens, rows = totals.tolist()
+        metrics = {
+            f"{metric_key_prefix}_loss": loss_sum / tokens if tokens else float("nan"),
+            f"{metric_key_prefix}_trained_tokens": int(tokens),
+        }
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=int(rows))
+
+    def _summed_token_loss(self, model, inputs: dict) -> torch.Tensor:
+        """Next-token cross-entropy summed over the batch's trained tokens. Not the model's own
+        loss: under several ranks the Trainer divides that by a token count gathered from all of
+        them, which is right for a training step and wrong for one rank's share of a split."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
+            # Shift the labels, not the logits (no copy of the largest tensor), as transformers' loss does.
+            labels = torch.nn.functional.pad(inputs["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:]
+            return torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), labels.flatten().to(logits.device), ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+
+    def _model_for_evaluation(self):
+        """The model to evaluate: prepared by training, or prepared here as the Trainer's own loop
+        would when evaluation comes first."""
+        if self.is_deepspeed_enabled and self.deepspeed is None:
+            from transformers.integrations.deepspeed import deepspeed_init
+
+            deepspeed_init(self, num_training_steps=0, inference=True)
+        model = self._wrap_model(self.model, training=False)
+        if len(self.accelerator._models) == 0 and model is self.model:
+            model = self.accelerator.prepare(model) if self.is_deepspeed_enabled else self.accelerator.prepare_model(model, evaluation_mode=True)
+            if model is not self.model:
+                self.model_wrapped = model
+            if self.is_deepspeed_enabled:
+                self.deepspeed = self.model_wrapped
+        return model
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         # The Trainer resumes (without DeepSpeed) by loading the raw saved state dict, but

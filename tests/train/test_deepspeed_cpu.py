@@ -160,8 +160,13 @@ def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(fixture_
     # A mean per micro-batch would be this far off, so the comparison can tell the two apart.
     assert result["per_batch_mean_relative_error"] > 0.02, result
     assert result["relative_error"] < 1e-4, result
+    # Evaluation on the two ranks: each its own share, one uncounted repeat, one loss per token.
+    assert result["eval_batches"] % RANKS == 1, result
+    assert result["eval_trained_tokens"] == result["reference_eval_tokens"]
+    assert result["eval_loss"] == pytest.approx(result["reference_eval_loss"], rel=1e-5)
     MEASURED.append(
         f"ZeRO-2, 2 CPU ranks x 2 accumulated batches of {result['trained_tokens_per_batch']} trained tokens: "
         f"applied gradient vs per-token mean, relative error {result['relative_error']:.1e} "
-        f"(a per-batch mean: {result['per_batch_mean_relative_error']:.1e})"
+        f"(a per-batch mean: {result['per_batch_mean_relative_error']:.1e}); eval loss on {result['eval_batches']} batches "
+        f"over 2 ranks {result['eval_loss']:.5f} vs per-row reference {result['reference_eval_loss']:.5f}"
     )

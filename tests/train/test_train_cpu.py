@@ -110,6 +110,39 @@ def test_loss_is_normalised_per_trained_token_across_accumulated_batches(fixture
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
 
 
+def test_eval_loss_is_per_trained_token_whatever_the_eval_batches(fixture_shards, tiny_model, tmp_path):
+    """The Trainer's own loop would average per-batch means (a one-row batch weighing as much as a
+    full one); ours is the split's loss per trained token, the same for every batching."""
+    from oasst_data.train.sampler import FixedRows, TokenBudget
+
+    outcome = train(config(fixture_shards, tiny_model, tmp_path / "eval", max_steps=2, eval_steps=0))
+    trainer, model = outcome.trainer, outcome.trainer.model.eval()
+    rows = trainer.eval_dataset
+    assert len(rows) >= 3
+    collate = PadCollator(pad_token_id=1)
+    loss_sum, tokens = 0.0, 0
+    with torch.no_grad():
+        for index in range(len(rows)):  # one row at a time: no padding, no batching involved
+            batch = collate([rows[index]])
+            logits = model(input_ids=batch["input_ids"]).logits[0, :-1]
+            labels = batch["labels"][0, 1:]
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum"))
+            tokens += int((labels != IGNORE_INDEX).sum())
+    want = loss_sum / tokens
+    per_batch_means = []
+    for policy in (FixedRows(1), FixedRows(2), FixedRows(len(rows)), TokenBudget(160, 8)):
+        trainer.eval_policy = policy
+        metrics = trainer.evaluate()
+        assert metrics["eval_loss"] == pytest.approx(want, rel=1e-5), policy
+        assert metrics["eval_trained_tokens"] == tokens and metrics["eval_samples_per_second"] > 0
+        loader = trainer.get_eval_dataloader()
+        with torch.no_grad():
+            means = [float(model(**b).loss) for b in loader]
+        per_batch_means.append(float(np.mean(means)))
+    # What averaging per-batch means would have reported instead: it depends on the batching.
+    assert max(abs(m - want) for m in per_batch_means) > 1e-3, (per_batch_means, want)
+
+
 def test_cli_trains_and_fails_in_one_line(fixture_shards, tiny_model, tmp_path, caplog, monkeypatch):
     typer = pytest.importorskip("typer")
     from oasst_data_cli.train_command import train as train_command

@@ -9,7 +9,9 @@ step's weight change minus the gradient DeepSpeed applied. Every rank records th
 it trained on; rank 0 then computes, on a plain copy of the initial model, the gradient the
 trainer promises -- the mean loss over every trained token of the step, across its accumulated
 micro-batches and all ranks -- and writes both, with the gradient of the per-batch-mean objective
-(what an unnormalised loss would give) for contrast, to WORK/probe.json.
+(what an unnormalised loss would give) for contrast, to WORK/probe.json. It adds the validation
+loss the two ranks computed together after training and, for comparison, the loss per trained
+token computed row by row on rank 0 alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from transformers import TrainerCallback
 from oasst_data.train.collator import IGNORE_INDEX
 from oasst_data.train.config import resolve_config
 from oasst_data.train.run import packaged_deepspeed_config, train
+
+# Validation batches that do not divide between 2 ranks: one rank runs an uncounted repeat.
+EVAL_BATCH_TOKENS = 64
 
 
 def sgd_zero2_config(work: Path) -> Path:
@@ -76,6 +81,7 @@ def main(shards: str, model: str, tokenizer: str, work: str) -> None:
         max_grad_norm=0.0,  # no clipping
         residual_dropout=0.0,
         batch_tokens=96,  # micro-batches of 1-3 rows: their trained-token counts differ
+        eval_batch_tokens=EVAL_BATCH_TOKENS,
         max_steps=1,
         eval_steps=0,
         save_steps=0,
@@ -102,7 +108,26 @@ def main(shards: str, model: str, tokenizer: str, work: str) -> None:
             if dist.get_rank() == 0:
                 compare(initial["model"], model, everyone, out / "probe.json")
 
-    train(cfg, callbacks=[CompareAtTheEnd()], on_trainer=capture)
+    outcome = train(cfg, callbacks=[CompareAtTheEnd()], on_trainer=capture)
+    if outcome.trainer.args.process_index == 0:  # the evaluation after training ran on both ranks (whose group train() has closed)
+        result = json.loads((out / "probe.json").read_text())
+        trainer = outcome.trainer
+        result["eval_batches"] = trainer.get_eval_dataloader().batch_sampler.num_batches
+        result["eval_loss"] = outcome.eval_metrics["eval_loss"]
+        result["eval_trained_tokens"] = outcome.eval_metrics["eval_trained_tokens"]
+        result["reference_eval_loss"], result["reference_eval_tokens"] = per_token_loss(trainer.model, trainer.eval_dataset, trainer.data_collator)
+        (out / "probe.json").write_text(json.dumps(result, indent=2))
+
+
+def per_token_loss(model, rows, collate) -> tuple[float, int]:
+    """The validation loss per trained token, one row at a time on this process alone."""
+    model = model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for index in range(len(rows)):
+            loss, count = token_loss_sum(model, collate([rows[index]]))
+            total, tokens = total + float(loss), tokens + count
+    return total / tokens, tokens
 
 
 def compare(reference, trained, everyone: list[list[dict]], result_path: Path) -> None:
