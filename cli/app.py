@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 # transformers warns at import that torch is missing (it is only needed for training).
@@ -14,6 +15,8 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from oasst_data.config import ThreadConfig
+from oasst_data.funnel import what_removed_everything
+from oasst_data.output_paths import check_outputs
 from oasst_data.readers.files import expand_inputs
 from oasst_data.report import funnel_table
 from oasst_data.threads import ThreadExtractor, write_threads_jsonl
@@ -21,6 +24,8 @@ from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 from . import build_command, stats_command, train_command
 from . import options as opt
 from .console import err_console, out_console, setup_logging, user_errors
+
+log = logging.getLogger("oasst_data")
 
 app = typer.Typer(
     name="oasst-data",
@@ -80,6 +85,7 @@ def threads(
         paths = expand_inputs(inputs or [])
         if not paths and not alpaca:
             raise typer.BadParameter("give at least one INPUT file or --alpaca SOURCE")
+        check_outputs({"--out": out, "--quarantine": config.quarantine}, [*paths, *(alpaca or [])])
         extractor = ThreadExtractor(config)
         total = sum(p.stat().st_size for p in paths)
         with reading_progress(total) as progress:
@@ -93,6 +99,8 @@ def threads(
             advance()
         report(extractor, as_json, config)
         err_console.print(f"wrote {count:,} threads to {out}")
+        if not count:
+            log.warning("no thread was kept: %s", what_removed_everything(extractor.funnel.to_dict()))
 
 
 @app.command()

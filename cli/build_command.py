@@ -108,7 +108,7 @@ def build(
             out_console.print(summary_table(manifest))
             out_console.print(bucket_table(manifest))
         if result.quarantined:
-            err_console.print(f"[yellow]{result.quarantined:,} bad records skipped[/], see {out / 'quarantine.jsonl'}")
+            err_console.print(f"[yellow]{result.quarantined:,} bad records skipped[/], see {result.quarantine_path}")
         err_console.print(f"wrote {sum(t['shards'] for t in manifest['totals'].values())} shards to {out}")
 
 

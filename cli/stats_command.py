@@ -10,6 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from oasst_data.config import ThreadConfig
 from oasst_data.errors import ConfigError
+from oasst_data.output_paths import check_outputs
 
 from . import options as opt
 from .console import err_console, out_console, user_errors
@@ -53,6 +54,7 @@ def stats(
             lang=lang, lang_scope=lang_scope, tree_states=tree_states, synthetic=synthetic, top_k=top_k, max_label=max_label, min_label=min_label,
             val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record,
         )
+        check_outputs({"--json": json_out, "--html": html_out, "--markdown": markdown_out}, [*paths, *(alpaca or [])])
         if len(paths) == 1 and is_build_dir(paths[0]):
             given = sorted(overrides) + (["alpaca"] if alpaca else []) + (["tokenizer"] if tokenizer else [])
             given += ["max_length"] if max_length is not None else []
@@ -64,6 +66,8 @@ def stats(
             report = shard_stats(paths[0])
         else:
             for path in paths:
+                if is_build_dir(path):
+                    raise ConfigError(f"{path}: a build directory is read alone; give it without other inputs")
                 if Path(path).is_dir():
                     raise ConfigError(f"{path}: a directory without manifest.json (give export files, or one finished build)")
             files = expand_inputs(paths)

@@ -77,3 +77,18 @@ class Funnel:
             data["threads"],
             Counter(data["threads_by_split"]),
         )
+
+
+def what_removed_everything(funnel: dict) -> str:
+    """The funnel of an empty output in one line: what was read and the biggest drop reasons."""
+    drops = {f"tree {k}": v for k, v in funnel["tree_drops"].items()} | {f"thread {k}": v for k, v in funnel["thread_drops"].items()}
+    for key in ("rows_dropped_overflow", "rows_dropped_no_trainable_tokens"):
+        if funnel.get(key):
+            drops[key.removeprefix("rows_dropped_").replace("_", " ")] = funnel[key]
+    quarantined = funnel.get("quarantined", funnel.get("bad_records"))  # a build's funnel, or Funnel.to_dict()
+    if quarantined:
+        drops["bad record (quarantined)"] = quarantined
+    if not drops:
+        return f"{funnel['records_read']:,} records read, none dropped -- the inputs hold no conversation"
+    biggest = ", ".join(f"{reason} {count:,}" for reason, count in sorted(drops.items(), key=lambda kv: -kv[1])[:4])
+    return f"{funnel['records_read']:,} records read; dropped: {biggest} (`oasst-data filters` lists the filters)"

@@ -24,7 +24,8 @@ from ..atomic import atomic_open, replace_directory
 from ..config import ThreadConfig
 from ..conversation import Thread
 from ..errors import ConfigError, OasstDataError
-from ..funnel import Funnel
+from ..funnel import Funnel, what_removed_everything
+from ..output_paths import check_outputs, check_replaced_folder
 from ..readers.files import expand_inputs
 from ..threads import ThreadExtractor
 from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer, save_tokenizer
@@ -128,6 +129,7 @@ class BuildResult:
     funnels: dict[str, Funnel]
     counts: TokenizeCounts
     quarantined: int
+    quarantine_path: Path | None = None  # where the skipped records went (None: none were skipped)
 
 
 def _chunks(items: Iterable[Thread], size: int) -> Iterator[list[Thread]]:
@@ -156,8 +158,15 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OasstDataError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise OasstDataError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise OasstDataError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
+        # --overwrite deletes the folder: only an earlier build's (`--out .` must not cost a checkout).
+        if not (out_dir / "manifest.json").is_file():
+            raise OasstDataError(
+                f"{out_dir}: not an oasst-data build (no manifest.json), so --overwrite will not delete it; "
+                "give a new or empty folder, or remove this one yourself"
+            )
     staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}-{threading.get_ident()}")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -180,12 +189,17 @@ def build_shards(
     paths = expand_inputs(config.inputs)
     if not paths and not config.alpaca:
         raise ConfigError("nothing to build: give at least one input file or an Alpaca source")
+    quarantine = config.threads.quarantine
+    check_outputs({"--quarantine": quarantine}, [*paths, *config.alpaca])
+    check_replaced_folder(out_dir, [*paths, *config.alpaca], {"--quarantine": quarantine})
     loaded = load_tokenizer(config.tokenizer)
     staging = _prepare_output(out_dir, overwrite)
     try:
         result = _build_in(staging, config, paths, loaded, on_progress)
         replace_directory(staging, out_dir)
         result.out_dir = out_dir
+        if result.quarantined:
+            result.quarantine_path = Path(quarantine) if quarantine is not None else out_dir / "quarantine.jsonl"
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -195,20 +209,6 @@ def build_shards(
     elif not totals["train"]["rows"]:
         log.warning("%s: no training rows: %s", out_dir, what_removed_everything(result.manifest["funnel"]))
     return result
-
-
-def what_removed_everything(funnel: dict) -> str:
-    """The funnel of an empty build in one line: what was read and the biggest drop reasons."""
-    drops = {f"tree {k}": v for k, v in funnel["tree_drops"].items()} | {f"thread {k}": v for k, v in funnel["thread_drops"].items()}
-    for key in ("rows_dropped_overflow", "rows_dropped_no_trainable_tokens"):
-        if funnel.get(key):
-            drops[key.removeprefix("rows_dropped_").replace("_", " ")] = funnel[key]
-    if funnel.get("quarantined"):
-        drops["bad record (quarantined)"] = funnel["quarantined"]
-    if not drops:
-        return f"{funnel['records_read']:,} records read, none dropped -- the inputs hold no conversation"
-    biggest = ", ".join(f"{reason} {count:,}" for reason, count in sorted(drops.items(), key=lambda kv: -kv[1])[:4])
-    return f"{funnel['records_read']:,} records read; dropped: {biggest} (`oasst-data filters` lists the filters)"
 
 
 def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_progress) -> BuildResult:
@@ -337,8 +337,16 @@ def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, c
         "shards": shards,
         "totals": totals,
         "funnel": funnel,
-        "quarantine": "quarantine.jsonl" if extractor.handler.count else None,
+        "quarantine": _quarantine_entry(config, extractor.handler.count),
     }
+
+
+def _quarantine_entry(config: BuildConfig, count: int) -> str | None:
+    """The quarantine file as the manifest names it: inside the build, or where --quarantine put it."""
+    if not count:
+        return None
+    given = config.threads.quarantine
+    return str(given) if given is not None else "quarantine.jsonl"
 
 
 __all__ = ["BuildConfig", "BuildProgress", "BuildResult", "build_shards"]

@@ -225,8 +225,14 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
     with pytest.raises(OasstDataError, match="--overwrite"):
         build_shards(fixture_config(), out)
     assert (out / "keep.txt").read_text() == "user data"
+    with pytest.raises(OasstDataError, match="not an oasst-data build"):  # --overwrite deletes earlier builds only
+        build_shards(fixture_config(), out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "user data"
+    (out / "keep.txt").unlink()
+    build_shards(fixture_config(), out)  # an empty folder is fine
+    (out / "extra.txt").write_text("left in a build")
     build_shards(fixture_config(), out, overwrite=True)
-    assert not (out / "keep.txt").exists()
+    assert not (out / "extra.txt").exists()
     assert (out / "manifest.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["shards"]  # no staging left behind
 

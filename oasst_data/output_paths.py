@@ -1,0 +1,59 @@
+"""Outputs never land on inputs: checked before any work starts, so a mistyped path costs an error
+message, not an export. Paths are compared after resolving links (`realpath`), so `./a.jsonl`,
+`a.jsonl` and a symlink to it are one file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .errors import OasstDataError
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _local(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """The inputs that are on this disk (an Alpaca source may be a hub name instead)."""
+    return [(str(given), _real(given)) for given in inputs if Path(given).exists()]
+
+
+def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse an output file that is an input or lies inside an input folder (a build given to
+    `stats`), or that two options name at once. `outputs`: option name -> path (None: not given)."""
+    local_inputs = _local(inputs)
+    named: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        real = _real(path)
+        for given, real_input in local_inputs:
+            if real == real_input:
+                raise OasstDataError(f"{path}: {option} names the input {given}; writing it would destroy the input")
+            if real_input.is_dir() and real_input in real.parents:
+                raise OasstDataError(f"{path}: {option} lies inside the input folder {given}; write it elsewhere")
+        if real in named:
+            raise OasstDataError(f"{path}: given both as {named[real]} and as {option}; one would overwrite the other")
+        named[real] = option
+
+
+def check_replaced_folder(folder: str | Path, inputs: Iterable[str | Path] = (), outputs: Mapping[str, str | Path | None] | None = None) -> None:
+    """`folder` is about to be replaced as a whole: refuse when an input, or another output that
+    must outlive the swap, lies inside it (or is it)."""
+    real_folder = _real(folder)
+
+    def inside(path: Path) -> bool:
+        return path == real_folder or real_folder in path.parents
+
+    for given, real_input in _local(inputs):
+        if inside(real_input):
+            raise OasstDataError(f"{folder}: holds the input {given}; the build replaces this folder, so write it elsewhere")
+    for option, path in (outputs or {}).items():
+        if path is not None and inside(_real(path)):
+            raise OasstDataError(
+                f"{path}: {option} lies inside the output folder {folder}, which the build replaces when it finishes; "
+                "write it elsewhere, or leave it out to get DIR/quarantine.jsonl"
+            )

@@ -1,0 +1,115 @@
+"""Outputs never destroy inputs: every command refuses, before any work, an output path that is an
+input, lies inside an input build, or is named by two options; `build --overwrite` deletes only an
+earlier build, never a folder holding an input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from oasst_data.errors import OasstDataError
+from oasst_data.output_paths import check_outputs, check_replaced_folder
+from oasst_data_cli.app import app
+
+from ..conftest import FIXTURE_TOKENIZER, FIXTURES
+
+runner = CliRunner()
+TOKENIZER = ["--tokenizer", str(FIXTURE_TOKENIZER)]
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    shutil.copy(FIXTURES / "oasst" / "trees.jsonl", tmp_path / "trees.jsonl")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def refused(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["threads", "trees.jsonl", "--out", "trees.jsonl"], "--out names the input trees.jsonl"),
+        (["threads", "trees.jsonl", "--out", "sub/../trees.jsonl"], "--out names the input trees.jsonl"),
+        (["threads", "trees.jsonl", "--out", "t.jsonl", "--on-bad-record", "skip", "--quarantine", "trees.jsonl"], "--quarantine names the input"),
+        (["threads", "trees.jsonl", "--out", "t.jsonl", "--on-bad-record", "skip", "--quarantine", "t.jsonl"], "given both as --out and as --quarantine"),
+        (["stats", "trees.jsonl", "-q", "--json", "trees.jsonl"], "--json names the input trees.jsonl"),
+        (["stats", "trees.jsonl", "-q", "--json", "s.json", "--html", "s.json"], "given both as --json and as --html"),
+        (["build", "trees.jsonl", *TOKENIZER, "--out", ".", "--overwrite"], "holds the input trees.jsonl"),
+        (["build", "trees.jsonl", *TOKENIZER, "--out", "b", "--on-bad-record", "skip", "--quarantine", "trees.jsonl"], "--quarantine names the input"),
+        (["build", "trees.jsonl", *TOKENIZER, "--out", "b", "--on-bad-record", "skip", "--quarantine", "b/q.jsonl"], "inside the output folder b"),
+    ],
+    ids=["threads-out", "threads-out-dotdot", "threads-quarantine", "threads-out-is-quarantine", "stats-json",
+         "stats-json-is-html", "build-out-holds-input", "build-quarantine", "build-quarantine-in-out"],
+)
+def test_an_output_on_an_input_is_refused_and_the_input_survives(work, args, message):
+    before = (work / "trees.jsonl").read_bytes()
+    refused(args, message)
+    assert (work / "trees.jsonl").read_bytes() == before
+    assert sorted(p.name for p in work.iterdir()) == ["trees.jsonl"]  # nothing written either
+
+
+def test_a_symlink_to_an_input_is_the_input(work):
+    os.symlink(work / "trees.jsonl", work / "link.jsonl")
+    refused(["threads", "trees.jsonl", "--out", "link.jsonl"], "--out names the input trees.jsonl")
+
+
+def test_stats_never_writes_into_the_build_it_reads(work):
+    assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b"]).exit_code == 0
+    manifest = (work / "b" / "manifest.json").read_bytes()
+    refused(["stats", "b", "-q", "--json", "b/manifest.json"], "--json lies inside the input folder b")
+    assert (work / "b" / "manifest.json").read_bytes() == manifest
+    assert runner.invoke(app, ["verify", "b"]).exit_code == 0
+    refused(["stats", "b", "trees.jsonl"], "b: a build directory is read alone")
+
+
+def test_overwrite_replaces_an_earlier_build_only(work):
+    assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b"]).exit_code == 0
+    assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b", "--overwrite"]).exit_code == 0
+    (work / "mine").mkdir()
+    (work / "mine" / "notes.txt").write_text("keep me")
+    refused(["build", "trees.jsonl", *TOKENIZER, "--out", "mine", "--overwrite"], "not an oasst-data build (no manifest.json)")
+    assert (work / "mine" / "notes.txt").read_text() == "keep me"
+    (work / "par" / "sub").mkdir(parents=True)
+    shutil.copy(work / "trees.jsonl", work / "par" / "sub" / "trees.jsonl")
+    (work / "par" / "manifest.json").write_text("{}")  # even a folder that looks like a build
+    refused(["build", "par/sub/trees.jsonl", *TOKENIZER, "--out", "par", "--overwrite"], "par: holds the input par/sub/trees.jsonl")
+    assert (work / "par" / "sub" / "trees.jsonl").is_file()
+
+
+def test_build_reports_the_quarantine_where_it_is(work):
+    lines = (work / "trees.jsonl").read_bytes() + b"{broken\n"
+    (work / "bad.jsonl").write_bytes(lines)
+    result = runner.invoke(app, ["build", "bad.jsonl", *TOKENIZER, "--out", "b", "--on-bad-record", "skip", "--quarantine", "q/bad-lines.jsonl"])
+    assert result.exit_code == 0, result.output
+    assert "see q/bad-lines.jsonl" in result.output and (work / "q" / "bad-lines.jsonl").is_file()
+    assert not (work / "b" / "quarantine.jsonl").exists()
+    assert json.loads((work / "b" / "manifest.json").read_text())["quarantine"] == "q/bad-lines.jsonl"
+    default = runner.invoke(app, ["build", "bad.jsonl", *TOKENIZER, "--out", "c", "--on-bad-record", "skip"])
+    assert "see c/quarantine.jsonl" in default.output and (work / "c" / "quarantine.jsonl").is_file()
+
+
+def test_threads_warns_when_nothing_is_kept(work):
+    result = runner.invoke(app, ["threads", "trees.jsonl", "--out", "t.jsonl", "--lang", "xx"])
+    assert result.exit_code == 0
+    assert "no thread was kept: 12 records read; dropped: tree lang 10" in " ".join(result.output.split()), result.output
+
+
+def test_the_checks_as_a_library(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("{}\n")
+    check_outputs({"--out": tmp_path / "out.jsonl", "--quarantine": None}, [data, "some/hub-dataset"])
+    with pytest.raises(OasstDataError, match="--out names the input"):
+        check_outputs({"--out": data}, [data])
+    check_replaced_folder(tmp_path / "shards", [data], {"--quarantine": tmp_path / "q.jsonl"})
+    with pytest.raises(OasstDataError, match="holds the input"):
+        check_replaced_folder(tmp_path, [data])
