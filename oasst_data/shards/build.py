@@ -10,6 +10,7 @@ place only on success.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -40,6 +41,11 @@ from .writer import bucket_rows, plan_parts, route_to_groups, write_all_shards
 log = logging.getLogger(__name__)
 
 
+# Far beyond any context length, still small enough for int32 token offsets and numpy sums.
+MAX_LENGTH_LIMIT = 1 << 24
+MIN_SHARD_MB = 0.001  # 1 KiB: below, a target of 0 bytes
+
+
 def _help(text: str, **kwargs):
     return field(metadata={"help": text}, **kwargs)
 
@@ -63,7 +69,7 @@ class BuildConfig:
     )
     max_padding_waste: float = _help("Automatic buckets: target expected padding share per batch.", default=0.05)
     shard_size_mb: float = _help("Target size of one shard (MiB, before compression).", default=128.0)
-    shard_rows: int | None = _help("Also cap rows per shard.", default=None)
+    shard_rows: int | None = _help("Also cap rows per shard (shards of a bucket then hold equal row counts, within one).", default=None)
     tokenize_batch: int = _help("Threads per tokenizer call (chunks <= 10k strings keep memory low).", default=1024)
     workers: int = _help("Threads for tokenization (1 = no overlap of reading and tokenizing). Output does not depend on it.", default=2)
 
@@ -73,8 +79,14 @@ class BuildConfig:
         self.overflow = Overflow(self.overflow)
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
-        if self.shard_size_mb <= 0:
-            raise ConfigError("shard_size_mb must be positive")
+        if self.max_length > MAX_LENGTH_LIMIT:
+            raise ConfigError(f"max_length must be at most {MAX_LENGTH_LIMIT:,}, got {self.max_length:,}")
+        if not math.isfinite(self.shard_size_mb) or self.shard_size_mb < MIN_SHARD_MB:
+            raise ConfigError(f"shard_size_mb must be a number of MiB, at least {MIN_SHARD_MB}, got {self.shard_size_mb}")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise ConfigError(f"shard_rows must be at least 1, got {self.shard_rows}")
+        if not 0 < self.max_padding_waste < 1:  # also refuses nan
+            raise ConfigError(f"max_padding_waste must be in (0, 1), got {self.max_padding_waste}")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
         if isinstance(self.buckets, str):
@@ -108,9 +120,12 @@ class BuildConfig:
 
 def parse_buckets(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        bounds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"--buckets expects comma-separated integers, got {text!r}") from None
+    if not bounds:  # an empty list would silently mean "choose automatically"
+        raise ConfigError(f"--buckets expects comma-separated integers, got {text!r}")
+    return bounds
 
 
 @dataclass

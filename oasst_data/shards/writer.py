@@ -43,19 +43,25 @@ def plan_parts(
     target_bytes: int,
     target_rows: int | None,
 ) -> np.ndarray:
-    """The part (shard number within its split and bucket) of every row."""
+    """The part (shard number within its split and bucket) of every row.
+
+    Rows are dealt in the order of their seeded hash key into `count` runs of equal size (within
+    one row), so no part exceeds `target_rows` and which part a row lands in does not depend on
+    the order the rows were read in.
+    """
     parts = np.zeros(len(keys), dtype=np.int32)
-    unit = keys.astype(np.float64) / float(1 << 64)
     for split_flag in (False, True):
         for bucket in buckets:
-            selected = (is_validation == split_flag) & (bucket_of_row == bucket.index)
-            rows = int(selected.sum())
+            selected = np.flatnonzero((is_validation == split_flag) & (bucket_of_row == bucket.index))
+            rows = len(selected)
             if rows == 0:
                 continue
             count = max(1, math.ceil(int(row_bytes[selected].sum()) / target_bytes))
             if target_rows:
                 count = max(count, math.ceil(rows / target_rows))
-            parts[selected] = np.minimum((unit[selected] * count).astype(np.int32), count - 1)
+            rank = np.empty(rows, dtype=np.int64)
+            rank[np.argsort(keys[selected], kind="stable")] = np.arange(rows)
+            parts[selected] = (rank * count // rows).astype(np.int32)
     return parts
 
 

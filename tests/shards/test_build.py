@@ -386,3 +386,43 @@ def test_the_tokenizer_travels_with_the_shards(fixture_build, tmp_path):
     shutil.copytree(fixture_build, copy)
     (copy / saved["folder"] / "tokenizer_config.json").write_text("{}")
     assert verify_shards(copy).mismatched == [f"{saved['folder']}/tokenizer_config.json"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(shard_size_mb=1e-9), "shard_size_mb must be a number of MiB"),
+        (dict(shard_size_mb=float("inf")), "shard_size_mb must be a number of MiB"),
+        (dict(shard_size_mb=float("nan")), "shard_size_mb must be a number of MiB"),
+        (dict(max_length=1 << 63), "max_length must be at most"),
+        (dict(shard_rows=0), "shard_rows must be at least 1"),
+        (dict(max_padding_waste=-1.0), r"max_padding_waste must be in \(0, 1\)"),
+        (dict(max_padding_waste=float("nan")), r"max_padding_waste must be in \(0, 1\)"),
+        (dict(buckets=",,"), "--buckets expects comma-separated integers"),
+    ],
+)
+def test_out_of_range_settings_are_one_clear_error(change, message):
+    # Each of these ended in a ZeroDivisionError, OverflowError or a silent no-op before.
+    with pytest.raises(ConfigError, match=message):
+        fixture_config(**change)
+
+
+def test_shard_parts_respect_the_row_cap_whatever_the_read_order():
+    from oasst_data.shards.buckets import Bucket
+    from oasst_data.shards.writer import plan_parts
+
+    rng = np.random.default_rng(7)
+    rows = 1_003
+    keys = rng.integers(0, 2**63, size=rows, dtype=np.uint64)
+    is_validation = rng.random(rows) < 0.1
+    bucket_of_row = rng.integers(0, 3, size=rows).astype(np.int32)
+    row_bytes = rng.integers(10, 1_000, size=rows)
+    buckets = [Bucket(0, 1, 10), Bucket(1, 11, 20), Bucket(2, 21, 30)]
+    parts = plan_parts(is_validation, bucket_of_row, row_bytes, keys, buckets, 1 << 30, 50)
+    for flag in (False, True):
+        for bucket in range(3):
+            sizes = np.bincount(parts[(is_validation == flag) & (bucket_of_row == bucket)])
+            assert sizes.max() <= 50 and sizes.max() - sizes.min() <= 1
+    order = rng.permutation(rows)
+    shuffled = plan_parts(is_validation[order], bucket_of_row[order], row_bytes[order], keys[order], buckets, 1 << 30, 50)
+    assert np.array_equal(shuffled, parts[order])  # a row's shard depends on its key, not on the read order
