@@ -164,11 +164,12 @@ class LabelThreshold(ThreadFilter):
         return None
 
 
-def parse_langs(value: str | Sequence[str]) -> frozenset[str]:
+def parse_langs(value: str | Sequence[str], option: str = "--lang", what: str = "language code") -> frozenset[str]:
+    """A comma-separated list (or a sequence) of codes; '*' stands for any."""
     items = value.split(",") if isinstance(value, str) else list(value)
     langs = frozenset(item.strip() for item in items if item.strip())
     if not langs:
-        raise ConfigError("--lang needs at least one language code (or '*')")
+        raise ConfigError(f"{option} needs at least one {what} (or '*')")
     return langs
 
 
@@ -209,7 +210,7 @@ def _langs(config) -> frozenset[str]:
 REGISTRY: tuple[FilterSpec, ...] = (
     FilterSpec("tree_state", "tree", "--tree-states", ("tree_state", "tree_state_missing"), True,
                "tree_state must be listed (default ready_for_export)",
-               lambda c: [TreeStateFilter(parse_langs(c.tree_states))]),
+               lambda c: [TreeStateFilter(parse_langs(c.tree_states, "--tree-states", "tree state"))]),
     FilterSpec("review_result", "tree", "(always)", ("review_result",), True,
                "the root prompt's review_result must be true",
                lambda c: [RootReviewFilter()]),

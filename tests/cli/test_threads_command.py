@@ -119,3 +119,9 @@ def test_any_system_error_is_one_line_naming_the_file(capsys):
             raise OSError(28, "No space left on device", "/data/out.jsonl")
     assert stopped.value.exit_code == 1
     assert capsys.readouterr().err.strip() == "error: /data/out.jsonl: No space left on device"
+
+
+def test_an_empty_list_option_names_itself(tmp_path):
+    for option, message in (("--lang", "--lang needs at least one language code"), ("--tree-states", "--tree-states needs at least one tree state")):
+        result = runner.invoke(app, ["threads", TREES, option, " , ", "--out", str(tmp_path / "t.jsonl")])
+        assert result.exit_code == 1 and message in result.output, result.output
