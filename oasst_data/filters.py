@@ -8,11 +8,15 @@ reference does.
 from __future__ import annotations
 
 import enum
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigError
 from .records import ExportMessage, ExportMessageTree
+
+log = logging.getLogger(__name__)
 
 REFERENCE_LANGS = "bg,ca,cs,da,de,en,es,fr,hr,hu,it,nl,pl,pt,ro,ru,sl,sr,sv,uk"
 ANY = "*"
@@ -182,11 +186,20 @@ def parse_label_thresholds(items: Sequence[str], is_max: bool) -> list[LabelThre
             bound = float(value)
         except ValueError:
             bound = None
-        if not sep or not name.strip() or bound is None:
-            flag = "--max-label" if is_max else "--min-label"
+        flag = "--max-label" if is_max else "--min-label"
+        if not sep or not name.strip() or bound is None or not math.isfinite(bound):  # nan would keep everything
             raise ConfigError(f"{flag} expects NAME=NUMBER (e.g. spam=0.5), got {item!r}")
+        if name.strip() not in OASST_LABELS:  # a typo would filter nothing; a new export's label is fine
+            log.warning("%s %s: %r is not one of Open-Assistant's labels (%s)", flag, item, name.strip(), ", ".join(sorted(OASST_LABELS)))
         thresholds.append(LabelThreshold(name.strip(), bound, is_max))
     return thresholds
+
+
+# The label names of Open-Assistant's exports (oasst1/oasst2 message "labels").
+OASST_LABELS = frozenset({
+    "spam", "fails_task", "pii", "not_appropriate", "hate_speech", "sexual_content", "quality", "toxicity",
+    "humor", "helpfulness", "creativity", "violence", "lang_mismatch", "moral_judgement", "political_content",
+})
 
 
 @dataclass(frozen=True)

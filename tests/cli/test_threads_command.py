@@ -125,3 +125,13 @@ def test_an_empty_list_option_names_itself(tmp_path):
     for option, message in (("--lang", "--lang needs at least one language code"), ("--tree-states", "--tree-states needs at least one tree state")):
         result = runner.invoke(app, ["threads", TREES, option, " , ", "--out", str(tmp_path / "t.jsonl")])
         assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_label_thresholds_refuse_nan_and_warn_about_unknown_labels(tmp_path):
+    out = ["--out", str(tmp_path / "t.jsonl")]
+    nan = runner.invoke(app, ["threads", TREES, "--max-label", "spam=nan", *out])
+    assert nan.exit_code == 1 and "--max-label expects NAME=NUMBER" in nan.output  # nan compares false: it would keep all
+    typo = runner.invoke(app, ["threads", TREES, "--max-label", "spma=0.1", *out])
+    assert typo.exit_code == 0 and "'spma' is not one of Open-Assistant's labels" in " ".join(typo.output.split())
+    known = runner.invoke(app, ["threads", TREES, "--max-label", "spam=0.5", *out])
+    assert known.exit_code == 0 and "not one of" not in known.output
