@@ -70,6 +70,8 @@ def stats(
                     raise ConfigError(f"{path}: a build directory is read alone; give it without other inputs")
                 if Path(path).is_dir():
                     raise ConfigError(f"{path}: a directory without manifest.json (give export files, or one finished build)")
+            if max_length is not None and (tokenizer is None or max_length < 1):
+                raise ConfigError("--max-length counts threads longer than N tokens: it needs --tokenizer and N >= 1")
             files = expand_inputs(paths)
             if not files and not alpaca:
                 raise typer.BadParameter("give export files, one build directory, or --alpaca SOURCE")

@@ -60,6 +60,8 @@ def test_user_errors_are_one_line(tmp_path):
         (["stats", str(tmp_path)], "without manifest.json"),
         (["stats", str(TREES), "--max-label", "spam"], "NAME=NUMBER"),
         (["stats", str(TREES), "--tokenizer", str(tmp_path / "no-tokenizer")], "cannot load tokenizer"),
+        (["stats", str(TREES), "--max-length", "512"], "it needs --tokenizer"),  # was silently ignored
+        (["stats", str(TREES), "--tokenizer", str(TOKENIZER), "--max-length", "0"], "N >= 1"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
