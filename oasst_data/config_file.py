@@ -11,7 +11,9 @@ Own layout: a mapping of BuildConfig fields, with thread options either nested u
 
 Open-Assistant layout: named sections merged in the order given by `--configs`, whose
 `datasets:` list holds `oasst_export: {lang, input_file_path, val_split, top_k, ...}` and
-`alpaca` entries (the seed model's `reference-data`). Trainer keys are ignored.
+`alpaca` entries (the seed model's `reference-data`). Trainer keys are ignored; other datasets
+and the entries' options oasst-data does not use (fraction, limit, max_val_set, ...) are ignored
+with a warning. Relative paths (data_path, input_file_path) are relative to the file's folder.
 Precedence: defaults < file < command-line flags.
 """
 
@@ -35,6 +37,18 @@ log = logging.getLogger(__name__)
 _THREAD_FIELDS = {f.name for f in fields(ThreadConfig)}
 # OA's dataset-entry keys that mean the same as ours.
 _OA_EXPORT_KEYS = {"lang": "lang", "val_split": "val_split", "top_k": "top_k", "manual_seed": "seed"}
+_OA_EXPORT_USED = {"input_file_path", *_OA_EXPORT_KEYS}
+
+
+class FileValues(dict):
+    """`config_from_file`'s result: BuildConfig keyword arguments that remember their file.
+
+    `merge` uses `source` to name the file when one of its values fails validation.
+    """
+
+    def __init__(self, values: dict[str, Any], source: str):
+        super().__init__(values)
+        self.source = source
 
 
 def _build_fields() -> set[str]:
@@ -65,7 +79,7 @@ def config_from_file(path: Path, sections: Sequence[str] = ()) -> dict[str, Any]
     """BuildConfig keyword arguments (threads as a nested dict) read from a YAML file."""
     data = load_yaml(path)
     values = _from_open_assistant(data, sections, Path(path)) if sections else _from_native(data, Path(path))
-    return _typed(values, str(path))
+    return FileValues(_typed(values, str(path)), str(path))
 
 
 def _typed(values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -81,7 +95,10 @@ def _typed(values: dict[str, Any], where: str) -> dict[str, Any]:
 def _from_native(data: dict, path: Path) -> dict[str, Any]:
     build_fields = _build_fields()
     out: dict[str, Any] = {}
-    threads: dict[str, Any] = dict(data.get("threads") or {})
+    nested = data.get("threads")
+    if nested is not None and not isinstance(nested, dict):
+        raise ConfigError(f"{path}: threads must be a mapping of thread options, got {nested!r}")
+    threads: dict[str, Any] = dict(nested or {})
     for key, value in data.items():
         if key == "threads":
             continue
@@ -94,10 +111,11 @@ def _from_native(data: dict, path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {known}; for Open-Assistant configs pass --configs SECTION...)")
     unknown = set(threads) - _THREAD_FIELDS
     if unknown:
-        raise ConfigError(f"{path}: unknown thread option(s) {sorted(unknown)}")
-    for key in ("inputs", "alpaca"):
-        if key in out:
-            out[key] = [_resolve(p, path.parent) if key == "inputs" else _resolve_maybe(p, path.parent) for p in _as_list(out[key])]
+        raise ConfigError(f"{path}: unknown thread option(s) {sorted(map(str, unknown))}")
+    if "inputs" in out:
+        out["inputs"] = [_resolve(p, path.parent) for p in _paths(out["inputs"], path, "inputs")]
+    if "alpaca" in out:
+        out["alpaca"] = [_resolve_maybe(p, path.parent) for p in _paths(out["alpaca"], path, "alpaca")]
     out["threads"] = threads
     return out
 
@@ -111,35 +129,57 @@ def _from_open_assistant(data: dict, sections: Sequence[str], path: Path) -> dic
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: section {name!r} is not a mapping")
         merged.update(section)  # OA's own precedence: later sections override earlier ones
-    base = Path(merged["data_path"]) if merged.get("data_path") else path.parent
-    if not base.is_absolute():
-        base = path.parent / base
+    # A relative data_path is taken relative to the config file's folder, like input paths.
+    base = path.parent
+    if merged.get("data_path") is not None:
+        base = base / _path_text(merged["data_path"], path, "data_path")
     out: dict[str, Any] = {"inputs": [], "alpaca": [], "threads": {}}
     if "max_length" in merged:
         out["max_length"] = merged["max_length"]
+    for key in ("tokenizer_name", "model_name"):
+        if merged.get(key) is not None and not isinstance(merged[key], str):
+            raise ConfigError(f"{path}: {key} must be a model name or folder (text), got {merged[key]!r}")
     tokenizer = merged.get("tokenizer_name") or merged.get("model_name")
     if tokenizer:
-        out["tokenizer"] = str(tokenizer)
+        out["tokenizer"] = tokenizer
+    datasets = merged.get("datasets")
+    if datasets is None:
+        datasets = []
+    elif isinstance(datasets, (str, dict)):
+        datasets = [datasets]  # a single entry
+    elif not isinstance(datasets, (list, tuple)):
+        raise ConfigError(f"{path}: datasets must be a list of dataset entries, got {datasets!r}")
     exports = []
-    for entry in _as_list(merged.get("datasets") or []):
+    for entry in datasets:
         if isinstance(entry, str):
             name, options = entry, {}
         elif isinstance(entry, dict) and len(entry) == 1:
             name, options = next(iter(entry.items()))
-            options = options or {}
         else:
-            raise ConfigError(f"{path}: cannot read dataset entry {entry!r}")
+            raise ConfigError(f"{path}: datasets: cannot read entry {entry!r} (expected a name, or a name mapped to its options)")
+        if options is None:
+            options = {}
+        if name in ("oasst_export", "alpaca") and not isinstance(options, dict):
+            raise ConfigError(f"{path}: datasets: {name} must be a mapping of options, got {options!r}")
         if name == "oasst_export":
             exports.append(options)
+            ignored = set(options) - _OA_EXPORT_USED
         elif name == "alpaca":
             out["alpaca"].append("yahma/alpaca-cleaned")
+            ignored = set(options)
         else:
             log.warning("%s: dataset %r is not supported by oasst-data and is ignored", path, name)
+            continue
+        if ignored:
+            log.warning(
+                "%s: %s option(s) %s are not supported by oasst-data and are ignored",
+                path, name, ", ".join(sorted(map(str, ignored))),
+            )
     thread_options: dict[str, Any] = {}
     for options in exports:
-        if "input_file_path" not in options:
+        if options.get("input_file_path") is None:
             raise ConfigError(f"{path}: oasst_export needs input_file_path")
-        out["inputs"].append(_resolve(options["input_file_path"], base))
+        out["inputs"].append(_resolve(_path_text(options["input_file_path"], path, "input_file_path"), base))
         for oa_key, our_key in _OA_EXPORT_KEYS.items():
             if oa_key in options:
                 value = options[oa_key]
@@ -150,8 +190,21 @@ def _from_open_assistant(data: dict, sections: Sequence[str], path: Path) -> dic
     return out
 
 
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def _paths(value: Any, path: Path, key: str) -> list[str]:
+    """A file-list setting: one path or a list of paths, each non-empty text."""
+    if value is None:
+        raise ConfigError(f"{path}: {key} must not be empty (give a list of paths, or leave the key out)")
+    if isinstance(value, str):
+        value = [value]
+    elif not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path}: {key} must be a list of paths, got {value!r}")
+    return [_path_text(item, path, key) for item in value]
+
+
+def _path_text(value: Any, path: Path, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: {key} must be a path (non-empty text), got {value!r}")
+    return value
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -166,18 +219,42 @@ def _resolve_maybe(value: str, base: Path) -> str:
 
 
 def merge(file_values: dict[str, Any], flag_values: dict[str, Any], thread_flags: dict[str, Any]):
-    """BuildConfig from defaults < file < flags."""
+    """BuildConfig from defaults < file < flags.
+
+    When `file_values` came from `config_from_file`, a value of the file that the flags do not
+    override and that BuildConfig / ThreadConfig refuse is reported as `FILE: SETTING: reason`.
+    """
     from .shards.build import BuildConfig
 
-    threads = {**file_values.get("threads", {}), **thread_flags}
-    values = {k: v for k, v in file_values.items() if k != "threads"}
-    for key, value in flag_values.items():
-        if value is None:
-            continue
-        if key in ("inputs", "alpaca") and not value:
-            continue
-        values[key] = value
+    flags = {key: value for key, value in flag_values.items() if value is not None and not (key in ("inputs", "alpaca") and not value)}
+    file_threads = dict(file_values.get("threads") or {})
+    file_build = {key: value for key, value in file_values.items() if key != "threads"}
+    source = getattr(file_values, "source", None)
+    if source is not None:
+        _check_file_values(
+            source,
+            {key: value for key, value in file_build.items() if key not in flags},
+            {key: value for key, value in file_threads.items() if key not in thread_flags},
+        )
+    threads = {**file_threads, **thread_flags}
+    values = {**file_build, **flags}
     try:
         return BuildConfig(**values, threads=ThreadConfig(**threads))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid configuration: {error}") from None
+
+
+def _check_file_values(source: str, build_values: dict[str, Any], thread_values: dict[str, Any]) -> None:
+    """Run each file value alone through the dataclasses' own checks (all others at their defaults)."""
+    from .shards.build import BuildConfig
+
+    checks = [(key, ThreadConfig, value) for key, value in thread_values.items()]
+    checks += [(key, BuildConfig, value) for key, value in build_values.items()]
+    for key, cls, value in checks:
+        try:
+            cls(**{key: value})
+        except (ConfigError, TypeError, ValueError) as error:
+            reason = str(error)
+            if reason.startswith(f"{key} "):
+                reason = reason[len(key) + 1 :]
+            raise ConfigError(f"{source}: {key}: {reason}") from None

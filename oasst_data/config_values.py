@@ -9,6 +9,7 @@ instead of failing later inside the code that uses it.
 from __future__ import annotations
 
 import enum
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,14 @@ def _scalar(name: str, value: Any, kind: Any, where: str) -> Any:
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
-        if kind is Path:
-            return Path(str(value))
+            number = float(value)
+            if not math.isfinite(number):  # .inf, .nan, or the strings "inf"/"nan"
+                raise ConfigError(f"{where}: {name} must be a finite number, got {value!r}")
+            return number
         if isinstance(value, (dict, list, tuple)):
             raise ValueError
+        if kind is Path:
+            return Path(str(value))
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}") from None

@@ -144,3 +144,137 @@ def test_open_assistant_config_through_the_cli(tmp_path):
     # de is in the reference list, so the German tree is kept: 12 + 1 threads.
     assert manifest["funnel"]["threads"] == 13
     assert Path(manifest["inputs"][0]["name"]).name == "trees.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("threads: 5\n", "threads must be a mapping"),
+        ("threads: [a]\n", "threads must be a mapping"),
+        ("inputs: 5\n", "inputs must be a list of paths, got 5"),
+        ("inputs:\n", "inputs must not be empty"),
+        ("inputs: [null]\n", "inputs must be a path"),
+        ("inputs: [a.jsonl, '']\n", "inputs must be a path"),
+        ("alpaca: 5\n", "alpaca must be a list of paths, got 5"),
+        ("alpaca: [{a: 1}]\n", "alpaca must be a path"),
+        ("shard_size_mb: .inf\n", "shard_size_mb must be a finite number, got inf"),
+        ("val_split: .nan\n", "val_split must be a finite number, got nan"),
+        ("threads:\n  val_split: -.inf\n", "val_split must be a finite number"),
+        ("max_padding_waste: nan\n", "max_padding_waste must be a finite number"),
+        ("quarantine: [a]\n", "quarantine must be Path"),
+    ],
+)
+def test_a_wrongly_shaped_setting_names_the_file_and_the_setting(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
+        config_from_file(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("  datasets:\n    - oasst_export: 5\n", "datasets: oasst_export must be a mapping of options, got 5"),
+        ("  datasets:\n    - oasst_export:\n        input_file_path: [a]\n", "input_file_path must be a path"),
+        ("  datasets:\n    - oasst_export:\n        val_split: 0.1\n", "oasst_export needs input_file_path"),
+        ("  data_path: 5\n  datasets:\n    - oasst_export:\n        input_file_path: t.jsonl\n", "data_path must be a path"),
+        ("  datasets: 5\n", "datasets must be a list of dataset entries, got 5"),
+        ("  datasets:\n    - alpaca: 5\n", "datasets: alpaca must be a mapping of options, got 5"),
+        ("  datasets:\n    - 5\n", "datasets: cannot read entry 5"),
+        ("  model_name: [a]\n  datasets: []\n", "model_name must be a model name or folder"),
+        ("  datasets:\n    - oasst_export:\n        input_file_path: t.jsonl\n        val_split: .inf\n", "val_split must be a finite number"),
+    ],
+)
+def test_a_wrongly_shaped_open_assistant_setting_names_the_file_and_the_setting(tmp_path, text, message):
+    path = tmp_path / "oa.yaml"
+    path.write_text("defaults:\n" + text)
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
+        config_from_file(path, ["defaults"])
+
+
+def test_open_assistant_inputs_are_relative_to_a_config_given_by_a_relative_path(tmp_path, monkeypatch):
+    (tmp_path / "cfg" / "data").mkdir(parents=True)
+    config = tmp_path / "cfg" / "oa.yaml"
+    config.write_text("defaults:\n  datasets:\n    - oasst_export:\n        input_file_path: trees.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    values = config_from_file(Path("cfg/oa.yaml"), ["defaults"])
+    assert values["inputs"] == [str(Path("cfg") / "trees.jsonl")]
+    assert Path(values["inputs"][0]).resolve() == (tmp_path / "cfg" / "trees.jsonl").resolve()
+    # A relative data_path is relative to the config's folder too, and only once.
+    config.write_text("defaults:\n  data_path: data\n  datasets:\n    - oasst_export:\n        input_file_path: trees.jsonl\n")
+    assert config_from_file(Path("cfg/oa.yaml"), ["defaults"])["inputs"] == [str(Path("cfg") / "data" / "trees.jsonl")]
+    config.write_text(f"defaults:\n  data_path: {tmp_path / 'elsewhere'}\n  datasets:\n    - oasst_export:\n        input_file_path: trees.jsonl\n")
+    assert config_from_file(Path("cfg/oa.yaml"), ["defaults"])["inputs"] == [str(tmp_path / "elsewhere" / "trees.jsonl")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("val_split: 2\n", r"val_split: must be in \[0, 1\), got 2.0"),
+        ("threads:\n  top_k: 0\n", "top_k: must be at least 1, got 0"),
+        ("max_length: 4\n", "max_length: must be at least 8, got 4"),
+        ("shard_size_mb: 0\n", "shard_size_mb: must be a number of MiB"),
+        ("max_padding_waste: 1.5\n", r"max_padding_waste: must be in \(0, 1\)"),
+        ("workers: 0\n", "workers: must be at least 1"),
+    ],
+)
+def test_a_value_out_of_range_in_a_file_names_the_file(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    Path("c.yaml").write_text(text)
+    values = config_from_file(Path("c.yaml"))
+    with pytest.raises(ConfigError, match=f"^c.yaml: {message}"):
+        merge(values, {}, {})
+
+
+def test_a_flag_overrides_a_bad_file_value_and_its_own_errors_are_unchanged(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("val_split: 2\nmax_length: 4\n")
+    values = config_from_file(path)
+    config = merge(values, {"max_length": 64}, {"val_split": 0.1})
+    assert config.max_length == 64 and config.threads.val_split == 0.1
+    path.write_text("val_split: 0.1\n")
+    with pytest.raises(ConfigError, match=r"^val_split must be in \[0, 1\), got 3"):
+        merge(config_from_file(path), {}, {"val_split": 3.0})
+    with pytest.raises(ConfigError, match="^max_length must be at least 8"):
+        merge(config_from_file(path), {"max_length": 4}, {})
+
+
+def test_open_assistant_range_errors_name_the_file(tmp_path):
+    path = tmp_path / "oa.yaml"
+    path.write_text("defaults:\n  datasets:\n    - oasst_export:\n        input_file_path: t.jsonl\n        top_k: 0\n")
+    with pytest.raises(ConfigError, match=f"^{path}: top_k: must be at least 1"):
+        merge(config_from_file(path, ["defaults"]), {}, {})
+
+
+def test_unsupported_open_assistant_options_are_named_in_a_warning(tmp_path, caplog):
+    path = tmp_path / "oa.yaml"
+    path.write_text(
+        "defaults:\n  datasets:\n"
+        "    - oasst_export:\n        input_file_path: t.jsonl\n        lang: en\n        top_k: 1\n"
+        "        manual_seed: 7\n        fraction: 0.5\n        limit: 10\n        max_val_set: 50\n"
+        "    - alpaca:\n        val_split: 0.1\n        max_val_set: 20\n"
+        "    - alpaca\n"
+    )
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        values = config_from_file(path, ["defaults"])
+    assert values["threads"] == {"lang": "en", "top_k": 1, "seed": 7}
+    assert values["alpaca"] == ["yahma/alpaca-cleaned", "yahma/alpaca-cleaned"]
+    messages = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(messages) == 2, messages
+    assert "oasst_export option(s) fraction, limit, max_val_set are not supported" in messages[0]
+    assert "alpaca option(s) max_val_set, val_split are not supported" in messages[1]
+    assert all(str(path) in message for message in messages)
+    assert not any(key in messages[0] for key in ("input_file_path", "lang", "top_k", "manual_seed"))
+
+
+def test_a_wrongly_shaped_config_is_one_line_through_the_cli(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("threads: 5\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "oasst_data_cli", "build", str(FIXTURES / "oasst" / "trees.jsonl"), "--config", str(config),
+         "--tokenizer", str(FIXTURE_TOKENIZER), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {config}: threads must be a mapping of thread options, got 5"]
