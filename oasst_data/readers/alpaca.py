@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 DEFAULT_ALPACA_DATASET = "yahma/alpaca-cleaned"
 _FILE_SUFFIXES = (".json", ".jsonl", ".gz", ".zst", ".zstd")
 _record_decoder = msgspec.json.Decoder(AlpacaRecord)
+# Only a file whose first character is '[' is read as a JSON array (then anything after its
+# closing ']' is an error). In JSON Lines, a line holding an array is one bad record, not unpacked:
+# the format is one object a line, and guessing would hide a file written wrongly.
+_ARRAY_LINE_HINT = " (JSON Lines hold one object a line; an array on a line is not unpacked)"
 
 
 @dataclass(slots=True)
@@ -87,7 +91,11 @@ class AlpacaReader:
                 line, raw, value = next(elements)
             except StopIteration:
                 return
-            except BadRecordError as error:  # a syntax error: the rest cannot be located
+            except BadRecordError as error:
+                # A syntax error, or text after the closing ']': the rest cannot be located as
+                # records, so in skip mode it counts as one bad record (the quarantine holds the
+                # trailing text) and reading stops. Parsing on after ']' (a second array, JSON
+                # Lines) would guess at a format the file does not declare.
                 self.records_read += 1
                 self._bad(error)
                 return
@@ -125,20 +133,32 @@ class AlpacaReader:
             try:
                 record = _record_decoder.decode(line.data)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
-                self._bad(BadRecordError(self.source, line.number, _describe_decode_error(error, line.data), line.data))
+                reason = _describe_decode_error(error, line.data)
+                if isinstance(error, msgspec.ValidationError) and str(error) == "Expected `object`, got `array`":
+                    reason += _ARRAY_LINE_HINT
+                self._bad(BadRecordError(self.source, line.number, reason, line.data))
                 continue
             yield LocatedAlpaca(record, self.source, line.number, line.data)
 
     def _from_dataset(self) -> Iterator[LocatedAlpaca]:
         import datasets
 
-        try:
-            dataset = datasets.load_dataset(self.source, split=self.split)
-        except Exception as error:  # datasets raises many types (hub offline, missing, bad files)
-            raise OasstDataError(
-                f"cannot load Alpaca dataset {self.source!r}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
-                " -- offline? pass a local file or dataset folder to --alpaca"
-            ) from None
+        folder = Path(self.source)
+        if folder.is_dir() and _saved_to_disk(folder):
+            dataset = self._load_saved(datasets, folder)
+        else:
+            try:
+                dataset = datasets.load_dataset(self.source, split=self.split)
+            except Exception as error:  # datasets raises many types (hub offline, missing, bad files)
+                if folder.is_dir():  # a local folder: being offline is not the problem
+                    raise OasstDataError(
+                        f"{self.source}: is a directory but not a dataset: {_first_line(error)}"
+                        " -- pass a JSON or JSON Lines file, or a folder of data files or written by save_to_disk"
+                    ) from None
+                raise OasstDataError(
+                    f"cannot load Alpaca dataset {self.source!r}: {_first_line(error)}"
+                    " -- offline? pass a local file or dataset folder to --alpaca"
+                ) from None
         for row_number, row in enumerate(dataset, start=1):
             self.records_read += 1
             try:
@@ -147,3 +167,33 @@ class AlpacaReader:
                 self._bad(BadRecordError(self.source, row_number, f"invalid record: {error}", msgspec.json.encode(row)))
                 continue
             yield LocatedAlpaca(record, self.source, row_number, None)
+
+    def _load_saved(self, datasets, folder: Path):
+        """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk` (load_dataset refuses the former).
+
+        A DatasetDict gives the requested split, or its only split when it has just one (the
+        extractor assigns its own train/val split, so the name of a lone split does not matter).
+        """
+        try:
+            loaded = datasets.load_from_disk(str(folder))
+        except Exception as error:  # datasets raises many types (missing arrow files, bad json)
+            raise OasstDataError(f"cannot load Alpaca dataset folder {self.source!r} (written by save_to_disk): {_first_line(error)}") from None
+        if not isinstance(loaded, datasets.DatasetDict):
+            return loaded
+        if self.split in loaded:
+            return loaded[self.split]
+        if len(loaded) == 1:
+            (only,) = loaded
+            log.warning("%s: no %r split, reading its only split %r", self.source, self.split, only)
+            return loaded[only]
+        raise OasstDataError(f"{self.source}: no {self.split!r} split in this saved DatasetDict (it has {', '.join(sorted(loaded))})")
+
+
+def _saved_to_disk(folder: Path) -> bool:
+    """True for a folder `save_to_disk` wrote (the files `datasets.load_from_disk` looks for)."""
+    return ((folder / "dataset_info.json").is_file() and (folder / "state.json").is_file()) or (folder / "dataset_dict.json").is_file()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text.strip() else type(error).__name__

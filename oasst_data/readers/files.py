@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - isal is a dependency, but keep working
     _IsalError = zlib.error
 
 _CHUNK = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 
 # What a broken byte stream raises: truncated (EOFError), bad header or CRC (OSError), corrupt
 # deflate data (zlib.error / isal's IsalError, which is not an OSError), corrupt zstd data.
@@ -128,13 +129,21 @@ class Line:
 def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | None = None) -> Iterator[Line]:
     """Yield the lines of a (possibly compressed) file with their 1-based numbers (blank ones too).
 
+    A UTF-8 byte order mark at the start of the (decompressed) file is dropped, as Python's
+    "utf-8-sig" does: Windows editors write one, and JSON parsers reject it as a bad character.
     Raises BadRecordError (file, line) when the byte stream breaks off or is corrupt.
     """
     name = display or str(path)
     number = 0
     with open_binary(path, counter) as handle:
         try:
-            for number, data in enumerate(handle, start=1):  # noqa: B007 - number used after loop
+            # The first line apart, so the loop over the others stays as lean as it was.
+            first = handle.readline()
+            if not first:
+                return
+            number = 1
+            yield Line(1, first.removeprefix(UTF8_BOM))
+            for number, data in enumerate(handle, start=2):  # noqa: B007 - number used after loop
                 yield Line(number, data)
         except STREAM_ERRORS as error:
             raise BadRecordError(name, number + 1, f"cannot read further: {error}") from None
@@ -156,6 +165,8 @@ def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
             paths.extend(Path(m) for m in matches)
         else:
             path = Path(text)
+            if path.is_dir():
+                raise OasstDataError(f"{text}: is a directory, not a file (pass the files in it, or a glob such as '{path / '*.jsonl.gz'}')")
             if not path.is_file():
                 raise OasstDataError(f"{text}: no such file")
             paths.append(path)

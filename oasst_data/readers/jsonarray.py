@@ -17,6 +17,10 @@ from .files import STREAM_ERRORS, open_binary
 _READ = 1 << 20
 _WS = frozenset(" \t\r\n")
 _MAX_ELEMENT = 256 << 20
+# How much of the text after the closing ']' a bad record carries to the quarantine: enough to
+# see what it is (a second array, a log line), bounded so the reader stays in constant memory.
+_MAX_TRAILING_RAW = 1 << 20
+_BOM = "\ufeff"
 
 
 class _ArrayScanner:
@@ -28,6 +32,9 @@ class _ArrayScanner:
         self.pos = 0
         self.line = 1
         self.eof = False
+        # A UTF-8 byte order mark at byte 0 is dropped, as Python's "utf-8-sig" does: editors on
+        # Windows write one, and it is no JSON. Anywhere else it stays (and is malformed JSON).
+        self.at_start = True
         self.decoder = json.JSONDecoder()
         # Why the input ends early (invalid UTF-8, broken compressed stream): raised once the
         # elements before the break have been read, instead of "array not closed".
@@ -37,16 +44,15 @@ class _ArrayScanner:
         if self.eof:
             return
         buffered = self.utf8.getstate()[0]
-        try:
-            chunk = self.handle.read(_READ)
-        except STREAM_ERRORS as error:
-            self._stop(self.text.count("\n", self.pos), f"cannot read further: {error}")
+        chunk, broken = self._read()
+        if broken is not None and not chunk:
+            self._stop(self.text.count("\n", self.pos), f"cannot read further: {broken}")
             return
         try:
             decoded = self.utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as error:
             # Keep the valid text before the bad byte; the error names the bad byte's line.
-            decoded = (buffered + chunk)[: error.start].decode("utf-8", errors="replace")
+            decoded = self._drop_bom((buffered + chunk)[: error.start].decode("utf-8", errors="replace"))
             newlines = self.text.count("\n", self.pos) + decoded.count("\n")
             self.text = self.text[self.pos :] + decoded
             self.pos = 0
@@ -54,8 +60,37 @@ class _ArrayScanner:
             return
         if not chunk:
             self.eof = True
+        decoded = self._drop_bom(decoded)
         self.text = self.text[self.pos :] + decoded
         self.pos = 0
+        if broken is not None:  # the text before the break is kept; the error names the break's line
+            self._stop(self.text.count("\n"), f"cannot read further: {broken}")
+
+    def _read(self) -> tuple[bytes, Exception | None]:
+        """Up to _READ bytes, and the stream error that stopped the read early, if any.
+
+        A single read(_READ) that meets a broken stream (a truncated gzip or zstd) raises and
+        drops the bytes it had already decompressed; read1 pieces keep them, so the elements
+        before the break are still read, as the line reader does.
+        """
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while size < _READ:
+                part = self.handle.read1(_READ - size)
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
+        except STREAM_ERRORS as error:
+            return b"".join(parts), error
+        return b"".join(parts), None
+
+    def _drop_bom(self, decoded: str) -> str:
+        if self.at_start and decoded:
+            self.at_start = False
+            return decoded.removeprefix(_BOM)
+        return decoded
 
     def _stop(self, newlines_ahead: int, reason: str) -> None:
         self.failure = BadRecordError(self.name, self.line + newlines_ahead, reason)
@@ -102,12 +137,45 @@ class _ArrayScanner:
         self.pos = end
         return start, raw.encode("utf-8"), value
 
+    def trailing(self) -> BadRecordError | None:
+        """After the closing ']': None when only whitespace follows, else the error naming it.
+
+        Called with the scanner past the ']'. Reads at most _MAX_TRAILING_RAW more characters.
+        """
+        if self.peek() == "":
+            # A stream that broke after the array (a truncated last zstd frame) is still a
+            # damaged file: report it even though every element was read.
+            return self.failure
+        line = self.line
+        while len(self.text) - self.pos < _MAX_TRAILING_RAW and not self.eof:
+            self.refill()
+        rest = self.text[self.pos : self.pos + _MAX_TRAILING_RAW]
+        cut = len(self.text) - self.pos > _MAX_TRAILING_RAW or not self.eof
+        first = rest[:200].split("\n", 1)[0]
+        shown = first[:40] + ("..." if len(first) > 40 else "")
+        hint = ""
+        if rest[:1] in "[{":
+            hint = " (a file that starts with '[' is read as one JSON array; JSON Lines need one object a line)"
+        reason = f"malformed JSON: data after the closing ']' of the array: {shown!r}{hint}; the rest of the file is not read"
+        if cut:
+            reason += f" (raw holds its first {_MAX_TRAILING_RAW} characters)"
+        return BadRecordError(self.name, line, reason, rest.encode("utf-8"))
+
+
+def _check_end(scanner: _ArrayScanner) -> None:
+    error = scanner.trailing()
+    if error is not None:
+        raise error
+
 
 def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[int, bytes, object]]:
     """Yield (line, raw bytes, value) for each element of a JSON array file.
 
     Malformed JSON raises BadRecordError with the line where the failing element starts;
-    the array cannot be resynchronised after a syntax error, so reading stops there.
+    the array cannot be resynchronised after a syntax error, so reading stops there. Anything
+    but whitespace after the closing ']' (a second array, garbage, JSON Lines after an array on
+    the first line) is such an error too, raised after the array's elements: it is never
+    dropped silently. A UTF-8 byte order mark at the start of the file is ignored.
     """
     name = display or str(path)
     with open_binary(path) as handle:
@@ -116,6 +184,8 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
             raise scanner.error(scanner.line, "malformed JSON: expected a JSON array '['")
         scanner.pos += 1
         if scanner.peek() == "]":
+            scanner.pos += 1
+            _check_end(scanner)
             return
         while True:
             if scanner.peek() == "":
@@ -123,6 +193,8 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
             yield scanner.value()
             separator = scanner.peek()
             if separator == "]":
+                scanner.pos += 1
+                _check_end(scanner)
                 return
             if separator != ",":
                 found = repr(separator) if separator else "end of file"
@@ -133,11 +205,21 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
 def starts_with_array(path: Path) -> bool:
     """True when the file's first non-blank character is '[' (a JSON array, not JSON Lines).
 
-    An unreadable start gives False: the line reader then reports the broken stream as a bad record.
+    A byte order mark at the start is passed over. The head is read with read1 (one raw read at
+    a time), so a stream that breaks later in the file still shows its first bytes: a truncated
+    array is then read as an array up to the break, not as JSON Lines of broken pieces. An
+    unreadable start gives False: the line reader then reports the broken stream as a bad record.
     """
+    head = b""
     try:
         with open_binary(path) as handle:
-            head = handle.read(4096)
+            while len(head) < 4096:
+                chunk = handle.read1(4096)
+                if not chunk:
+                    break
+                head += chunk
+                if head.removeprefix(_BOM.encode("utf-8")).lstrip():
+                    break
     except STREAM_ERRORS:
-        return False
-    return head.lstrip()[:1] == b"["
+        pass
+    return head.removeprefix(_BOM.encode("utf-8")).lstrip()[:1] == b"["

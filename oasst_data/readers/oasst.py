@@ -224,8 +224,8 @@ def _has_columns(row: object) -> bool:
     """True when labels or emojis hold parallel lists ({"name": [...], ...}), the `oasst1` layout."""
     if not isinstance(row, dict):
         return False
-    for field in ("labels", "emojis"):
-        value = row.get(field)
+    for name in ("labels", "emojis"):
+        value = row.get(name)
         if isinstance(value, dict) and isinstance(value.get("name"), list):
             return True
     return False

@@ -1,13 +1,17 @@
 """Alpaca reader: JSON array and JSON Lines (plain or compressed), the prompt rule, records without
-`input`, a Hugging Face dataset loaded offline from a local folder, and the real demo file."""
+`input`, Hugging Face datasets loaded offline from a local folder (data files or save_to_disk), text
+after the closing ']', a byte order mark, and the real demo file."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oasst_data.config import ThreadConfig
 from oasst_data.errors import BadRecordError, OasstDataError
@@ -237,3 +241,266 @@ def test_real_demo_file():
     assert funnel.records_read == 999 and funnel.bad_records == 0
     assert funnel.threads + sum(funnel.tree_drops.values()) == 999
     assert len({t.id for t in threads}) == len(threads)
+
+
+# --- text after the closing ']' -------------------------------------------------------------------
+
+ROW_A = {"instruction": "a", "output": "b"}
+ROW_C = {"instruction": "c", "output": "d"}
+
+
+def compress(data: bytes, suffix: str) -> bytes:
+    if suffix == ".gz":
+        return gzip.compress(data, mtime=0)
+    if suffix == ".zst":
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+class RecordingHandler(BadRecordHandler):
+    """Skip mode that also keeps the errors, to check their lines and raw text."""
+
+    def __init__(self):
+        super().__init__(OnBadRecord.SKIP)
+        self.errors: list[BadRecordError] = []
+
+    def __call__(self, error: BadRecordError) -> None:
+        self.errors.append(error)
+        super().__call__(error)
+
+
+def read_skipping(source) -> tuple[list[AlpacaRecord], AlpacaReader, list[BadRecordError]]:
+    handler = RecordingHandler()
+    reader = AlpacaReader(str(source), handler)
+    return [located.record for located in reader], reader, handler.errors
+
+
+TRAILING_CASES = [
+    # (case id, file name, content, records before the trailing text, its line, what the error shows, the raw quarantined)
+    (
+        "two_arrays_one_a_line", "two.json", json.dumps([ROW_A]) + "\n" + json.dumps([ROW_C]) + "\n",
+        1, 2, "'[{\"instruction\": \"c\"", json.dumps([ROW_C]) + "\n",
+    ),
+    ("garbage_on_the_same_line", "garbage.json", json.dumps([ROW_A, ROW_C]) + " garbage\n", 2, 1, "'garbage'", "garbage\n"),
+    (
+        "jsonl_whose_first_line_is_an_array", "mixed.jsonl", json.dumps([ROW_A]) + "\n" + json.dumps(ROW_C) + "\n" + json.dumps(ROW_A) + "\n",
+        1, 2, "JSON Lines need one object a line", json.dumps(ROW_C) + "\n" + json.dumps(ROW_A) + "\n",
+    ),
+    ("empty_array_then_data", "empty.json", "[]\n\n  x\n", 0, 3, "'x'", "x\n"),
+    ("a_second_closing_bracket", "extra.json", json.dumps([ROW_A]) + "]\n", 1, 1, "']'", "]\n"),
+    (
+        "indented_array_then_an_object", "indented.json", json.dumps([ROW_A, ROW_C], indent=2) + "\n" + json.dumps(ROW_A),
+        2, 11, "'{\"instruction\": \"a\"", json.dumps(ROW_A),
+    ),
+]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+@pytest.mark.parametrize(("name", "text", "before", "line", "shows", "raw"), [c[1:] for c in TRAILING_CASES], ids=[c[0] for c in TRAILING_CASES])
+def test_data_after_the_closing_bracket_is_never_dropped(tmp_path, name, text, before, line, shows, raw, suffix):
+    """Found by an audit: everything after the array's ']' was ignored (a second array, JSON Lines, garbage)."""
+    path = tmp_path / (name + suffix)
+    path.write_bytes(compress(text.encode(), suffix))
+    with pytest.raises(BadRecordError) as caught:
+        records(path)
+    error = caught.value
+    assert (error.source, error.line) == (str(path), line)
+    assert error.reason.startswith("malformed JSON: data after the closing ']' of the array: ") and shows in error.reason
+    # Skip: the records before are used, the trailing text is one bad record, quarantined raw.
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_A, ROW_C][:before])
+    assert (reader.records_read, reader.bad_records) == (before + 1, 1)
+    assert [(e.line, e.raw) for e in seen] == [(line, raw.encode())]
+
+
+def test_only_whitespace_may_follow_the_closing_bracket(tmp_path):
+    path = tmp_path / "ws.json"
+    path.write_text(json.dumps(FIXTURE_RECORDS) + " \t\r\n\n   \n")
+    assert [r for _, r in records(path)] == as_records(FIXTURE_RECORDS)
+    path.write_text("[] \n")
+    assert records(path) == []
+
+
+def test_long_trailing_text_is_quarantined_up_to_a_bound(tmp_path):
+    """The trailing text is read at most 1 MiB further: the reader stays in bounded memory."""
+    from oasst_data.readers import jsonarray
+
+    second = [{"instruction": f"q{i}", "output": "x" * 200} for i in range(12000)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([ROW_A]) + "\n" + json.dumps(second) + "\n")
+    assert path.stat().st_size > 2 * jsonarray._MAX_TRAILING_RAW
+    with pytest.raises(BadRecordError, match=r"big.json:2: .*data after the closing '\]'.*raw holds its first 1048576 characters"):
+        records(path)
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_A]) and (reader.records_read, reader.bad_records) == (2, 1)
+    assert len(seen[0].raw) == jsonarray._MAX_TRAILING_RAW and seen[0].raw.startswith(b'[{"instruction": "q0"')
+
+
+def test_a_stream_broken_after_the_closing_bracket_is_still_reported(tmp_path):
+    """A zstd frame holding the whole array, then a truncated frame of blanks: the file is damaged, say so."""
+    compressor = zstandard.ZstdCompressor()
+    data = (ALPACA / "alpaca.json").read_bytes()
+    path = tmp_path / "tail.json.zst"
+    path.write_bytes(compressor.compress(data) + compressor.compress(b"\n" * 1000)[:-3])
+    with pytest.raises(BadRecordError, match="cannot read further: zstd stream ended before the end of its frame"):
+        records(path)
+    got, reader, seen = read_skipping(path)
+    assert got == as_records(FIXTURE_RECORDS) and (reader.records_read, reader.bad_records) == (6, 1)
+    assert seen[0].line > data.count(b"\n")
+
+
+def test_records_before_a_break_in_the_last_chunk_are_kept(tmp_path):
+    """Found while fixing the above: one read(1 MiB) that met the break dropped what it had decompressed."""
+    compressor = zstandard.ZstdCompressor()
+    data = (ALPACA / "alpaca.json").read_bytes()
+    half = data.index(b"{", data.index(b"Name a planet.") - 40)  # the third record starts here
+    path = tmp_path / "cut.json.zst"
+    path.write_bytes(compressor.compress(data[:half]) + compressor.compress(data[half:])[:-5])
+    with pytest.raises(BadRecordError, match="cannot read further"):
+        records(path)
+    got, reader, _ = read_skipping(path)
+    assert got == as_records(FIXTURE_RECORDS[:2]) and (reader.records_read, reader.bad_records) == (3, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.fixed_dictionaries({"instruction": st.text(max_size=5), "output": st.text(max_size=5)}), max_size=4),
+    indent=st.sampled_from([None, 1]),
+    gap=st.text(alphabet=" \t\r\n", max_size=4),
+    tail=st.text(max_size=12),
+)
+def test_trailing_text_property(tmp_path_factory, rows, indent, gap, tail):
+    """Any array followed by any text: whitespace only gives every record; anything else is one error at its line."""
+    text = json.dumps(rows, indent=indent) + gap + tail
+    path = tmp_path_factory.mktemp("tail") / "a.json"
+    path.write_bytes(text.encode("utf-8"))
+    stripped = tail.lstrip(" \t\r\n")  # JSON's whitespace; any other character is data
+    got, reader, seen = read_skipping(path)
+    assert got == as_records(rows)
+    if not stripped:
+        assert seen == [] and reader.records_read == len(rows)
+        return
+    line = text[: len(text) - len(stripped)].count("\n") + 1
+    assert [(e.line, e.raw) for e in seen] == [(line, stripped.encode("utf-8"))]
+    assert (reader.records_read, reader.bad_records) == (len(rows) + 1, 1)
+    assert "data after the closing ']'" in seen[0].reason
+    with pytest.raises(BadRecordError) as caught:
+        records(path)
+    assert caught.value.line == line
+
+
+def test_a_jsonl_line_holding_an_array_is_one_bad_record_not_unpacked(tmp_path):
+    path = tmp_path / "lines.jsonl"
+    path.write_text(json.dumps(ROW_A) + "\n" + json.dumps([ROW_C, ROW_C]) + "\n" + json.dumps(ROW_A) + "\n")
+    with pytest.raises(BadRecordError, match=r"lines.jsonl:2: invalid record: Expected `object`, got `array` \(JSON Lines hold one object a line"):
+        records(path)
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_A, ROW_A]) and (reader.records_read, reader.bad_records) == (3, 1)
+    assert seen[0].raw == json.dumps([ROW_C, ROW_C]).encode() + b"\n"
+
+
+# --- a UTF-8 byte order mark ----------------------------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+@pytest.mark.parametrize("name", ["alpaca.json", "alpaca.jsonl"])
+def test_a_byte_order_mark_at_the_start_is_ignored(tmp_path, name, suffix):
+    """msgspec and json reject U+FEFF ("invalid character (byte 0)"); Python's utf-8-sig drops it at the start."""
+    path = tmp_path / (name + suffix)
+    path.write_bytes(compress(BOM + (ALPACA / name).read_bytes(), suffix))
+    assert records(path) == records(ALPACA / name)  # same records, same line numbers
+    if name.endswith(".json"):  # blank space before the '[' is fine too
+        path.write_bytes(compress(BOM + b"\n  " + (ALPACA / name).read_bytes(), suffix))
+        assert [r for _, r in records(path)] == as_records(FIXTURE_RECORDS)
+
+
+def test_a_byte_order_mark_elsewhere_is_still_an_error(tmp_path):
+    path = tmp_path / "late.json"
+    path.write_bytes(b"[\n" + BOM + json.dumps(ROW_A).encode() + b"]\n")
+    with pytest.raises(BadRecordError, match=r"late.json:2: malformed JSON"):
+        records(path)
+    path = tmp_path / "twice.jsonl"
+    path.write_bytes(BOM + BOM + json.dumps(ROW_A).encode() + b"\n")
+    with pytest.raises(BadRecordError, match=r"twice.jsonl:1: malformed JSON"):
+        records(path)
+
+
+def test_a_byte_order_mark_then_invalid_utf8_names_the_line(tmp_path):
+    """The mark is dropped on the early-stop path too: the records before the bad byte survive."""
+    path = tmp_path / "bad.json"
+    path.write_bytes(BOM + b'[{"instruction": "a", "output": "b"},\n {"instruction": "caf\xe9", "output": "d"}]\n')
+    with pytest.raises(BadRecordError, match=r"bad.json:2: invalid UTF-8"):
+        records(path)
+    got, reader, _ = read_skipping(path)
+    assert got == as_records([ROW_A]) and (reader.records_read, reader.bad_records) == (2, 1)
+
+
+# --- directories ------------------------------------------------------------------------------------
+
+
+def saved_rows() -> list[dict]:
+    return [{"instruction": "Add.", "input": "2 and 3", "output": "5"}, {"instruction": "Name a planet.", "output": "Mars."}]
+
+
+def test_a_folder_written_by_dataset_save_to_disk(tmp_path, offline_datasets):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(saved_rows()).save_to_disk(str(folder))
+    got = records(folder)
+    assert [r for _, r in got] == as_records(saved_rows()) and [line for line, _ in got] == [1, 2]
+    assert offline_datasets == []  # load_dataset refuses such a folder ("use load_from_disk")
+    threads, funnel = extract_threads(alpaca=[str(folder)], config=ThreadConfig(val_split=0.0))
+    assert threads[0].to_json()["text"] == f"{P}Add.\n2 and 3{E}{A}5{E}"
+    assert (funnel.records_read, funnel.threads) == (2, 2)
+
+
+def test_a_folder_written_by_dataset_dict_save_to_disk(tmp_path, offline_datasets, caplog):
+    datasets = pytest.importorskip("datasets")
+    rows = saved_rows()
+    other = [{"instruction": "Other.", "output": "split"}]
+    with_train = tmp_path / "with-train"
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(other), "train": datasets.Dataset.from_list(rows)}).save_to_disk(str(with_train))
+    assert [r for _, r in records(with_train)] == as_records(rows)
+    # One split, whatever its name: that split, with a warning naming it.
+    only = tmp_path / "only-validation"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)}).save_to_disk(str(only))
+    with caplog.at_level(logging.WARNING, logger="oasst_data.readers.alpaca"):
+        assert [r for _, r in records(only)] == as_records(rows)
+    assert "no 'train' split, reading its only split 'validation'" in caplog.text
+    # Several splits and none is train: which one is meant is not guessed.
+    several = tmp_path / "several"
+    datasets.DatasetDict({"a": datasets.Dataset.from_list(rows), "b": datasets.Dataset.from_list(other)}).save_to_disk(str(several))
+    with pytest.raises(OasstDataError, match=r"several: no 'train' split in this saved DatasetDict \(it has a, b\)"):
+        records(several)
+    assert offline_datasets == []
+
+
+def test_saved_rows_of_the_wrong_type_are_bad_records(tmp_path, offline_datasets):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list([{"instruction": "ok", "output": "fine"}, {"instruction": "no output", "output": None}]).save_to_disk(str(folder))
+    with pytest.raises(BadRecordError, match=r"saved:2: invalid record: Expected `str`, got `null` - at `\$.output`"):
+        records(folder)
+    got, reader, _ = read_skipping(folder)
+    assert len(got) == 1 and (reader.records_read, reader.bad_records) == (2, 1)
+
+
+def test_a_damaged_saved_folder_is_one_clear_error(tmp_path, offline_datasets):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(saved_rows()).save_to_disk(str(folder))
+    for arrow in folder.glob("*.arrow"):
+        arrow.unlink()
+    with pytest.raises(OasstDataError, match=r"cannot load Alpaca dataset folder '.*saved' \(written by save_to_disk\): "):
+        records(folder)
+
+
+def test_a_folder_without_data_says_it_is_a_directory(tmp_path, offline_datasets):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(OasstDataError, match=r"empty: is a directory but not a dataset: ") as caught:
+        records(folder)
+    assert "offline?" not in str(caught.value)

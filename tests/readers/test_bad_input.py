@@ -391,11 +391,50 @@ def test_alpaca_jsonl_bad_lines(tmp_path, line, fragment):
     assert_accounted(report, entries)
 
 
+def test_alpaca_data_after_the_closing_bracket_is_an_error_or_quarantined(tmp_path):
+    """Found by an audit: a second array after the first was silently ignored."""
+    second = [{"instruction": "Second array.", "output": "Lost before."}]
+    source = tmp_path / "two.json"
+    source.write_text(ALPACA_ARRAY.rstrip("\n") + "\n" + json.dumps(second) + "\n", encoding="utf-8")
+    line = ALPACA_ARRAY.rstrip("\n").count("\n") + 2
+    out = tmp_path / "threads.jsonl"
+    assert_one_line_error(threads_cli("--alpaca", str(source), "--out", str(out)), source, line, "data after the closing ']' of the array")
+    assert not out.exists()
+    report, entries, result = skip_run(out, extra=("--alpaca", str(source)))
+    assert [(e["line"], e["raw"]) for e in entries] == [(line, json.dumps(second))]
+    assert "data after the closing ']'" in entries[0]["reason"]
+    funnel = report["by_source"]["alpaca"]
+    assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (6, 1, 4)
+    assert_accounted(report, entries)
+    assert "1 bad records skipped" in result.stderr
+
+
+def test_inputs_with_a_byte_order_mark_read_like_those_without(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    trees = tmp_path / "trees.jsonl.gz"
+    trees.write_bytes(gzip.compress(bom + b"".join(TREE_LINES), mtime=0))
+    alpaca = tmp_path / "alpaca.json.zst"
+    alpaca.write_bytes(zstandard.ZstdCompressor().compress(bom + ALPACA_ARRAY.encode()))
+    report, entries, _ = skip_run(tmp_path / "threads.jsonl", str(trees), extra=("--alpaca", str(alpaca)))
+    assert entries == [] and report["funnel"]["threads"] == GOOD_THREADS + 4
+    assert_accounted(report, entries)
+
+
+def test_a_directory_input_names_itself_as_a_directory(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    result = threads_cli(str(folder), "--out", str(tmp_path / "t.jsonl"))
+    message = assert_one_line_error(result, folder, None, ": is a directory, not a file")
+    assert "no such file" not in message
+    result = threads_cli("--alpaca", str(folder), "--out", str(tmp_path / "t.jsonl"))
+    assert_one_line_error(result, folder, None, ": is a directory but not a dataset")
+
+
 # --- mixed inputs ---------------------------------------------------------------------------------
 
 
 def test_skip_counts_per_source_across_files_and_kinds(tmp_path):
-    trees = write_with_bad_line(tmp_path / "a.jsonl", b"{broken\n")
+    write_with_bad_line(tmp_path / "a.jsonl", b"{broken\n")  # read through the glob below
     messages = tmp_path / "b.jsonl"
     messages.write_bytes(b"".join(MESSAGE_LINES + [message_line("o1", "nowhere", "assistant")]))
     alpaca = write_with_bad_line(tmp_path / "c.jsonl", b"[]\n", lines=(FIXTURES / "alpaca" / "alpaca.jsonl").read_bytes().splitlines(keepends=True))
@@ -424,7 +463,8 @@ FUZZ_SOURCES = {
     "alpaca.jsonl": FIXTURES / "alpaca" / "alpaca.jsonl",
 }
 FUZZ_PIECES = [b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"\n", b"null", b"1e999", b"-0", b"\\ud800", b"\xff", b"\x00",
-               b'"replies": [', b'"role": "assistant"', b'"parent_id": "m1"', b'"output": 3', b"true", b"1.5"]
+               b'"replies": [', b'"role": "assistant"', b'"parent_id": "m1"', b'"output": 3', b"true", b"1.5",
+               b"\xef\xbb\xbf", b'] [{"instruction": "x", "output": "y"}']
 
 
 @settings(max_examples=500, deadline=None)

@@ -464,3 +464,65 @@ def test_inputs_that_match_nothing_are_errors(tmp_path):
         extract_threads([str(tmp_path / "*.jsonl")])
     with pytest.raises(OasstDataError, match="missing.jsonl: no such file"):
         extract_threads([tmp_path / "missing.jsonl"])
+
+
+def test_a_directory_input_says_it_is_a_directory(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "trees.jsonl").write_bytes((OASST / "trees.jsonl").read_bytes())
+    with pytest.raises(OasstDataError, match=r"exports: is a directory, not a file \(pass the files in it, or a glob") as caught:
+        extract_threads([folder])
+    assert "no such file" not in str(caught.value)
+    # The glob the message suggests reads the files inside.
+    threads, _ = extract_threads([str(folder / "*.jsonl")], config=ThreadConfig(val_split=0.0))
+    assert len(threads) == 12
+
+
+# --- a UTF-8 byte order mark ---------------------------------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def compress(data: bytes, suffix: str) -> bytes:
+    if suffix == ".gz":
+        return gzip.compress(data, mtime=0)
+    if suffix == ".zst":
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+@pytest.mark.parametrize("name", ["trees.jsonl", "messages.jsonl", "threads.jsonl"])
+def test_a_byte_order_mark_at_the_start_is_ignored(tmp_path, name, suffix):
+    """Windows tools write one; msgspec called it "invalid character (byte 0)". Lines keep their numbers."""
+    data = (OASST / name).read_bytes()
+    path = tmp_path / (name + suffix)
+    path.write_bytes(compress(BOM + data, suffix))
+    reader = OasstExportReader([path], BadRecordHandler(OnBadRecord.FAIL))
+    got = [(located.line, normalized(located.tree)) for located in reader]
+    expected = [(located.line, normalized(located.tree)) for located in OasstExportReader([OASST / name])]
+    assert got == expected and got
+    assert reader.counts.bad_lines == 0
+
+
+def test_a_byte_order_mark_after_the_start_is_still_a_bad_line(tmp_path):
+    lines = (OASST / "trees.jsonl").read_bytes().splitlines(keepends=True)
+    path = tmp_path / "trees.jsonl"
+    path.write_bytes(lines[0] + BOM + lines[1] + b"".join(lines[2:]))
+    with pytest.raises(BadRecordError, match=r"trees.jsonl:2: malformed JSON"):
+        read(path)
+    assert len(read(path, policy=OnBadRecord.SKIP)) == 11
+    # Two marks at the start: only the first is the file's; the second is data.
+    path.write_bytes(BOM + BOM + b"".join(lines))
+    with pytest.raises(BadRecordError, match=r"trees.jsonl:1: malformed JSON"):
+        read(path)
+
+
+def test_a_file_that_is_only_a_byte_order_mark_is_one_empty_line(tmp_path):
+    path = tmp_path / "bom-only.jsonl"
+    path.write_bytes(BOM + b"\n")
+    with pytest.raises(BadRecordError, match=r"bom-only.jsonl:1: empty line"):
+        read(path)
+    path.write_bytes(BOM)
+    with pytest.raises(BadRecordError, match=r"bom-only.jsonl:1: empty line"):
+        read(path)
