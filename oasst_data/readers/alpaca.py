@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..errors import BadRecordError, OasstDataError
+from ..errors import BadRecordError, ConfigError, OasstDataError
 from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
 from .files import iter_lines
@@ -62,7 +62,9 @@ class AlpacaReader:
     """Streams LocatedAlpaca records from one source (file, local dataset folder, or hub name)."""
 
     def __init__(self, source: str, handler: BadRecordHandler | None = None, split: str = "train"):
-        self.source = DEFAULT_ALPACA_DATASET if source in ("", "alpaca", "default") else source
+        if not str(source).strip():  # an unset shell variable, most likely: never a silent download
+            raise ConfigError("--alpaca got an empty source; give a file, a dataset folder, a hub name, or 'alpaca' for " + DEFAULT_ALPACA_DATASET)
+        self.source = DEFAULT_ALPACA_DATASET if source in ("alpaca", "default") else source
         self.handler = handler or BadRecordHandler()
         self.split = split
         self.records_read = 0

@@ -504,3 +504,12 @@ def test_a_folder_without_data_says_it_is_a_directory(tmp_path, offline_datasets
     with pytest.raises(OasstDataError, match=r"empty: is a directory but not a dataset: ") as caught:
         records(folder)
     assert "offline?" not in str(caught.value)
+
+
+def test_an_empty_source_is_an_error_not_the_default_download():
+    from oasst_data.errors import ConfigError
+    from oasst_data.readers.alpaca import DEFAULT_ALPACA_DATASET, AlpacaReader
+
+    with pytest.raises(ConfigError, match="--alpaca got an empty source"):
+        AlpacaReader("  ")
+    assert AlpacaReader("alpaca").source == DEFAULT_ALPACA_DATASET
