@@ -170,4 +170,11 @@ def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
             if not path.is_file():
                 raise OasstDataError(f"{text}: no such file")
             paths.append(path)
+    # The same file twice (a repeated name, overlapping globs) would give every thread twice.
+    seen: dict[str, Path] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise OasstDataError(f"{path}: given twice (also as {seen[real]}); its threads would be counted and trained on twice")
+        seen[real] = path
     return paths

@@ -526,3 +526,16 @@ def test_a_file_that_is_only_a_byte_order_mark_is_one_empty_line(tmp_path):
     path.write_bytes(BOM)
     with pytest.raises(BadRecordError, match=r"bom-only.jsonl:1: empty line"):
         read(path)
+
+
+def test_the_same_file_given_twice_is_an_error(tmp_path, monkeypatch):
+    from oasst_data.errors import OasstDataError
+    from oasst_data.readers.files import expand_inputs
+
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "b.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    assert expand_inputs(["a.jsonl", "*.jsonl"][1:]) == [Path("a.jsonl"), Path("b.jsonl")]
+    for given in (["a.jsonl", "./a.jsonl"], ["a.jsonl", "*.jsonl"]):
+        with pytest.raises(OasstDataError, match=r"a.jsonl: given twice \(also as a.jsonl\)"):
+            expand_inputs(given)
