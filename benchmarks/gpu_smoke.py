@@ -8,10 +8,24 @@ A run goes through `oasst_data.train.run.train` with the seed preset (`reference
 fp16, ZeRO-2, gradient checkpointing, gradient accumulation 2) plus a few flags for a short
 run (steps, learning rate, warmup, a random-init Pythia-shaped model), so it is what
 `oasst-data train` does. It measures, after `--warmup` optimizer steps: real (non-padding)
-tokens/s, padded tokens/s, seconds per optimizer step, model FLOPs utilisation (PaLM's
-formula, 6N + 12·L·d·s per real token, against the H200's 989 TFLOP/s dense fp16/bf16),
-peak GPU memory, and the loss at the start and the end. Works on a CPU too (tiny model,
+tokens/s, padded tokens/s, seconds per optimizer step, model FLOPs utilisation, peak GPU
+memory, and the loss at the start and the end. Works on a CPU too (tiny model,
 --deepspeed none --dtype fp32), which is how the script itself is tested.
+
+MFU follows PaLM's model FLOPs (Chowdhery et al. 2022), the work the model needs,
+not what the hardware did:
+
+    model FLOPs = 6·N·(real tokens) + 12·L·d·Σ len²     (forward + backward)
+
+N: the parameters less the input embedding (a lookup, no matmul; the output projection is
+counted); L layers of width d; the sum runs over every trained row, len its real tokens (the
+attention score and value matmuls of a row of len tokens, counted for the full len x len
+square as PaLM does, not the causal half). Not counted: the forward pass that gradient
+checkpointing recomputes (the seed preset's runs do it: the hardware does about 8N per token,
+not 6N), padding tokens (a padded batch's extra work is waste, so padding lowers MFU), the
+evaluation passes. Tokens are rank 0's (`TokenCounts` counts this rank's batches) and the peak
+is one GPU's (989 TFLOP/s dense fp16/bf16 for an H100/H200): on one GPU that is the whole job.
+MFU = model FLOPs / timed seconds / peak.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@
 # 2. On the GPU machine, in the repository root, with .whl/ beside it:  bash benchmarks/gpu_smoke.sh
 #    (this project's device tool: command "bash benchmarks/gpu_smoke.sh", carry [".whl"], timeout ~590 s)
 #
-# It installs the carried wheels, builds the project fixtures with the real Pythia tokenizer
+# It installs the carried wheels (when the carried transformers does not import on the image,
+# its tokenizers or huggingface-hub being too old, it says so and uses the image's transformers,
+# as SMOKE_SYSTEM_TRANSFORMERS=1 does), builds the project fixtures with the real Pythia tokenizer
 # through `oasst-data build`, expands that build into SYNTHETIC shards whose row lengths follow
 # the real en_100 distribution (benchmarks/synth_shards.py), then trains a random-init
 # Pythia-shaped model with the seed preset (fp16, ZeRO-2, gradient checkpointing, accumulation 2)
@@ -65,6 +67,17 @@ else
 fi
 export TORCH_CUDA_ARCH_LIST=9.0   # the image sets 9.0a, which DeepSpeed's op builder cannot parse
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# The carried transformers needs the image's tokenizers and huggingface-hub to be recent enough
+# (5.24: tokenizers >=0.23.1,<0.24, huggingface-hub >=1.31); when they are not, it does not even
+# import. Rather than lose the GPU session: drop the carried transformers and regex, as
+# SMOKE_SYSTEM_TRANSFORMERS=1 does, and run on the image's own transformers.
+if [ "${SMOKE_SYSTEM_TRANSFORMERS:-0}" != 1 ] \
+    && ! python3 -c "import transformers; from transformers import Trainer, TrainingArguments" > "$WORK/import-transformers.log" 2>&1; then
+    log "the carried transformers does not import here: $(grep -E '^[A-Za-z_.]*(Error|Exception)' "$WORK/import-transformers.log" | tail -n 1)"
+    log "retrying with the image's own transformers (as SMOKE_SYSTEM_TRANSFORMERS=1 does; full error: $WORK/import-transformers.log)"
+    rm -rf /tmp/site/transformers /tmp/site/transformers-*.dist-info /tmp/site/regex /tmp/site/regex-*.dist-info
+    export SMOKE_SYSTEM_TRANSFORMERS=1
+fi
 python3 - <<'EOF' || exit 1
 import torch, transformers, accelerate, deepspeed, oasst_data
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), transformers {transformers.__version__}, "

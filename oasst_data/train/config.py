@@ -9,6 +9,7 @@ ones winning; flags win over all presets. Open-Assistant's key `model_name` is a
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -21,6 +22,7 @@ from ..errors import ConfigError
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
 BATCHING = ("buckets", "random")
+MAX_SEED = 2**32 - 1
 # Open-Assistant's names for the same settings (its trainer_sft.py configs).
 ALIASES = {"model_name": "model"}
 
@@ -52,18 +54,22 @@ class TrainConfig:
     gradient_accumulation_steps: int = _help("Batches per optimizer step.", default=1)
     learning_rate: float = _help("Peak learning rate.", default=1e-5)
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
-    warmup_steps: int = _help("Linear warmup steps, then linear decay to 0 (DeepSpeed: WarmupDecayLR).", default=0)
-    max_grad_norm: float = _help("Gradient clipping norm.", default=1.0)
+    warmup_steps: int = _help(
+        "Learning-rate warmup steps, then linear decay to 0. The warmup is linear without DeepSpeed; under a "
+        "DeepSpeed config with a scheduler (zero2: WarmupDecayLR) it is DeepSpeed's, logarithmic by default (its warmup_type).",
+        default=0,
+    )
+    max_grad_norm: float = _help("Gradient clipping norm (0: no clipping).", default=1.0)
     num_train_epochs: float = _help("Epochs over the train split.", default=1.0)
     max_steps: int = _help("Stop after this many optimizer steps (overrides epochs when > 0).", default=-1)
     eval_steps: int = _help("Evaluate on the validation split every N optimizer steps (0: only at the end).", default=100)
     save_steps: int = _help("Save a checkpoint every N optimizer steps (0: only the final model).", default=500)
-    save_total_limit: int | None = _help("Keep at most this many checkpoints.", default=None)
+    save_total_limit: int | None = _help("Keep at most this many checkpoints (default: all).", default=None)
     logging_steps: int = _help("Log the training loss every N optimizer steps.", default=10)
     deepspeed: str | None = _help("DeepSpeed config: 'zero2' (the seed's, shipped), a JSON path, or none.", default=None)
     report_to: list[str] = _help("Also log to: tensorboard, wandb (comma-separated) or none.", default_factory=lambda: ["none"])
     run_name: str | None = _help("Run name for TensorBoard / Weights & Biases.", default=None)
-    seed: int = _help("Seed of model init, dropout and the batch order.", default=42)
+    seed: int = _help("Seed of model init, dropout and the batch order (0 to 2**32-1).", default=42)
     resume: str | None = _help("Resume from a checkpoint folder, or 'last' for the newest one in output_dir.", default=None)
     dataloader_num_workers: int = _help("DataLoader worker processes (rows are in memory; 0 is usually enough).", default=0)
     verify_checksums: bool = _help("Check every shard's sha256 against the manifest before training.", default=True)
@@ -79,13 +85,25 @@ class TrainConfig:
                 _positive(name, getattr(self, name))
         if self.residual_dropout is not None and not 0.0 <= self.residual_dropout < 1.0:
             raise ConfigError(f"residual_dropout must be in [0, 1), got {self.residual_dropout}")
+        for name in ("learning_rate", "weight_decay", "max_grad_norm", "num_train_epochs"):
+            _finite(name, getattr(self, name))
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("give num_train_epochs > 0 or max_steps > 0")
+        _positive("logging_steps", self.logging_steps)
+        if self.save_total_limit is not None:
+            _positive("save_total_limit", self.save_total_limit)
+        for name in ("eval_steps", "save_steps", "warmup_steps", "max_steps", "dataloader_num_workers", "seed"):
+            _integer(name, getattr(self, name))
         for name in ("eval_steps", "save_steps", "warmup_steps", "dataloader_num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's and transformers' set_seed take 32 bits
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}] (2**32-1), got {self.seed}")
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         self.report_to = [part.strip() for item in self.report_to for part in str(item).split(",") if part.strip()] or ["none"]
@@ -109,6 +127,17 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def _positive(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _integer(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+
+
+def _finite(name: str, value) -> None:
+    """A real number that is not nan or +-inf (a YAML preset's are checked on reading; flags' here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 def field_help(name: str) -> str:

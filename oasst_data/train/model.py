@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 # Config fields that hold the dropout on the residual stream, by model family
 # (GPT-NeoX/Falcon: hidden_dropout, GPT-2: resid_pdrop, BERT-like: hidden_dropout_prob, OPT: dropout).
 RESIDUAL_DROPOUT_FIELDS = ("hidden_dropout", "resid_pdrop", "residual_dropout", "hidden_dropout_prob", "dropout")
+# Config fields that hold the context length (positions), by model family: most, GPT-NeoX and
+# Llama included: max_position_embeddings; GPT-2: n_positions; others: max_sequence_length, n_ctx, seq_length.
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx", "seq_length")
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -55,6 +58,30 @@ def _flash_attention_available() -> bool:
     return bool(is_flash_attn_2_available())
 
 
+def load_config(name_or_path: str):
+    """The model's transformers config (no weights), or a one-line error."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise OasstDataError(f"cannot load model config {name_or_path!r}: {str(error).splitlines()[0]}") from None
+
+
+def context_length(config) -> tuple[int, str] | None:
+    """(positions, config field) of the model's declared context, or None when the config has none.
+
+    Learned position embeddings (GPT-2, OPT) fail on longer rows with an IndexError mid-run;
+    rotary ones (GPT-NeoX, Llama) run but were not trained past it. Either way: no row longer.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in CONTEXT_FIELDS:
+        value = getattr(text, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, getattr(text, "attribute_map", {}).get(name, name)  # GPT-2's own name: n_positions
+    return None
+
+
 def set_residual_dropout(config, value: float | None) -> str | None:
     """Set the model config's residual dropout field; returns its name (None when it has none)."""
     if value is None:
@@ -82,12 +109,9 @@ def load_model(
     Embeddings grow (to a multiple of 8) only when the tokenizer is longer than them: Pythia's
     50,304 rows already hold the 50,282 tokens with markers, and shrinking would gain nothing.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as error:
-        raise OasstDataError(f"cannot load model config {name_or_path!r}: {str(error).splitlines()[0]}") from None
+    config = load_config(name_or_path)
     set_residual_dropout(config, residual_dropout)
     config.use_cache = False
     config.pad_token_id = pad_token_id

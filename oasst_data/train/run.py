@@ -118,6 +118,61 @@ def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def check_context(cfg: TrainConfig, model_config, splits: list) -> None:
+    """Refuse rows (or a max_length) longer than the model's declared context, before any work.
+
+    Past it a model with learned positions (GPT-2, OPT) stops mid-run with "IndexError: index
+    out of range in self"; a rotary one (GPT-NeoX, Llama) runs on positions it never saw.
+    Padding counts: a batch is as wide as its longest row rounded up to pad_to_multiple_of.
+    """
+    from .model import context_length
+    from .sampler import round_up
+
+    found = context_length(model_config)
+    if found is None:
+        log.debug("%s declares no context length: row lengths not checked against it", cfg.model)
+        return
+    context, field_name = found
+    pad = cfg.pad_to_multiple_of if cfg.pad_to_multiple_of and cfg.pad_to_multiple_of > 1 else None
+    fits = context - context % pad if pad else context  # the longest row that still fits once padded
+    where = f"the context of {cfg.model} ({field_name} {context:,})"
+    if cfg.max_length is not None and cfg.max_length > context:
+        raise ConfigError(f"max_length {cfg.max_length:,} is beyond {where}: pass --max-length {context} or less")
+    for rows in splits:
+        if rows is None or not len(rows):
+            continue
+        longest = int(rows.lengths.max())
+        if longest > context:
+            raise ConfigError(
+                f"{cfg.shards}: the longest {rows.name} row has {longest:,} tokens, more than {where}; "
+                f"rebuild with `oasst-data build --max-length {fits}` (the trainer does not truncate)"
+            )
+        if round_up(longest, pad) > context:
+            raise ConfigError(
+                f"--pad-to-multiple-of {pad} pads the longest {rows.name} row ({longest:,} tokens) to "
+                f"{round_up(longest, pad):,}, beyond {where}: pad to a multiple that divides {context}, "
+                f"or rebuild with `oasst-data build --max-length {fits}`"
+            )
+
+
+def check_world_size(trainer_world_size: int) -> None:
+    """Refuse a launch of several processes that the Trainer sees as one.
+
+    torchrun on CPUs without DeepSpeed: accelerate finds no GPU backend and gives every process a
+    world of one, so each would train the whole run alone as rank 0 and write the same output_dir.
+    """
+    try:
+        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} in the environment is not a number") from None
+    if launched > 1 and trainer_world_size == 1:
+        raise ConfigError(
+            f"WORLD_SIZE={launched}: the launcher started {launched} processes but the Trainer sees a world of one "
+            "(no GPU backend), so each would train alone and write the same output directory; on CPUs use DeepSpeed "
+            "(--deepspeed zero2 --dtype fp32), on GPUs DeepSpeed or plain DDP, or start one process"
+        )
+
+
 def plan_summary(rows, policy, seed: int, batching: str) -> dict[str, Any]:
     """Batches and padding of epoch 0, against random batching of REFERENCE_ROWS rows."""
     from .sampler import FixedRows, padding_share
@@ -166,8 +221,8 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     import torch
 
     from .collator import PadCollator
-    from .model import resolve_dtype
-    from .trainer import BucketTrainer, RichLogCallback, batch_policies, training_arguments
+    from .model import load_config, resolve_dtype
+    from .trainer import BucketTrainer, RichLogCallback, batch_plan, batch_policies, check_resume_plan, training_arguments
 
     _quiet_accelerate()
     if int(os.environ.get("RANK", "0") or 0) > 0:  # one console log per job, from rank 0
@@ -182,10 +237,17 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)
     resume = resume_checkpoint(cfg.resume, cfg.output_dir)
     tokenizer, build, validation = _open_shards(cfg)
+    check_context(cfg, load_config(cfg.model), [build.train, validation])
 
     # TrainingArguments first: it sets up the (DeepSpeed) distributed state the model load may need.
     args = training_arguments(cfg, dtype, validation is not None, ds_path, use_configured_state=bool(ds_path) and not cuda)
+    check_world_size(args.world_size)
     train_policy, eval_policy = batch_policies(cfg)
+    if resume is not None:
+        # The Trainer resumes by skipping the batches already trained: right only on the same plan.
+        current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
+        check_resume_plan(resume, current)
+    # Every check so far writes nothing; the Trainer (below) makes the output directory.
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
     _log_plan(cfg, plan)
     hint = bucket_tuning_hint(build.manifest.get("config", {}), cfg.batch_tokens) if cfg.batching == "buckets" else None

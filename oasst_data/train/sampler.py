@@ -14,7 +14,10 @@ permuted and cut into batches, then the batches of all buckets are permuted toge
 w takes batches r, r+w, r+2w, ...; when the count does not divide, the first batches are
 reused so every rank runs the same number of steps (accelerate's `BatchSamplerShard` deals
 batches by the same rule, which is how the Trainer shards this sampler). `state_dict` /
-`load_state_dict` resume in the middle of an epoch. No torch needed.
+`load_state_dict` resume in the middle of an epoch for a loop of one's own; the Trainer does not
+call them: it resumes by skipping the batches of the steps already trained (accelerate's
+`skip_first_batches`), which is right only on the same plan, so the trainer records the plan in
+each checkpoint (`trainer.batch_plan`) and refuses to resume on another. No torch needed.
 """
 
 from __future__ import annotations

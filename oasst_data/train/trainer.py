@@ -10,8 +10,12 @@ per-batch means, and repeats batches when the ranks' shares differ).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +23,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
+from ..errors import ConfigError
 from .collator import IGNORE_INDEX
 from .config import TrainConfig
 from .sampler import BatchPolicy, BucketBatchSampler, FixedRows, TokenBudget
@@ -65,7 +70,10 @@ def training_arguments(
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_steps,
-        lr_scheduler_type="linear",  # = DeepSpeed's WarmupDecayLR when the DeepSpeed config has one
+        # Linear warmup and decay without DeepSpeed. A DeepSpeed config with a scheduler replaces it:
+        # zero2's WarmupDecayLR decays linearly too, but warms up by its warmup_type, "log" by default
+        # (logarithmic), so the two warmups differ.
+        lr_scheduler_type="linear",
         max_grad_norm=cfg.max_grad_norm,
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
@@ -105,6 +113,14 @@ class BucketTrainer(Trainer):
         self.token_counts = TokenCounts()
         self.remove_callback(PrinterCallback)
         self.remove_callback(ProgressCallback)
+        self.add_callback(_BucketTrainerHooks(self))
+
+    def batch_plan(self) -> dict[str, Any]:
+        """What decides the batch order of this run (see `batch_plan`), as saved in each checkpoint."""
+        return batch_plan(
+            self.train_dataset, self.train_policy, self.args.seed, self.batching, self.args.world_size,
+            self.args.gradient_accumulation_steps,
+        )
 
     def _loader(self, rows: SplitRows, sampler: BucketBatchSampler, persistent: bool) -> DataLoader:
         workers = self.args.dataloader_num_workers
@@ -224,6 +240,87 @@ class BucketTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+class _BucketTrainerHooks(TrainerCallback):
+    """BucketTrainer's own events: starts the tokens/s clock when training begins, writes the batch plan
+    into each checkpoint."""
+
+    def __init__(self, trainer: BucketTrainer) -> None:
+        self._trainer = weakref.ref(trainer)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Not from the Trainer's construction: DeepSpeed's initialisation (and its JIT-compiled ops),
+        # the optimizer's creation and the model's wrapping come in between, and would count as
+        # training time in the first tokens/s reading.
+        trainer = self._trainer()
+        if trainer is not None:
+            trainer.token_counts.restart_clock()
+
+    def on_save(self, args, state, control, **kwargs):
+        trainer = self._trainer()
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if trainer is not None and state.is_world_process_zero and folder.is_dir():
+            text = json.dumps(trainer.batch_plan(), indent=1) + "\n"
+            (folder / BATCH_PLAN_FILE).write_text(text, encoding="utf-8")
+
+
+# Written into each checkpoint folder: the settings that decide the batch order (`batch_plan`).
+BATCH_PLAN_FILE = "oasst_batch_plan.json"
+
+
+def policy_text(policy: BatchPolicy) -> str:
+    pad = getattr(policy, "pad_to_multiple_of", None)
+    return policy.describe() + (f", padded to a multiple of {pad}" if pad and pad > 1 else "")
+
+
+def batch_plan(
+    rows: SplitRows, policy: BatchPolicy, seed: int, batching: str, world_size: int, gradient_accumulation_steps: int
+) -> dict[str, Any]:
+    """The values that decide which batches a resumed run skips and which it trains next.
+
+    The Trainer resumes by skipping the batches of the steps already trained (accelerate's
+    `skip_first_batches`, counted as steps x accumulation on each rank), not through the
+    sampler's `state_dict`: the skipped batches are the ones trained only when the seed, the
+    policy, the batching, the train rows, the world size and the accumulation are the same.
+    """
+    sampler = make_sampler(rows, policy, seed, True, batching)
+    digest = hashlib.sha256(np.ascontiguousarray(rows.lengths, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(rows.buckets, dtype=np.int64).tobytes())
+    return {
+        "seed": int(seed),
+        "policy": policy_text(policy),
+        "batching": batching,
+        "world_size": int(world_size),
+        "gradient_accumulation_steps": int(gradient_accumulation_steps),
+        "num_batches": int(sampler.num_batches),
+        "train_rows": len(rows),
+        "train_rows_sha256": digest.hexdigest()[:16],  # of the rows' lengths and buckets
+    }
+
+
+def check_resume_plan(checkpoint: str | Path, current: dict[str, Any]) -> None:
+    """Refuse to resume `checkpoint` on another batch plan than the one it was saved with.
+
+    A checkpoint without the record (saved by an older version) is resumed with a warning.
+    """
+    path = Path(checkpoint) / BATCH_PLAN_FILE
+    if not path.is_file():
+        log.warning("%s has no %s: cannot check that the resumed run has its batch plan", checkpoint, BATCH_PLAN_FILE)
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the checkpoint's batch plan: {error}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: not a batch plan (expected a JSON object)")
+    differ = [f"{key} {saved[key]!r}, now {value!r}" for key, value in current.items() if key in saved and saved[key] != value]
+    if differ:
+        raise ConfigError(
+            f"--resume {checkpoint}: the checkpoint was trained on another batch plan ({'; '.join(differ)}): resuming "
+            "would skip other batches than the ones it trained; resume with the settings it was saved with "
+            f"(its {BATCH_PLAN_FILE}), or start a new run"
+        )
+
+
 def keep_epoch_reachable(loader: Any, sampler: BucketBatchSampler) -> None:
     """Let the epoch reach `sampler` however accelerate wraps it.
 
@@ -240,9 +337,6 @@ def keep_epoch_reachable(loader: Any, sampler: BucketBatchSampler) -> None:
 
 def _saved_weight_names(folder: str) -> set[str] | None:
     """Tensor names of a checkpoint's safetensors weights (None: not safetensors)."""
-    import json
-    from pathlib import Path
-
     single, index = Path(folder) / "model.safetensors", Path(folder) / "model.safetensors.index.json"
     if single.is_file():
         from safetensors import safe_open
@@ -255,7 +349,13 @@ def _saved_weight_names(folder: str) -> set[str] | None:
 
 
 class TokenCounts:
-    """Real, padded and trained tokens of the batches trained on this device (no GPU sync per step)."""
+    """Real, padded and trained tokens of the batches trained on this device (no GPU sync per step).
+
+    Everything here is this rank's: the tokens/s and padding share logged (and shown on the
+    console, by rank 0) are rank 0's batches, not the whole job's; with N ranks of similar
+    batches the job trains about N times the tokens/s shown. The clock starts when training
+    begins (`restart_clock`, from BucketTrainer's on_train_begin), not when the Trainer is made.
+    """
 
     def __init__(self) -> None:
         self.real: Any = 0
@@ -270,6 +370,10 @@ class TokenCounts:
         self.real_squared = self.real_squared + (row_lengths * row_lengths).sum()
         self.trained = self.trained + (inputs["labels"] != IGNORE_INDEX).sum()
         self.padded += int(inputs["input_ids"].numel())
+
+    def restart_clock(self) -> None:
+        """The next tokens/s reading counts from now."""
+        self._last = (int(self.real), self.padded, time.perf_counter())
 
     def totals(self) -> dict[str, int]:
         return {"real": int(self.real), "trained": int(self.trained), "padded": self.padded, "real_squared": int(self.real_squared)}
@@ -287,7 +391,11 @@ class TokenCounts:
 
 
 class RichLogCallback(TrainerCallback):
-    """One console line per log event on the main process (through `logging`, rendered by rich)."""
+    """One console line per log event on the main process (through `logging`, rendered by rich).
+
+    Its tokens/s and padding are rank 0's own batches (`TokenCounts`), not the job's; the loss
+    and the evaluation loss are the job's.
+    """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

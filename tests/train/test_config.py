@@ -94,6 +94,12 @@ def test_flags_override_presets_which_override_defaults(tmp_path):
         ("- a list\n", "mapping"),
         ("dtype: fp8\n", "dtype must be one of"),
         ("report_to: mlflow\n", "report_to"),
+        ("logging_steps: 0\n", "logging_steps must be a positive integer"),
+        ("seed: -1\n", r"seed must be in \[0, 4294967295\]"),
+        ("save_total_limit: 0\n", "save_total_limit must be a positive integer"),
+        ("max_grad_norm: -1\n", "max_grad_norm must not be negative"),
+        ("weight_decay: -0.1\n", "weight_decay must not be negative"),
+        ("learning_rate: .nan\n", "learning_rate must be a finite number"),
     ],
 )
 def test_bad_presets_are_clear_config_errors(tmp_path, text, message):
@@ -160,3 +166,66 @@ def test_a_token_budget_on_buckets_tuned_for_rows_gets_a_build_hint():
     assert bucket_tuning_hint(tuned, 16384) is None
     assert "16,384-token batches" in bucket_tuning_hint(tuned, 4096)
     assert bucket_tuning_hint(rows | {"buckets": [128, 256]}, 16384) is None  # explicit buckets: the user chose
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (dict(logging_steps=0), "logging_steps must be a positive integer, got 0"),
+        (dict(logging_steps=-5), "logging_steps must be a positive integer, got -5"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number, got nan"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite number, got inf"),
+        (dict(learning_rate=-1e-5), "learning_rate must be positive"),
+        (dict(seed=-1), r"seed must be in \[0, 4294967295\] \(2\*\*32-1\), got -1"),
+        (dict(seed=2**32), "seed must be in"),
+        (dict(seed=99999999999999999999999), "seed must be in"),
+        (dict(weight_decay=-1.0), "weight_decay must not be negative, got -1.0"),
+        (dict(weight_decay=float("nan")), "weight_decay must be a finite number"),
+        (dict(save_total_limit=0), "save_total_limit must be a positive integer, got 0"),
+        (dict(save_total_limit=-2), "save_total_limit must be a positive integer, got -2"),
+        (dict(warmup_steps=-1), "warmup_steps must not be negative, got -1"),
+        (dict(max_grad_norm=-0.5), "max_grad_norm must not be negative, got -0.5"),
+        (dict(max_grad_norm=float("inf")), "max_grad_norm must be a finite number"),
+        (dict(num_train_epochs=float("nan")), "num_train_epochs must be a finite number"),
+        (dict(seed=1.5), "seed must be an integer"),
+    ],
+)
+def test_out_of_range_values_are_config_errors(flags, message):
+    """Values transformers or torch would otherwise fail on with a traceback, mid-setup or mid-run."""
+    with pytest.raises(ConfigError, match=message):
+        resolve_config([], **flags)
+
+
+def test_the_edges_of_the_ranges_are_accepted():
+    config = resolve_config([], seed=0, save_total_limit=None, max_grad_norm=0.0, weight_decay=0.0, warmup_steps=0, logging_steps=1)
+    assert config.max_grad_norm == 0.0 and config.save_total_limit is None  # no clipping; keep every checkpoint
+    assert resolve_config([], seed=2**32 - 1, save_total_limit=1).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--learning-rate", "nan"],
+        ["--learning-rate", "inf"],
+        ["--logging-steps", "0"],
+        ["--seed", "99999999999999999999999"],
+        ["--seed", "-1"],
+        ["--save-total-limit", "0"],
+        ["--max-grad-norm", "-1"],
+        ["--weight-decay", "-1"],
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line_before_writing_anything(tmp_path, flag):
+    typer = pytest.importorskip("typer")
+    from oasst_data_cli.train_command import train as train_command
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("noop")(lambda: None)  # two commands: `train` stays a subcommand
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--output-dir", str(out), *flag])
+    assert done.exit_code == 1, done.output
+    assert "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1, done.output
+    assert done.output.startswith("error:") and flag[0][2:].replace("-", "_") in done.output  # names the setting
+    assert not out.exists()  # nothing written (no oasst_train.json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from oasst_data.errors import ConfigError  # noqa: E402
 from oasst_data.train.collator import IGNORE_INDEX, PadCollator  # noqa: E402
 from oasst_data.train.config import resolve_config  # noqa: E402
 from oasst_data.train.run import REPORT_PACKAGES, train  # noqa: E402
@@ -70,7 +72,7 @@ def test_resuming_a_checkpoint_mid_epoch_gives_the_uninterrupted_run(fixture_sha
     common = dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=6, eval_steps=0, learning_rate=1e-3)
     whole = train(config(fixture_shards, tiny_model, tmp_path / "whole", save_steps=3, **common))
     checkpoint = tmp_path / "whole" / "checkpoint-3"
-    assert checkpoint.is_dir()
+    assert checkpoint.is_dir() and (checkpoint / "oasst_batch_plan.json").is_file()
     # 8 train rows in batches of 2, 2 per step: step 3 ends in the middle of the second epoch.
     assert whole.trainer.state.log_history[2]["epoch"] % 1 != 0
     resumed = train(config(fixture_shards, tiny_model, tmp_path / "resumed", resume=str(checkpoint), **common))
@@ -78,6 +80,110 @@ def test_resuming_a_checkpoint_mid_epoch_gives_the_uninterrupted_run(fixture_sha
     assert losses(resumed)[-3:] == pytest.approx(losses(whole)[-3:], rel=1e-5)
     for (name, a), (_, b) in zip(whole.trainer.model.named_parameters(), resumed.trainer.model.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_resuming_on_another_batch_plan_is_refused_naming_what_differs(fixture_shards, tiny_model, tmp_path, caplog):
+    """The Trainer resumes by skipping the batches of the steps done: on another plan it would skip
+    other batches than those trained, silently. The checkpoint records its plan; resume compares."""
+    from oasst_data.train.trainer import BATCH_PLAN_FILE, check_resume_plan
+
+    common = dict(per_device_train_batch_size=2, max_steps=3, eval_steps=0)
+    train(config(fixture_shards, tiny_model, tmp_path / "first", save_steps=3, **common))
+    checkpoint = tmp_path / "first" / "checkpoint-3"
+    plan = json.loads((checkpoint / BATCH_PLAN_FILE).read_text())
+    assert plan | {"train_rows_sha256": None} == {
+        "seed": 1, "policy": "2 rows per batch", "batching": "buckets", "world_size": 1, "gradient_accumulation_steps": 1,
+        "num_batches": plan["num_batches"], "train_rows": 8, "train_rows_sha256": None,
+    }
+    changed = [
+        (dict(per_device_train_batch_size=3), r"policy '2 rows per batch', now '3 rows per batch'; num_batches"),
+        (dict(batch_tokens=64, pad_to_multiple_of=8), r"policy '2 rows per batch', now 'up to 64 padded tokens per batch, padded to a multiple of 8'"),
+        (dict(seed=2), r"seed 1, now 2"),
+        (dict(batching="random"), r"batching 'buckets', now 'random'"),
+        (dict(gradient_accumulation_steps=2), r"gradient_accumulation_steps 1, now 2"),
+    ]
+    for index, change in enumerate(changed):
+        flags, message = change
+        out = tmp_path / f"resumed-{index}"
+        with pytest.raises(ConfigError, match=message):
+            train(config(fixture_shards, tiny_model, out, resume=str(checkpoint), **(common | flags)))
+        assert not out.exists()  # refused before the Trainer made the output directory
+    with pytest.raises(ConfigError, match=r"train_rows 8, now 9; train_rows_sha256"):
+        check_resume_plan(checkpoint, plan | {"train_rows": 9, "train_rows_sha256": "0" * 16})
+    check_resume_plan(checkpoint, plan)  # the same plan: no error
+    (checkpoint / BATCH_PLAN_FILE).unlink()  # a checkpoint of an older version: resumed with a warning
+    with caplog.at_level(logging.WARNING, logger="oasst_data"):
+        check_resume_plan(checkpoint, plan | {"seed": 2})
+    assert any(BATCH_PLAN_FILE in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("context", "overrides", "message"),
+    [
+        # The fixture build's longest train row has 32 tokens, its longest validation row 59.
+        (24, {}, r"the longest train row has 32 tokens, more than the context of .* \(max_position_embeddings 24\); rebuild with `oasst-data build --max-length 24`"),
+        (40, {}, r"the longest validation row has 59 tokens, .*--max-length 40`"),
+        (64, dict(max_length=100), r"max_length 100 is beyond the context of .* pass --max-length 64 or less"),
+        (60, dict(pad_to_multiple_of=8), r"--pad-to-multiple-of 8 pads the longest validation row \(59 tokens\) to 64, .*--max-length 56`"),
+    ],
+    ids=["train-row", "validation-row", "max-length", "padded"],
+)
+def test_rows_beyond_the_models_context_are_refused_before_training(fixture_shards, tmp_path, context, overrides, message):
+    """A model with learned positions fails on longer rows mid-run ("IndexError: index out of range
+    in self"); a rotary GPT-NeoX runs on, past the context it declares. Both are refused up front."""
+    model = tmp_path / "short-neox"
+    transformers.GPTNeoXConfig(
+        vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=context, rotary_pct=0.25, bos_token_id=0, eos_token_id=0,
+    ).save_pretrained(model)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        train(config(fixture_shards, model, out, max_steps=1, **overrides))
+    assert not out.exists()
+
+
+def test_a_gpt2_with_a_short_context_is_refused_in_one_line(fixture_shards, tmp_path):
+    """GPT-2's learned positions (n_positions) are where the IndexError came from."""
+    model = tmp_path / "short-gpt2"
+    transformers.GPT2Config(vocab_size=512, n_positions=16, n_embd=32, n_layer=1, n_head=2).save_pretrained(model)
+    with pytest.raises(ConfigError, match=r"train row has 32 tokens, more than the context of .*\(n_positions 16\).*--max-length 16`") as raised:
+        train(config(fixture_shards, model, tmp_path / "run", max_steps=1))
+    assert "\n" not in str(raised.value)
+
+
+def test_a_launch_the_trainer_sees_as_one_process_is_refused(fixture_shards, tiny_model, tmp_path, monkeypatch):
+    """torchrun on CPUs without DeepSpeed: every process would be rank 0 of 1 and write the same output."""
+    for key in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):  # no process group is started here
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE=2: .* sees a world of one .*DeepSpeed"):
+        train(config(fixture_shards, tiny_model, out, max_steps=1, eval_steps=0))
+    assert not out.exists()
+
+
+def test_the_first_tokens_per_second_reading_starts_when_training_does(fixture_shards, tiny_model, tmp_path):
+    """Time between the Trainer's construction and training (DeepSpeed's initialisation and JIT
+    builds on a GPU; a pause here) is not training time."""
+
+    class FirstStep(transformers.TrainerCallback):
+        real = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                FirstStep.real = trainer.token_counts.totals()["real"]
+
+    def pause(made):
+        nonlocal trainer
+        trainer = made
+        time.sleep(3.0)
+
+    trainer = None
+    outcome = train(config(fixture_shards, tiny_model, tmp_path / "run", max_steps=1, eval_steps=0), callbacks=[FirstStep()], on_trainer=pause)
+    first = next(e for e in outcome.trainer.state.log_history if "tokens_per_second" in e)
+    seconds = FirstStep.real / first["tokens_per_second"]  # the time the first reading counted
+    assert 0 < seconds < 2.0, seconds
 
 
 def test_without_a_tokenizer_the_one_saved_with_the_shards_is_used(fixture_shards, tiny_model, tmp_path, caplog):
