@@ -8,6 +8,7 @@ otherwise put --local_rank before `train`; every rank reads LOCAL_RANK from the 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +18,10 @@ from rich.markup import escape
 from oasst_data.train.config import field_help
 
 from .console import err_console, user_errors
+
+# What `pip install oasst-data[train]` adds that training cannot start without (DeepSpeed is checked
+# where it is used: --deepspeed none trains without it).
+TRAIN_EXTRA = ("torch", "accelerate")
 
 _DATA = "Data and model"
 _BATCH = "Batches"
@@ -109,7 +114,11 @@ def train(
             dataloader_num_workers=num_workers,
             verify_checksums=verify_checksums,
         )
+        # torch is imported only when training starts: ask for the extra before, not by a traceback then.
+        absent = [name for name in TRAIN_EXTRA if importlib.util.find_spec(name) is None]
         try:
+            if absent:
+                raise ImportError(name=", ".join(absent))
             from oasst_data.train.run import train as run_training
         except ImportError as error:
             missing = escape(f"training needs the train extra ({error.name or error} is missing): pip install 'oasst-data[train]'")
