@@ -39,6 +39,8 @@ class ThreadConfig:
             raise ConfigError(f"val_split must be in [0, 1), got {self.val_split}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
+        if self.system_prompt is not None and not str(self.system_prompt).strip():
+            raise ConfigError("system_prompt is empty: it would add an empty <|system|> turn to every thread (leave --system out for none)")
         if self.quarantine is not None:
             self.quarantine = Path(self.quarantine)
 

@@ -135,3 +135,8 @@ def test_label_thresholds_refuse_nan_and_warn_about_unknown_labels(tmp_path):
     assert typo.exit_code == 0 and "'spma' is not one of Open-Assistant's labels" in " ".join(typo.output.split())
     known = runner.invoke(app, ["threads", TREES, "--max-label", "spam=0.5", *out])
     assert known.exit_code == 0 and "not one of" not in known.output
+
+
+def test_an_empty_system_prompt_is_refused(tmp_path):
+    result = runner.invoke(app, ["threads", TREES, "--system", " ", "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1 and "system_prompt is empty" in result.output and not (tmp_path / "t.jsonl").exists()
