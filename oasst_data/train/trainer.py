@@ -230,6 +230,14 @@ class BucketTrainer(Trainer):
         target.load_state_dict(fresh.state_dict())
         del fresh
 
+    def _finalize_training(self, *args, **kwargs):
+        # transformers adds the loss of the steps since the last log to the run's mean train loss
+        # from this rank alone, where logging takes the mean over ranks. With the loss normalised
+        # per token across ranks, one rank's share is not the loss (2 ranks: 11.94 vs 10.85).
+        if self.args.world_size > 1 and torch.is_tensor(getattr(self, "_tr_loss", None)):
+            self._tr_loss = self.accelerator.gather(self._tr_loss.detach().reshape(1)).mean()
+        return super()._finalize_training(*args, **kwargs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.token_counts.add(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
