@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,7 +62,43 @@ def deepspeed_config(value: str | None, cuda: bool, dtype: str) -> str | None:
             "The first run compiles DeepSpeed's CPU Adam with the C++ compiler."
         )
         _configure_cpu_deepspeed_state()
+    warn_about_stale_build_locks()
     return str(path)
+
+
+# Older than any JIT build takes here (CPU Adam: about a minute).
+STALE_LOCK_AGE_S = 600.0
+
+
+def warn_about_stale_build_locks(root: Path | None = None, older_than_s: float = STALE_LOCK_AGE_S) -> list[Path]:
+    """Name the old `lock` files in torch's extension build folder, where DeepSpeed JIT-compiles ops.
+
+    torch's build waits for as long as such a file exists, silently; a build killed midway leaves
+    one behind, and every later run then hangs before its first step."""
+    if root is None:
+        preset = os.environ.get("TORCH_EXTENSIONS_DIR")
+        if preset:
+            root = Path(preset)
+        else:
+            from torch.utils.cpp_extension import get_default_build_root
+
+            root = Path(get_default_build_root())
+    now = time.time()
+    stale = []
+    for pattern in ("*/lock", "*/*/lock"):  # ROOT/op/lock with TORCH_EXTENSIONS_DIR, else ROOT/py311_cpu/op/lock
+        for lock in sorted(root.glob(pattern)):
+            try:
+                age = now - lock.stat().st_mtime
+            except OSError:  # the build finished meanwhile
+                continue
+            if age > older_than_s:
+                stale.append(lock)
+                log.warning(
+                    "%s is %.0f minutes old: the build of DeepSpeed's %s op waits while it exists, forever if the build "
+                    "that made it was killed. Delete it when no other build is running.",
+                    lock, age / 60, lock.parent.name,
+                )
+    return stale
 
 
 def _configure_cpu_deepspeed_state() -> None:

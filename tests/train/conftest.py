@@ -75,3 +75,36 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("trainer measurements")
         for line in MEASURED:
             terminalreporter.write_line(line)
+
+
+# DeepSpeed compiles these on first use; on CPUs the zero2 runs need both.
+DEEPSPEED_CPU_OPS = ("CPUAdamBuilder", "ShareMemCommBuilder")
+
+
+@pytest.fixture(scope="session")
+def deepspeed_ops(tmp_path_factory):
+    """DeepSpeed's JIT-compiled CPU ops, built once in one process before any launch, in a folder
+    of this test session's own (or $TORCH_EXTENSIONS_DIR when set).
+
+    The default ~/.cache/torch_extensions is shared by every run on the machine, and a build killed
+    midway leaves a `lock` there that makes every later build wait forever, silently: that cost one
+    CI run 45 minutes of timeouts. Building here first also keeps ranks from compiling at once."""
+    pytest.importorskip("deepspeed")
+    preset = os.environ.get("TORCH_EXTENSIONS_DIR")
+    folder = Path(preset) if preset else tmp_path_factory.mktemp("torch-extensions")
+    locks = sorted(str(lock) for lock in folder.rglob("lock"))
+    if locks:
+        pytest.fail(f"stale JIT build lock(s) in TORCH_EXTENSIONS_DIR={folder}: {locks}; a build was killed midway. "
+                    "Delete them when no build is running.")
+    code = (
+        "from deepspeed.accelerator import get_accelerator\n"
+        f"for name in {DEEPSPEED_CPU_OPS!r}:\n"
+        "    get_accelerator().create_op_builder(name).load()\n"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(folder))
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"building DeepSpeed's CPU ops failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_EXTENSIONS_DIR", str(folder))  # every launch's environment copies os.environ
+        yield folder

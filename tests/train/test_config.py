@@ -229,3 +229,29 @@ def test_cli_refuses_bad_values_in_one_line_before_writing_anything(tmp_path, fl
     assert "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1, done.output
     assert done.output.startswith("error:") and flag[0][2:].replace("-", "_") in done.output  # names the setting
     assert not out.exists()  # nothing written (no oasst_train.json)
+
+
+def test_an_old_jit_build_lock_is_named_and_a_fresh_one_is_not(tmp_path, caplog, monkeypatch):
+    """torch's extension build waits forever on a lock left by a killed build; the trainer names it."""
+    import os
+    import time
+
+    from oasst_data.train.run import warn_about_stale_build_locks
+
+    old = tmp_path / "cpu_adam" / "lock"
+    fresh = tmp_path / "shm_comm" / "lock"
+    for lock in (old, fresh):
+        lock.parent.mkdir()
+        lock.touch()
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))  # a build takes about a minute; this one's builder is gone
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    with caplog.at_level("WARNING", logger="oasst_data.train"):
+        assert warn_about_stale_build_locks() == [old]
+    assert str(old) in caplog.text and "cpu_adam" in caplog.text and "60 minutes" in caplog.text
+    assert str(fresh) not in caplog.text
+    nested = tmp_path / "default-root"
+    (nested / "py311_cpu" / "fused_adam").mkdir(parents=True)
+    (nested / "py311_cpu" / "fused_adam" / "lock").touch()
+    os.utime(nested / "py311_cpu" / "fused_adam" / "lock", (an_hour_ago, an_hour_ago))
+    assert warn_about_stale_build_locks(nested) == [nested / "py311_cpu" / "fused_adam" / "lock"]

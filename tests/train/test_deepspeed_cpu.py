@@ -4,13 +4,14 @@ Two ranks on DeepSpeed's CPU accelerator (gloo) run the seed preset and its ship
 config, as the README launches them on GPUs (`deepspeed --num_gpus N --no_local_rank --module
 oasst_data_cli train ...`), in fp32. What a GPU adds (fp16, NCCL, speed) is the GPU smoke
 benchmark's (benchmarks/gpu_smoke.sh). The first run JIT-compiles DeepSpeed's CPU Adam with the
-C++ compiler (about a minute here; cached in ~/.cache/torch_extensions afterwards).
+C++ compiler once per test session (the `deepspeed_ops` fixture), in a folder of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,7 +69,7 @@ def oasst_train(launcher: list[str], shards: Path, model: Path, out: Path, *extr
         "--seed", "3",
         *extra,
     ]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     (out.parent / f"{out.name}.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(command[:8])} ... exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
@@ -81,7 +82,7 @@ def deepspeed_launcher() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_rank_runs(fixture_shards, tiny_model, tmp_path_factory) -> dict[str, Path]:
+def two_rank_runs(deepspeed_ops, fixture_shards, tiny_model, tmp_path_factory) -> dict[str, Path]:
     """6 steps uninterrupted (saving at 3), and the same run resumed from its step-3 checkpoint."""
     base = tmp_path_factory.mktemp("zero2-cpu")
     whole, resumed = base / "whole", base / "resumed"
@@ -129,7 +130,7 @@ def test_resuming_zero2_mid_epoch_on_two_ranks_gives_the_uninterrupted_run(two_r
         assert torch.allclose(a[name], b[name], atol=1e-6), name
 
 
-def test_one_process_without_a_launcher_runs_zero2(fixture_shards, tiny_model, tmp_path):
+def test_one_process_without_a_launcher_runs_zero2(deepspeed_ops, fixture_shards, tiny_model, tmp_path):
     """`oasst-data train --preset reference-pythia-12b` alone: a one-rank DeepSpeed world is made up."""
     done = oasst_train([sys.executable, "-m", "oasst_data_cli"], fixture_shards, tiny_model, tmp_path / "one")
     output = done.stdout + done.stderr
@@ -138,7 +139,7 @@ def test_one_process_without_a_launcher_runs_zero2(fixture_shards, tiny_model, t
     assert (tmp_path / "one" / "model.safetensors").is_file()
 
 
-def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(fixture_shards, tiny_model, tmp_path):
+def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(deepspeed_ops, fixture_shards, tiny_model, tmp_path):
     """Accumulated micro-batches of different sizes on two ranks: one gradient, per trained token.
 
     The probe (zero2_gradient_probe.py) trains one ZeRO-2 step with SGD at rate 1, so the weight
@@ -151,7 +152,7 @@ def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(fixture_
     probe = Path(__file__).with_name("zero2_gradient_probe.py")
     command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(RANKS), "--master_port", str(free_port()),
                "--no_local_rank", str(probe), str(fixture_shards), str(tiny_model), str(FIXTURE_TOKENIZER), str(tmp_path)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         pytest.fail(f"the gradient probe exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
     result = json.loads((tmp_path / "probe.json").read_text())
@@ -170,3 +171,14 @@ def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(fixture_
         f"(a per-batch mean: {result['per_batch_mean_relative_error']:.1e}); eval loss on {result['eval_batches']} batches "
         f"over 2 ranks {result['eval_loss']:.5f} vs per-row reference {result['reference_eval_loss']:.5f}"
     )
+
+
+def test_the_mean_train_loss_counts_every_rank_also_for_unlogged_steps(two_rank_runs, fixture_shards, tiny_model, tmp_path):
+    """transformers adds the steps after the last log to the mean train loss from rank 0 alone;
+    the same run logged every step (two_rank_runs' "whole") gives the true mean of its 6 losses."""
+    done = oasst_train(deepspeed_launcher(), fixture_shards, tiny_model, tmp_path / "sparse", "--logging-steps", "4")
+    reported = float(re.search(r"trained: ([0-9.]+) mean train loss", " ".join((done.stdout + done.stderr).split())).group(1))
+    per_step = [entry["loss"] for entry in log_history(two_rank_runs["whole"]) if "loss" in entry]
+    assert len(per_step) == STEPS
+    # Steps 1 and 4 are logged (first step, every 4th); 5 and 6 are the unlogged remainder.
+    assert reported == pytest.approx(sum(per_step) / STEPS, rel=1e-3)
