@@ -57,7 +57,13 @@ class BadRecordHandler:
             entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
         self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Move the quarantine file into place. A run that `finished` with nothing to quarantine
+        removes the file an earlier run left at its path, so the file always tells of the last run."""
+        if self._handle is None and finished and self.policy is OnBadRecord.SKIP and not self.count:
+            if self.quarantine_path is not None and self.quarantine_path.is_file():
+                self.quarantine_path.unlink()
+                log.info("removed %s, left by an earlier run: this one skipped no record", self.quarantine_path)
         if self._handle is not None:
             self._handle.flush()
             os.fsync(self._handle.fileno())

@@ -65,13 +65,15 @@ class ThreadExtractor:
         progress: ProgressHook | None = None,
     ) -> Iterator[Thread]:
         paths = expand_inputs(inputs)
+        finished = False
         try:
             if paths:
                 yield from self.oasst_threads(paths, progress)
             for source in alpaca:
                 yield from self.alpaca_threads(source, progress)
+            finished = True
         finally:
-            self.handler.close()
+            self.handler.close(finished)
 
     # --- Open-Assistant -------------------------------------------------------------------
     def oasst_threads(self, paths: Sequence[Path], progress: ProgressHook | None = None) -> Iterator[Thread]:

@@ -113,3 +113,30 @@ def test_the_checks_as_a_library(tmp_path):
     check_replaced_folder(tmp_path / "shards", [data], {"--quarantine": tmp_path / "q.jsonl"})
     with pytest.raises(OasstDataError, match="holds the input"):
         check_replaced_folder(tmp_path, [data])
+
+
+def test_a_rerun_that_skips_nothing_removes_the_quarantine_an_earlier_run_left(work):
+    """threads' default quarantine lies beside --out, outside anything replaced as a whole: a stale
+    one would tell of bad records this run never met."""
+    (work / "bad.jsonl").write_bytes((work / "trees.jsonl").read_bytes() + b"{broken\n")
+    quarantine = work / "t.jsonl.quarantine.jsonl"
+    first = runner.invoke(app, ["threads", "bad.jsonl", "--out", "t.jsonl", "--on-bad-record", "skip"])
+    assert first.exit_code == 0 and quarantine.is_file(), first.output
+    assert json.loads(quarantine.read_text())["line"] == 13
+    (work / "bad.jsonl").write_bytes((work / "trees.jsonl").read_bytes())  # the input repaired
+    again = runner.invoke(app, ["threads", "bad.jsonl", "--out", "t.jsonl", "--on-bad-record", "skip"])
+    assert again.exit_code == 0, again.output
+    assert not quarantine.exists() and "bad records skipped" not in again.output
+
+
+def test_a_run_that_stops_midway_leaves_the_earlier_quarantine(tmp_path):
+    from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+
+    earlier = tmp_path / "q.jsonl"
+    earlier.write_text('{"line": 3}\n')
+    BadRecordHandler(OnBadRecord.SKIP, earlier).close(finished=False)
+    assert earlier.read_text() == '{"line": 3}\n'
+    BadRecordHandler(OnBadRecord.FAIL, earlier).close()  # strict runs write no quarantine, so touch none
+    assert earlier.is_file()
+    BadRecordHandler(OnBadRecord.SKIP, earlier).close()
+    assert not earlier.exists()
