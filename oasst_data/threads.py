@@ -33,6 +33,14 @@ ProgressHook = Callable[[], None]
 _ROLES = {role.value: role for role in Role}
 
 
+# Tree drops that are also bad records, set aside whole in the quarantine.
+QUARANTINED_TREE_DROPS = ("invalid_tree", "duplicate_tree")
+
+
+def _quarantined_trees(funnel: Funnel) -> int:
+    return sum(funnel.tree_drops.get(reason, 0) for reason in QUARANTINED_TREE_DROPS)
+
+
 def _first_drop(filters: Sequence, item) -> str | None:
     for candidate in filters:
         reason = candidate.check(item)
@@ -50,6 +58,10 @@ class ThreadExtractor:
         self.bytes_read = ByteCounter()
         # Alpaca ids seen so far, across sources: identical records get unique ids.
         self._alpaca_seen: dict[str, int] = {}
+        # Where each message tree was first read, across files: a second copy (overlapping exports,
+        # such as an "all" export and its "ready" subset) would be trained on twice. About 150 bytes
+        # a tree. Thread records are not checked: the threads of one tree share its id.
+        self._trees_seen: dict[str, tuple[str, int]] = {}
 
     @property
     def funnel(self) -> Funnel:
@@ -79,7 +91,7 @@ class ThreadExtractor:
     def oasst_threads(self, paths: Sequence[Path], progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.OASST.value, Funnel())
         reader = OasstExportReader(paths, self.handler, self.bytes_read)
-        invalid_before = funnel.tree_drops.get("invalid_tree", 0)
+        quarantined_before = _quarantined_trees(funnel)
         stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
         try:
             for located in reader:
@@ -90,8 +102,8 @@ class ThreadExtractor:
         finally:
             funnel.records_read += reader.counts.lines
             funnel.bad_records += reader.counts.bad_lines
-            # An invalid tree is quarantined whole; its line counts as bad too.
-            funnel.bad_records += funnel.tree_drops.get("invalid_tree", 0) - invalid_before
+            # An invalid or repeated tree is quarantined whole; its line counts as bad too.
+            funnel.bad_records += _quarantined_trees(funnel) - quarantined_before
         stateless = funnel.tree_drops.get("tree_state_missing", 0) - stateless_before
         if stateless:
             log.warning(
@@ -102,6 +114,17 @@ class ThreadExtractor:
 
     def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
         tree = located.tree
+        if located.kind != "thread":
+            first = self._trees_seen.setdefault(tree.message_tree_id, (located.source, located.line))
+            if first != (located.source, located.line):
+                funnel.tree_drops["duplicate_tree"] += 1
+                self.handler(BadRecordError(
+                    located.source, located.line,
+                    f"tree {tree.message_tree_id} was already read at {first[0]}:{first[1]} (overlapping inputs? "
+                    "give each tree once, or --on-bad-record skip keeps the first copy)",
+                    located.raw,
+                ))
+                return
         reason = _first_drop(self.tree_filters, tree)
         if reason is not None:
             funnel.tree_drops[reason] += 1

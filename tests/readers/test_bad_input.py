@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 from oasst_data.errors import BadRecordError
 from oasst_data.quarantine import BadRecordHandler, OnBadRecord
 from oasst_data.readers.oasst import OasstExportReader
+from oasst_data.config import ThreadConfig
+from oasst_data.threads import QUARANTINED_TREE_DROPS, extract_threads
 from oasst_data_cli.app import app
 
 from ..conftest import FIXTURES, REPO
@@ -132,7 +134,7 @@ def assert_accounted(report: dict, entries: list[dict]) -> None:
 
 def assert_tree_lines_accounted(funnel: dict) -> None:
     """One tree a line: read = kept + filtered (by reason) + quarantined (an invalid tree is both a drop and a bad record)."""
-    filtered = sum(n for reason, n in funnel["tree_drops"].items() if reason != "invalid_tree")
+    filtered = sum(n for reason, n in funnel["tree_drops"].items() if reason not in QUARANTINED_TREE_DROPS)
     assert funnel["records_read"] == funnel["trees_kept"] + filtered + funnel["bad_records"]
 
 
@@ -439,10 +441,54 @@ def test_skip_counts_per_source_across_files_and_kinds(tmp_path):
     messages.write_bytes(b"".join(MESSAGE_LINES + [message_line("o1", "nowhere", "assistant")]))
     alpaca = write_with_bad_line(tmp_path / "c.jsonl", b"[]\n", lines=(FIXTURES / "alpaca" / "alpaca.jsonl").read_bytes().splitlines(keepends=True))
     report, entries, _ = skip_run(tmp_path / "out.jsonl", str(tmp_path / "[ab].jsonl"), extra=("--alpaca", str(alpaca)))
-    assert sorted((Path(e["source"]).name, e["line"]) for e in entries) == [("a.jsonl", 3), ("b.jsonl", 13), ("c.jsonl", 3)]
-    assert report["by_source"]["oasst"]["bad_records"] == 2 and report["by_source"]["alpaca"]["bad_records"] == 1
-    assert report["funnel"]["threads"] == GOOD_THREADS + GOOD_MESSAGE_THREADS + 4
+    # b.jsonl's two flat trees are also in a.jsonl (lines 1, 2): their roots (lines 9, 12) are set aside as repeats.
+    assert sorted((Path(e["source"]).name, e["line"]) for e in entries) == [
+        ("a.jsonl", 3), ("b.jsonl", 9), ("b.jsonl", 12), ("b.jsonl", 13), ("c.jsonl", 3)
+    ]
+    assert report["by_source"]["oasst"]["bad_records"] == 4 and report["by_source"]["alpaca"]["bad_records"] == 1
+    assert report["by_source"]["oasst"]["tree_drops"]["duplicate_tree"] == 2
+    assert report["funnel"]["threads"] == GOOD_THREADS + 4  # + the Alpaca records'; no tree's threads twice
     assert_accounted(report, entries)
+
+
+def test_a_tree_read_twice_is_an_error_naming_both_places_or_is_kept_once(tmp_path):
+    """Overlapping exports (an "all" export and its "ready" subset) would train every shared tree twice."""
+    trees = (FIXTURES / "oasst" / "trees.jsonl").read_bytes().splitlines(keepends=True)
+    everything = tmp_path / "all.jsonl"
+    everything.write_bytes(b"".join(trees))
+    subset = tmp_path / "ready.jsonl"
+    reply = {"message_id": "only-here-2", "text": "Yes.", "role": "assistant", "lang": "en", "review_result": True}
+    subset.write_bytes(tree_line("only-here", replies=[reply]) + trees[4])
+    out = tmp_path / "t.jsonl"
+    tree_id = json.loads(trees[4])["message_tree_id"]
+    message = assert_one_line_error(threads_cli(str(everything), str(subset), "--out", str(out)), subset, 2, f"tree {tree_id} was already read")
+    assert f"{everything}:5" in message and "--on-bad-record skip" in message
+    assert not out.exists()
+    alone, _, _ = skip_run(tmp_path / "alone.jsonl", str(everything))
+    report, entries, _ = skip_run(out, str(everything), str(subset))
+    assert [(Path(e["source"]).name, e["line"]) for e in entries] == [("ready.jsonl", 2)]
+    assert report["funnel"]["tree_drops"]["duplicate_tree"] == 1
+    assert report["funnel"]["threads"] == alone["funnel"]["threads"] + 1  # + "only-here"'s one thread
+    assert_accounted(report, entries)
+    assert_tree_lines_accounted(report["funnel"])
+    # The same tree twice in one file, too.
+    twice = tmp_path / "twice.jsonl"
+    twice.write_bytes(trees[0] + trees[1] + trees[0])
+    assert_one_line_error(threads_cli(str(twice), "--out", str(out)), twice, 3, f"was already read at {twice}:1")
+
+
+def test_thread_records_of_one_tree_are_not_repeats(tmp_path):
+    """Thread records carry their tree's id, and one tree has several threads."""
+    record = json.loads((FIXTURES / "oasst" / "threads.jsonl").read_text().splitlines()[0])
+    lines = []
+    for number in range(3):
+        for position, message in enumerate(record["thread"]):
+            message["message_id"] = f"{number}-{position}"
+        lines.append(json.dumps(dict(record, thread_id=f"th-{number}")) + "\n")
+    threads = tmp_path / "threads.jsonl"
+    threads.write_text("".join(lines))
+    extracted, funnel = extract_threads([threads], config=ThreadConfig(val_split=0.0))
+    assert "duplicate_tree" not in funnel.tree_drops and len(extracted) == funnel.threads == 3
 
 
 def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
