@@ -19,11 +19,10 @@ import zstandard
 from ..errors import BadRecordError, OasstDataError
 
 try:  # python-isal decompresses gzip ~4x faster than zlib (shared/PERFORMANCE.md)
-    from isal import igzip as _gzip
+    from isal import isal_zlib as _inflate
     from isal.isal_zlib import error as _IsalError
 except ImportError:  # pragma: no cover - isal is a dependency, but keep working without it
-    import gzip as _gzip
-
+    _inflate = zlib
     _IsalError = zlib.error
 
 _CHUNK = 1 << 20
@@ -79,6 +78,63 @@ class _ZstdRaw(io.RawIOBase):
         super().close()
 
 
+# wbits for a gzip header and trailer (zlib's convention, which isal follows).
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+# Decompressed bytes one call may produce: a highly compressible member stays within memory.
+_MAX_INFLATE = 4 * _CHUNK
+
+
+class _GzipRaw(io.RawIOBase):
+    """A raw stream over gzip members (several may follow one another) that hands over every
+    byte decompressed before a break, then raises.
+
+    igzip's reader raised EOFError on a truncated file before returning what its last read had
+    decompressed: up to a megabyte of complete lines lost, and the break reported at the wrong line.
+    """
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._member = _inflate.decompressobj(_GZIP_WBITS)
+        self._input = b""
+        self._pending = b""
+        self._member_started = False
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._done:
+            if not self._input:
+                self._input = self._handle.read(_CHUNK)
+                if not self._input:
+                    if self._member_started and not self._member.eof:
+                        raise EOFError("Compressed file ended before the end-of-stream marker was reached (truncated file)")
+                    self._done = True
+                    break
+            if not self._member_started:
+                # Zero bytes may pad a file after a member, as gzip's own reader allows.
+                self._input = self._input.lstrip(b"\x00")
+                if not self._input:
+                    continue
+                self._member_started = True
+            self._pending = self._member.decompress(self._input, _MAX_INFLATE)
+            if self._member.eof:
+                self._input = self._member.unused_data
+                self._member = _inflate.decompressobj(_GZIP_WBITS)
+                self._member_started = False
+            else:
+                self._input = self._member.unconsumed_tail
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
 class ByteCounter:
     """Bytes read from disk so far (compressed bytes for compressed files): drives progress bars."""
 
@@ -114,7 +170,7 @@ def open_binary(path: Path, counter: ByteCounter | None = None) -> io.BufferedIO
     if counter is not None:
         raw = _CountingRaw(raw, counter)
     if suffix == ".gz":
-        return _gzip.open(io.BufferedReader(raw, buffer_size=_CHUNK), "rb")
+        return io.BufferedReader(_GzipRaw(raw), buffer_size=_CHUNK)
     if suffix in (".zst", ".zstd"):
         return io.BufferedReader(_ZstdRaw(raw), buffer_size=_CHUNK)
     return io.BufferedReader(raw, buffer_size=_CHUNK)

@@ -11,6 +11,7 @@ import json
 import random
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 
 from oasst_data.errors import BadRecordError
 from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+from oasst_data.readers.files import open_binary
 from oasst_data.readers.oasst import OasstExportReader
 from oasst_data.config import ThreadConfig
 from oasst_data.threads import QUARANTINED_TREE_DROPS, extract_threads
@@ -247,6 +249,44 @@ def test_truncated_compressed_file(tmp_path, suffix):
     assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (readable + 1, 1, readable)
     assert_accounted(report, entries)
     assert_tree_lines_accounted(funnel)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+@pytest.mark.parametrize("kept", [0.999, 0.9, 0.5, 0.02])
+def test_every_complete_line_before_a_break_is_read(tmp_path, suffix, kept):
+    """However near the end the file breaks, each line the surviving bytes hold is read (igzip's
+    reader used to lose what its last read had decompressed: with the trailer cut, the last lines)."""
+    data = varied_trees(400)
+    if suffix == ".gz":
+        compressed = gzip.compress(data, mtime=0)
+        cut = compressed[: max(20, int(len(compressed) * kept))] if kept < 0.999 else compressed[:-8]  # the trailer alone
+        recoverable = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut)
+    else:
+        compressed = zstandard.ZstdCompressor(level=3).compress(data)
+        cut = compressed[: int(len(compressed) * kept)] if kept < 0.999 else compressed[:-1]
+        recoverable = zstandard.ZstdDecompressor().decompressobj().decompress(cut)
+    complete_lines = recoverable.count(b"\n")
+    source = tmp_path / f"export.jsonl{suffix}"
+    source.write_bytes(cut)
+    handler = BadRecordHandler(OnBadRecord.SKIP)
+    reader = OasstExportReader([source], handler)
+    assert sum(1 for _ in reader) == complete_lines
+    assert handler.count == 1 and reader.counts.lines == complete_lines + 1
+    with pytest.raises(BadRecordError) as stopped:
+        list(OasstExportReader([source]))
+    assert stopped.value.line == complete_lines + 1 and "cannot read further" in stopped.value.reason
+
+
+def test_gzip_members_one_after_another_and_zero_padding_read_as_one_file(tmp_path):
+    """`cat a.gz b.gz` is a valid gzip file (so is one padded with zeros, as tape tools leave it)."""
+    lines = TREE_LINES * 3
+    source = tmp_path / "export.jsonl.gz"
+    source.write_bytes(b"".join(gzip.compress(line, mtime=0) for line in lines) + b"\x00" * 512)
+    with open_binary(source) as handle:
+        assert handle.read() == b"".join(lines)
+    source.write_bytes(gzip.compress(b"".join(lines), mtime=0) + b"not gzip")
+    with pytest.raises(BadRecordError, match="cannot read further"):
+        list(OasstExportReader([source]))
 
 
 def test_corrupt_gzip_is_a_bad_record_never_a_crash(tmp_path):
