@@ -52,9 +52,9 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
         ),
         "ranks": messages.select(
             assistant.sum().alias("assistants"),
-            (assistant & pl.col("rank").is_not_null()).sum().alias("ranked"),
-            (assistant & pl.col("rank").is_null()).sum().alias("unranked"),
-            (assistant & pl.col("rank").is_null() & (pl.col("n_siblings") > 0)).sum().alias("unranked_with_siblings"),
+            (assistant & pl.col("ranked")).sum().alias("ranked"),
+            (assistant & ~pl.col("ranked")).sum().alias("unranked"),
+            (assistant & ~pl.col("ranked") & (pl.col("n_siblings") > 0)).sum().alias("unranked_with_siblings"),
             group.sum().alias("sibling_groups"),
             (group & (pl.col("ranked_assistant_replies") == pl.col("assistant_replies"))).sum().alias("sibling_groups_fully_ranked"),
         ),

@@ -28,7 +28,8 @@ MESSAGE_SCHEMA = pa.schema(
         ("synthetic", pa.bool_()),
         ("deleted", pa.bool_()),
         ("review_result", pa.bool_()),  # null when the export has no review result
-        ("rank", pa.int32()),
+        # Only whether a rank is set: a rank is any JSON integer, beyond what an Arrow integer holds.
+        ("ranked", pa.bool_()),
         ("model_name", pa.string()),
         ("marker_text", pa.bool_()),
         ("text_chars", pa.int32()),
@@ -42,7 +43,8 @@ LABEL_SCHEMA = pa.schema(
         ("role", pa.string()),
         ("label", pa.string()),
         ("value", pa.float64()),
-        ("count", pa.int32()),
+        # Any JSON integer: a float (exact below 2**53), so a count beyond 64 bits is summed, not a crash.
+        ("count", pa.float64()),
     ]
 )
 
@@ -104,7 +106,7 @@ def tree_rows(located: LocatedTree, source: str = "oasst") -> tuple[list[tuple[d
             "synthetic": bool(message.synthetic),
             "deleted": bool(message.deleted),
             "review_result": message.review_result,
-            "rank": message.rank,
+            "ranked": message.rank is not None,
             "model_name": message.model_name,
             "marker_text": contains_marker(text),
             "text_chars": len(text),
@@ -113,7 +115,7 @@ def tree_rows(located: LocatedTree, source: str = "oasst") -> tuple[list[tuple[d
         messages.append((row, text))
         if message.labels:
             for name, entry in message.labels.items():
-                labels.append({"message_id": message.message_id, "role": message.role, "label": name, "value": entry.value, "count": entry.count})
+                labels.append({"message_id": message.message_id, "role": message.role, "label": name, "value": entry.value, "count": float(entry.count)})
         if replies:
             others = len(replies) - 1
             stack.extend((reply, depth + 1, others) for reply in reversed(replies))
@@ -130,7 +132,7 @@ def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str) -> li
         "synthetic": False,
         "deleted": False,
         "review_result": None,
-        "rank": None,
+        "ranked": False,
         "model_name": None,
         "tokens": None,
     }

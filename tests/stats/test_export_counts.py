@@ -217,3 +217,26 @@ def test_top_20_languages_then_other(tmp_path):
     assert [row["lang"] for row in e["languages"]] == [f"l{i:02d}" for i in range(20)]
     assert e["languages"][0] == {"lang": "l00", "messages": 3, "trees": 1, "threads": 2}
     assert e["languages_other"] == {"langs": 3, "messages": 6, "trees": 3, "threads": 3}
+
+
+def test_ranks_and_label_counts_beyond_arrow_integers(tmp_path):
+    """A rank or a label count is any JSON integer; one beyond int32/int64 crashed the spill
+    (OverflowError traceback) instead of being counted."""
+    import json as _json
+
+    assistant = {
+        "message_id": "a1", "parent_id": "p1", "text": "yo", "role": "assistant", "lang": "en", "review_result": True,
+        "rank": 10**30, "labels": {"spam": {"value": 0.1, "count": 10**20}}, "replies": [],
+    }
+    other = dict(assistant, message_id="a2", rank=3_000_000_000, labels={"spam": {"value": 0.3, "count": 2}})
+    unranked = dict(assistant, message_id="a3", labels=None)
+    del unranked["rank"]
+    prompt = {"message_id": "p1", "text": "hi", "role": "prompter", "lang": "en", "review_result": True, "replies": [assistant, other, unranked]}
+    path = tmp_path / "big.jsonl"
+    path.write_text(_json.dumps({"message_tree_id": "t1", "tree_state": "ready_for_export", "prompt": prompt}) + "\n")
+    report = export_stats([path])
+    ranks = report["export"]["ranks"]
+    assert (ranks["assistants"], ranks["ranked"], ranks["unranked"], ranks["unranked_with_siblings"]) == (3, 2, 1, 1)
+    (spam,) = report["export"]["labels"]
+    assert spam["messages"] == 2
+    assert spam["votes"] == pytest.approx(10**20 + 2)  # exact below 2**53, as every real count is
