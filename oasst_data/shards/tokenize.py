@@ -70,6 +70,21 @@ class ThreadTokenizer:
             Role.SYSTEM: np.array([loaded.marker_id(SYSTEM)], dtype=np.int32),
         }
         self.counts = TokenizeCounts()
+        # Messages whose text holds a marker, each once however many threads (and batches) share
+        # it; the system prompt is configuration, not a message.
+        self._marker_messages: set[tuple[str, str | int]] = set()
+
+    def _count_marker_messages(self, threads, texts, keys) -> None:
+        marked = {index for index, text in enumerate(texts) if contains_marker(text)}
+        if not marked:
+            return
+        seen = self._marker_messages
+        for thread, turn_keys in zip(threads, keys):
+            offset = 0 if thread.system is None else 1
+            for position, (turn, key) in enumerate(zip(thread.turns, turn_keys[offset:])):
+                if key in marked:
+                    seen.add((thread.tree_id, turn.id) if turn.id is not None else (thread.id, position))
+        self.counts.marker_text_messages = len(seen)
 
     def encode_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
         encodings = self.content_encoder.encode_batch(list(texts), add_special_tokens=False)
@@ -100,7 +115,7 @@ class ThreadTokenizer:
         pieces, then per-row offsets; only over-long rows are handled one by one.
         """
         counts = self.counts
-        counts.marker_text_messages += sum(1 for text in texts if contains_marker(text))
+        self._count_marker_messages(threads, texts, keys)
         eos = self.eos
         zero = np.zeros(1, np.uint8)
         ones = [np.ones(len(e) + 1, np.uint8) for e in encoded]

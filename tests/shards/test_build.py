@@ -426,3 +426,12 @@ def test_shard_parts_respect_the_row_cap_whatever_the_read_order():
     order = rng.permutation(rows)
     shuffled = plan_parts(is_validation[order], bucket_of_row[order], row_bytes[order], keys[order], buckets, 1 << 30, 50)
     assert np.array_equal(shuffled, parts[order])  # a row's shard depends on its key, not on the read order
+
+
+@pytest.mark.parametrize("tokenize_batch", [1024, 1])
+def test_marker_text_messages_counts_each_message_once(tmp_path, tokenize_batch):
+    """The count was of distinct texts per tokenizer batch: a message shared by threads in two
+    batches counted twice, and a --system text holding a marker once per batch."""
+    config = fixture_config(tokenize_batch=tokenize_batch, threads=ThreadConfig(val_split=0.3, system_prompt="be <|assistant|> kind"))
+    result = build_shards(config, tmp_path / "out")
+    assert result.manifest["funnel"]["marker_text_messages"] == 2
