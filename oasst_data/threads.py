@@ -17,7 +17,7 @@ from .errors import BadRecordError
 from .filters import build_filters
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
-from .readers.alpaca import AlpacaReader, alpaca_prompt
+from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
 from .readers.files import ByteCounter, expand_inputs
 from .readers.oasst import LocatedTree, OasstExportReader
 from .records import AlpacaRecord, ExportMessage
@@ -77,6 +77,7 @@ class ThreadExtractor:
         progress: ProgressHook | None = None,
     ) -> Iterator[Thread]:
         paths = expand_inputs(inputs)
+        check_distinct_sources(paths, alpaca)
         finished = False
         try:
             if paths:

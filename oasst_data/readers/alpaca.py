@@ -7,7 +7,8 @@ answer is `output` (Open-Assistant's `alpaca` loader). A missing `input` counts 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,6 +190,22 @@ class AlpacaReader:
             log.warning("%s: no %r split, reading its only split %r", self.source, self.split, only)
             return loaded[only]
         raise OasstDataError(f"{self.source}: no {self.split!r} split in this saved DatasetDict (it has {', '.join(sorted(loaded))})")
+
+
+def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -> None:
+    """Refuse an Alpaca source given twice (or also as an export): its records would be read,
+    counted and trained on twice, each copy with an id of its own. Local files and folders are
+    compared after resolving links; hub names by name ('alpaca' and 'default' are one)."""
+    seen: dict[object, str] = {os.path.realpath(path): str(path) for path in oasst_paths}
+    for source in alpaca:
+        text = str(source)
+        if Path(text).exists():
+            key: object = os.path.realpath(text)
+        else:
+            key = ("hub", DEFAULT_ALPACA_DATASET if text in ("alpaca", "default") else text)
+        if key in seen:
+            raise OasstDataError(f"{text}: given twice (also as {seen[key]}); its records would be counted and trained on twice")
+        seen[key] = text
 
 
 def _saved_to_disk(folder: Path) -> bool:

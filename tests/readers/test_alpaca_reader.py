@@ -513,3 +513,22 @@ def test_an_empty_source_is_an_error_not_the_default_download():
     with pytest.raises(ConfigError, match="--alpaca got an empty source"):
         AlpacaReader("  ")
     assert AlpacaReader("alpaca").source == DEFAULT_ALPACA_DATASET
+
+
+def test_an_alpaca_source_given_twice_is_an_error(tmp_path, monkeypatch):
+    """--alpaca a.json --alpaca ./a.json trained every record twice (8 threads from 4), silently."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.json").write_text((ALPACA / "alpaca.json").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "link.json").symlink_to(tmp_path / "a.json")
+    threads, _ = extract_threads(alpaca=["a.json"])
+    assert len(threads) == 4
+    for again in ("a.json", "./a.json", "link.json"):
+        with pytest.raises(OasstDataError, match=r"given twice \(also as a.json\)"):
+            extract_threads(alpaca=["a.json", again])
+    with pytest.raises(OasstDataError, match="given twice"):  # an export also given as Alpaca
+        extract_threads([str(FIXTURES / "oasst" / "trees.jsonl")], alpaca=[str(FIXTURES / "oasst" / "trees.jsonl")])
+    with pytest.raises(OasstDataError, match=r"default: given twice \(also as alpaca\)"):
+        extract_threads(alpaca=["alpaca", "default"])
+    # Different files with the same records stay allowed (repeats are kept, each with its own id).
+    (tmp_path / "b.json").write_text((ALPACA / "alpaca.json").read_text(encoding="utf-8"), encoding="utf-8")
+    assert len(extract_threads(alpaca=["a.json", "b.json"])[0]) == 8
