@@ -23,7 +23,7 @@ from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 
 from . import build_command, stats_command, train_command
 from . import options as opt
-from .console import err_console, out_console, setup_logging, user_errors
+from .console import err_console, escape, out_console, setup_logging, user_errors
 
 log = logging.getLogger("oasst_data")
 
@@ -98,7 +98,7 @@ def threads(
             count = write_threads_jsonl(extractor.run(paths, alpaca or (), advance), out)
             advance()
         report(extractor, as_json, config)
-        err_console.print(f"wrote {count:,} threads to {out}")
+        err_console.print(f"wrote {count:,} threads to {escape(str(out))}")
         if not count:
             log.warning("no thread was kept: %s", what_removed_everything(extractor.funnel.to_dict()))
 
@@ -139,7 +139,7 @@ def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> N
     if extractor.handler.count:
         err_console.print(
             f"[yellow]{extractor.handler.count:,} bad records skipped[/]"
-            + (f", quarantined in {config.quarantine}" if config.quarantine else "")
+            + (f", quarantined in {escape(str(config.quarantine))}" if config.quarantine else "")
         )
 
 

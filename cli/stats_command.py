@@ -13,7 +13,7 @@ from oasst_data.errors import ConfigError
 from oasst_data.output_paths import check_outputs
 
 from . import options as opt
-from .console import err_console, out_console, user_errors
+from .console import err_console, escape, out_console, user_errors
 
 _OUTPUT = "Output"
 _TOKENS = "Tokens"
@@ -100,4 +100,4 @@ def stats(
             for table in render_tables(report):
                 out_console.print(table)
         for written in write_report(report, json_out, html_out, markdown_out):
-            err_console.print(f"wrote {written}")
+            err_console.print(f"wrote {escape(str(written))}")

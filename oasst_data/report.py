@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from .funnel import Funnel
 
@@ -22,7 +23,8 @@ def funnel_table(funnels: dict[str, Funnel], title: str = "Drop funnel") -> Tabl
         table.add_column(name, justify="right")
 
     def row(label: str, getter, style: str | None = None) -> None:
-        table.add_row(label, *[f"{getter(f):,}" for _, f in columns], style=style)
+        # Plain Text: a reason may hold a user's label name (max_label:NAME), never rich markup.
+        table.add_row(Text(label), *[f"{getter(f):,}" for _, f in columns], style=style)
 
     row("records read", lambda f: f.records_read)
     row("  bad records (quarantined)", lambda f: f.bad_records, "red")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from .sections import Section, report_sections
 
@@ -10,12 +11,15 @@ WIDTH = 80
 
 
 def section_table(section: Section) -> Table:
-    table = Table(title=section.title, title_justify="left", title_style="bold", caption=section.caption, show_header=section.header)
+    # Cells hold values from the data (languages, model names, labels, file names): plain Text,
+    # never rich markup, so "[/x]" in an export neither crashes the report nor vanishes from it.
+    caption = Text(section.caption) if section.caption else None
+    table = Table(title=Text(section.title), title_justify="left", title_style="bold", caption=caption, show_header=section.header)
     for index, name in enumerate(section.columns):
-        table.add_column(name, justify="left" if index < section.left else "right")
+        table.add_column(Text(name), justify="left" if index < section.left else "right")
     for row in section.rows:
         style = "yellow" if row[0].lstrip().startswith("- dropped") else None
-        table.add_row(*row, style=style)
+        table.add_row(*(Text(cell) for cell in row), style=style)
     # Widen a table to its title and caption, so neither wraps.
     longest = max(len(section.title), len(section.caption or ""))
     table.min_width = min(longest + 2, WIDTH)

@@ -140,3 +140,13 @@ def test_label_thresholds_refuse_nan_and_warn_about_unknown_labels(tmp_path):
 def test_an_empty_system_prompt_is_refused(tmp_path):
     result = runner.invoke(app, ["threads", TREES, "--system", " ", "--out", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 1 and "system_prompt is empty" in result.output and not (tmp_path / "t.jsonl").exists()
+
+
+def test_paths_and_label_names_that_look_like_markup_are_printed_as_they_are(tmp_path):
+    """An output path or a --max-label name holding '[/x]' crashed with a rich MarkupError
+    traceback after the output was written."""
+    out = tmp_path / "[b]t[/b].jsonl"
+    result = runner.invoke(app, ["threads", TREES, "--max-label", "[/x]=0.5", "--max-label", "spam=0.1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 11 threads to {out}" in " ".join(result.output.split())
+    assert "max_label:spam" in result.stdout

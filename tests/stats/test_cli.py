@@ -71,3 +71,24 @@ def test_user_errors_are_one_line(tmp_path):
         assert len(result.output.strip().splitlines()) <= 2
     result = runner.invoke(app, ["stats"])
     assert result.exit_code == 2  # typer's usage error: nothing given
+
+
+def _bracket_tree(path):
+    """A tree whose values look like rich markup: a closing tag that matches nothing, a style."""
+    assistant = {"message_id": "a1", "parent_id": "p1", "text": "yo", "role": "assistant", "lang": "en", "review_result": True,
+                 "rank": 0, "synthetic": True, "model_name": "gpt [/oops]", "replies": [], "labels": {"[bold]odd": {"value": 0.5, "count": 1}}}
+    prompt = {"message_id": "p1", "text": "hi", "role": "prompter", "lang": "en", "review_result": True, "replies": [assistant]}
+    path.write_text(json.dumps({"message_tree_id": "t1", "tree_state": "ready [/s]", "prompt": prompt}) + "\n", encoding="utf-8")
+    return path
+
+
+def test_values_and_paths_that_look_like_markup_are_printed_as_they_are(tmp_path):
+    """'[/oops]' in a model name (or an output path) crashed stats with a rich MarkupError
+    traceback; '[bold]' in a label name vanished from the table."""
+    tree = _bracket_tree(tmp_path / "t.jsonl")
+    out = tmp_path / "[b]x[/b].json"
+    result = runner.invoke(app, ["stats", str(tree), "--tree-states", "*", "--synthetic", "include", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "gpt [/oops]" in result.stdout and "ready [/s]" in result.stdout and "[bold]odd" in result.stdout
+    assert f"wrote {out}" in " ".join(result.output.split())
+    assert out.is_file()
