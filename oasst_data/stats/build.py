@@ -47,7 +47,7 @@ def _narrow_rows(files: list[Path], target: Path) -> pl.LazyFrame:
     columns = ["split", "bucket", "source", "lang", "length", "truncated", "num_turns", "loss_mask"]
     if files:
         try:
-            pl.scan_parquet([str(f) for f in files]).select(
+            pl.scan_parquet([str(f) for f in files], glob=False).select(  # a build path may hold [ or *
                 *columns[:-1], pl.col("loss_mask").list.sum().alias("trainable")
             ).sink_parquet(str(target))
         except (pl.exceptions.PolarsError, OSError) as error:
@@ -58,7 +58,7 @@ def _narrow_rows(files: list[Path], target: Path) -> pl.LazyFrame:
             schema={"split": pl.String, "bucket": pl.Int32, "source": pl.String, "lang": pl.String, "length": pl.Int32,
                     "truncated": pl.Boolean, "num_turns": pl.Int32, "trainable": pl.Int64}
         ).write_parquet(str(target))
-    return pl.scan_parquet(str(target))
+    return pl.scan_parquet(str(target), glob=False)
 
 
 def _first_unreadable(files: list[Path], columns: list[str]) -> tuple[Path, str] | None:

@@ -19,7 +19,7 @@ ROLES = ("prompter", "assistant")
 
 
 def _scan(folder: Path, name: str) -> pl.LazyFrame:
-    return pl.scan_parquet(folder / f"{name}.parquet")
+    return pl.scan_parquet(folder / f"{name}.parquet", glob=False)
 
 
 def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = None, top_languages: int = TOP_LANGUAGES) -> dict:

@@ -237,3 +237,26 @@ def test_buckets_built_for_a_token_budget_report_its_padding(tmp_path):
 
 def test_without_a_budget_there_is_no_token_budget_padding(shard_report):
     assert "token_budget_padding" not in shard_report["shards"]
+
+
+def test_a_build_or_temp_folder_whose_path_holds_glob_characters(build, tmp_path, monkeypatch):
+    """polars took the shard paths as glob patterns: stats on 'out/[1]' failed with 'cannot read
+    shard: invalid glob pattern' (and a build in 'out/run[1]' matched no file at all)."""
+    import shutil
+    import tempfile
+
+    expected = shard_report_of(build)
+    for name in ("[/z]", "run[1]", "a*b"):
+        copy = tmp_path / name
+        shutil.copytree(build, copy)
+        assert shard_report_of(copy) == expected
+    # The export's rows spill to a temp folder, which may hold such characters too.
+    odd_tmp = tmp_path / "tmp[1]"
+    odd_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd_tmp))
+    assert export_stats([TREES])["export"]["totals"]["trees"] == 12
+
+
+def shard_report_of(folder) -> dict:
+    report = shard_stats(folder)
+    return {key: value for key, value in report["shards"].items() if key != "build"}
