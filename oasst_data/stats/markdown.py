@@ -6,6 +6,8 @@ from .sections import Section, report_sections
 
 
 def _cell(text: str) -> str:
+    # A value from the data (a model name, a label) may hold a line break: it would end the row.
+    text = " ".join(text.splitlines())
     return text.strip().replace("|", "\\|") or " "
 
 

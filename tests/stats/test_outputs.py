@@ -166,3 +166,17 @@ def test_markdown_tables_are_well_formed(reports):
     assert "| messages | 46 |" in text
     assert "### Drop funnel (these filters)" in text
     assert "- dropped: top_k" in text
+
+
+def test_markdown_rows_stay_whole_when_a_value_holds_a_line_break(tmp_path):
+    """A model name with a line break ended its table row: the rest ('## boom') became a heading."""
+    assistant = {"message_id": "a1", "parent_id": "p1", "text": "yo", "role": "assistant", "lang": "en", "review_result": True,
+                 "rank": 0, "synthetic": True, "model_name": "m|x\n## boom", "replies": [], "labels": {"sp\r\nam": {"value": 0.5, "count": 1}}}
+    prompt = {"message_id": "p1", "text": "hi", "role": "prompter", "lang": "en", "review_result": True, "replies": [assistant]}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"message_tree_id": "t1", "tree_state": "ready_for_export", "prompt": prompt}) + "\n")
+    text = render_markdown(export_stats([path], config=ThreadConfig(synthetic="include")))
+    assert "| m\\|x ## boom | 1 |" in text
+    assert "\n## boom" not in text
+    for table in (block for block in text.split("\n\n") if block.startswith("| ")):
+        assert all(line.startswith("| ") and line.endswith(" |") for line in table.splitlines()), table
