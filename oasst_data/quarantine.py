@@ -59,11 +59,18 @@ class BadRecordHandler:
 
     def close(self, finished: bool = True) -> None:
         """Move the quarantine file into place. A run that `finished` with nothing to quarantine
-        removes the file an earlier run left at its path, so the file always tells of the last run."""
+        removes the file an earlier run left at its path, so the file always tells of the last run.
+        A run that did not finish (interrupted, failed) discards its partial file: its outputs were
+        not written either, and the earlier quarantine still belongs to the earlier outputs."""
         if self._handle is None and finished and self.policy is OnBadRecord.SKIP and not self.count:
             if self.quarantine_path is not None and self.quarantine_path.is_file():
                 self.quarantine_path.unlink()
                 log.info("removed %s, left by an earlier run: this one skipped no record", self.quarantine_path)
+        if self._handle is not None and not finished:
+            self._handle.close()
+            self._handle = None
+            self._temp.unlink(missing_ok=True)
+            log.info("the run did not finish: its quarantine was discarded (a file an earlier run left at %s is kept)", self.quarantine_path)
         if self._handle is not None:
             self._handle.flush()
             os.fsync(self._handle.fileno())

@@ -140,3 +140,29 @@ def test_a_run_that_stops_midway_leaves_the_earlier_quarantine(tmp_path):
     assert earlier.is_file()
     BadRecordHandler(OnBadRecord.SKIP, earlier).close()
     assert not earlier.exists()
+
+
+def test_an_interrupted_run_that_quarantined_records_leaves_the_earlier_quarantine(tmp_path):
+    """Ctrl-C in a skip-mode run moved its partial quarantine over the earlier run's file, while
+    --out still held the earlier run's threads: the two no longer told of the same run."""
+    from oasst_data.config import ThreadConfig
+    from oasst_data.threads import ThreadExtractor
+
+    source = (FIXTURES / "oasst" / "trees.jsonl").read_bytes()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"{broken\n" + source)
+    earlier = tmp_path / "q.jsonl"
+    earlier.write_text('{"line": 3}\n')
+    extractor = ThreadExtractor(ThreadConfig(on_bad_record="skip", quarantine=earlier))
+
+    def interrupt() -> None:
+        assert extractor.handler.count == 1  # the bad line was quarantined before the stop
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        list(extractor.run([bad], progress=interrupt))
+    assert earlier.read_text() == '{"line": 3}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "q.jsonl"]  # no temp file left
+    finished = ThreadExtractor(ThreadConfig(on_bad_record="skip", quarantine=earlier))
+    list(finished.run([bad]))
+    assert json.loads(earlier.read_text())["line"] == 1
