@@ -17,7 +17,7 @@ from ..funnel import Funnel
 from ..readers.alpaca import alpaca_prompt
 from ..readers.oasst import LocatedTree
 from ..records import AlpacaRecord
-from ..threads import ThreadExtractor
+from ..threads import ThreadExtractor, _quarantined_trees
 from .rows import (
     LABEL_SCHEMA,
     MESSAGE_SCHEMA,
@@ -143,8 +143,14 @@ class StatsExtractor(ThreadExtractor):
         self._alpaca_index = 0
 
     def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
-        self.collector.add_tree(located)
-        return super().tree_threads(located, funnel)
+        # A tree set aside as a bad record (a repeated copy, roles that do not alternate) is
+        # counted as such in the funnel, not described as part of the export: a skipped bad
+        # line is not either. The threads of one tree are few; they are made before it is shown.
+        before = _quarantined_trees(funnel)
+        threads = list(super().tree_threads(located, funnel))
+        if _quarantined_trees(funnel) == before:
+            self.collector.add_tree(located)
+        return iter(threads)
 
     def saw_alpaca_record(self, record: AlpacaRecord) -> None:
         self.collector.add_alpaca(record, self._alpaca_index)

@@ -240,3 +240,23 @@ def test_ranks_and_label_counts_beyond_arrow_integers(tmp_path):
     (spam,) = report["export"]["labels"]
     assert spam["messages"] == 2
     assert spam["votes"] == pytest.approx(10**20 + 2)  # exact below 2**53, as every real count is
+
+
+def test_trees_set_aside_as_bad_records_are_not_described(tmp_path):
+    """With --on-bad-record skip, a repeated tree and a tree whose roles do not alternate are
+    quarantined (the funnel counts them as bad records), yet their messages were counted in the
+    export's trees, messages, languages and depths: a repeated tree was described twice."""
+    import json as _json
+
+    lines = TREES.read_text(encoding="utf-8").splitlines()
+    invalid = {"message_tree_id": "bad-roles", "tree_state": "ready_for_export",
+               "prompt": {"message_id": "r", "text": "x", "role": "assistant", "lang": "en", "review_result": True}}
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join([lines[0], lines[1], lines[0], _json.dumps(invalid)]) + "\n", encoding="utf-8")
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    skipped = export_stats([mixed], config=ThreadConfig(on_bad_record="skip"))["export"]
+    expected = export_stats([clean])["export"]
+    assert skipped["funnel"]["bad_records"] == 2
+    assert skipped["totals"] == expected["totals"]
+    assert skipped["depth"] == expected["depth"] and skipped["languages"] == expected["languages"]
