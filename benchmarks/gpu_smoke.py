@@ -81,12 +81,15 @@ class Timer(TrainerCallback):
         self.warmup = warmup
         self.trainer = None
         self.marks: dict[str, tuple[float, dict, int]] = {}
+        self.peak_memory: tuple[int, int] | None = None  # bytes allocated, reserved
 
     def _mark(self, key: str, step: int) -> None:
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+            if key == "end":  # training's peak, before the final evaluation and save add theirs
+                self.peak_memory = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
         self.marks[key] = (time.perf_counter(), self.trainer.token_counts.totals(), step)
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -172,8 +175,8 @@ def run(args: argparse.Namespace) -> dict:
         "rows_per_batch": outcome.plan["mean_rows_per_batch"],
         "model_tflops_per_s": flops / seconds / 1e12,
         "mfu": flops / seconds / 1e12 / peak if peak else None,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None,
+        "peak_memory_gib": timer.peak_memory[0] / 2**30 if timer.peak_memory else None,  # training's, not the final eval's
+        "peak_reserved_gib": timer.peak_memory[1] / 2**30 if timer.peak_memory else None,
         "loss_start": losses[0],
         "loss_end": losses[-1],
         "eval_loss": outcome.eval_metrics.get("eval_loss"),

@@ -48,7 +48,9 @@ if [ "$DRY" = 1 ]; then
     [ -d "$TOKENIZER" ] || TOKENIZER=${SMOKE_TOKENIZER:-../shared/tokenizers/gpt-neox-20b}
     [ -d "$TOKENIZER" ] || TOKENIZER=fixtures/tokenizer   # a fresh clone: the plumbing, not the real vocabulary
 fi
-mkdir -p "$WORK" "$RESULTS"
+# Every log under $RESULTS: only $OUT comes back from the device call, also when it is cut off.
+LOGS=$RESULTS/logs
+mkdir -p "$WORK" "$RESULTS" "$LOGS"
 exec > >(tee -a "$RESULTS/smoke.log") 2>&1
 log() { echo "[$(date +%T)] $*"; }
 
@@ -60,10 +62,10 @@ if [ "${SMOKE_SYSTEM_TRANSFORMERS:-0}" = 1 ]; then wheels=$(ls .whl/*.whl | grep
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels || exit 1
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 # The working tree's code, not a possibly older carried wheel (setuptools is on the image).
-if python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . > "$WORK/pip-project.log" 2>&1; then
+if python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . > "$LOGS/pip-project.log" 2>&1; then
     log "installed oasst-data from the working tree"
 else
-    log "could not install the working tree (see $WORK/pip-project.log); using the carried oasst-data wheel"
+    log "could not install the working tree (see $LOGS/pip-project.log); using the carried oasst-data wheel"
 fi
 export TORCH_CUDA_ARCH_LIST=9.0   # the image sets 9.0a, which DeepSpeed's op builder cannot parse
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -72,9 +74,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUF
 # import. Rather than lose the GPU session: drop the carried transformers and regex, as
 # SMOKE_SYSTEM_TRANSFORMERS=1 does, and run on the image's own transformers.
 if [ "${SMOKE_SYSTEM_TRANSFORMERS:-0}" != 1 ] \
-    && ! python3 -c "import transformers; from transformers import Trainer, TrainingArguments" > "$WORK/import-transformers.log" 2>&1; then
-    log "the carried transformers does not import here: $(grep -E '^[A-Za-z_.]*(Error|Exception)' "$WORK/import-transformers.log" | tail -n 1)"
-    log "retrying with the image's own transformers (as SMOKE_SYSTEM_TRANSFORMERS=1 does; full error: $WORK/import-transformers.log)"
+    && ! python3 -c "import transformers; from transformers import Trainer, TrainingArguments" > "$LOGS/import-transformers.log" 2>&1; then
+    log "the carried transformers does not import here: $(grep -E '^[A-Za-z_.]*(Error|Exception)' "$LOGS/import-transformers.log" | tail -n 1)"
+    log "retrying with the image's own transformers (as SMOKE_SYSTEM_TRANSFORMERS=1 does; full error: $LOGS/import-transformers.log)"
     rm -rf /tmp/site/transformers /tmp/site/transformers-*.dist-info /tmp/site/regex /tmp/site/regex-*.dist-info
     export SMOKE_SYSTEM_TRANSFORMERS=1
 fi
@@ -86,12 +88,23 @@ print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "N
 assert torch.cuda.is_available(), "no CUDA device"
 EOF
 nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv || true
+# ZeRO-2 with the seed's AdamW runs DeepSpeed's FusedAdam, JIT-built with nvcc on first use. Built
+# once here: if it fails, each ZeRO-2 run would rebuild and fail in turn; the runs without
+# DeepSpeed still get their time.
+log "building DeepSpeed's fused Adam (nvcc), once"
+if timeout -k 15 "${SMOKE_JIT_TIMEOUT:-240}" python3 -c "from deepspeed.ops.op_builder import FusedAdamBuilder; FusedAdamBuilder().load()" \
+    > "$LOGS/jit.log" 2>&1; then
+    log "fused Adam ready"
+else
+    log "building fused Adam FAILED (see logs/jit.log); skipping the ZeRO-2 runs and the CLI check"; tail -n 20 "$LOGS/jit.log"
+    NO_DEEPSPEED=1
+fi
 fi
 
 log "building the fixtures with oasst-data build (real Pythia tokenizer)"
 rm -rf "$WORK/fixture-shards" "$WORK/shards" "$WORK/shards-budget"
 python3 -m oasst_data_cli build fixtures/oasst/trees.jsonl --alpaca fixtures/alpaca/alpaca.json \
-    --tokenizer "$TOKENIZER" --lang en --val-split 0.2 --out "$WORK/fixture-shards" --json > "$WORK/fixture-build.json" || exit 1
+    --tokenizer "$TOKENIZER" --lang en --val-split 0.2 --out "$WORK/fixture-shards" --json > "$LOGS/fixture-build.json" || exit 1
 python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards" --rows "$ROWS" --val-rows "$VAL_ROWS" || exit 1
 # The same rows, bucketed for the token budget (as `oasst-data build --bucket-batch-tokens` does).
 python3 benchmarks/synth_shards.py --template "$WORK/fixture-shards" --out "$WORK/shards-budget" --rows "$ROWS" --val-rows "$VAL_ROWS" \
@@ -102,13 +115,18 @@ run() {
     local name=$1 shards=$2; shift 2
     local -a launch=("${LAUNCH[@]}")
     [[ $name == *-no-deepspeed ]] && launch=(python3)   # one process, no launcher needed
+    if [ "${NO_DEEPSPEED:-0}" = 1 ] && [[ $name != *-no-deepspeed ]]; then
+        log "run $name skipped: DeepSpeed's fused Adam did not build"; failed=1; return
+    fi
     log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) on $(basename "$shards") $*"
-    "${launch[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
-        --steps "$STEPS" --warmup "$WARMUP" --name "$name" --work "$WORK" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$WORK/$name.log" 2>&1
+    # A hang (a JIT build waiting on a lock, a stalled collective) must not eat the session.
+    timeout -k 15 "${SMOKE_RUN_TIMEOUT:-240}" "${launch[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
+        --steps "$STEPS" --warmup "$WARMUP" --name "$name" --work "$WORK" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$LOGS/$name.log" 2>&1
     local rc=$?
-    grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$WORK/$name.log" | tail -n 12
+    grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$LOGS/$name.log" | tail -n 12
+    [ $rc -eq 124 ] && log "run $name timed out after ${SMOKE_RUN_TIMEOUT:-240}s (SMOKE_RUN_TIMEOUT)"
     if [ $rc -ne 0 ] || [ ! -s "$RESULTS/$name.json" ]; then
-        log "run $name FAILED (exit $rc); last lines:"; tail -n 40 "$WORK/$name.log"; failed=1
+        log "run $name FAILED (exit $rc); last lines:"; tail -n 40 "$LOGS/$name.log"; failed=1
     fi
 }
 run budget "$WORK/shards-budget" --batch-tokens "$TOKENS" --pad-to-multiple-of 8
@@ -119,7 +137,9 @@ log "comparison"
 python3 benchmarks/gpu_smoke.py compare "$RESULTS/random4.json" "$RESULTS/buckets4.json" "$RESULTS/budget.json" | tee "$RESULTS/summary.txt"
 verdict=${PIPESTATUS[0]}
 
-if [ "${SMOKE_CLI:-1}" = 1 ] && ! python3 -m oasst_data_cli train --help > /dev/null 2>&1; then
+if [ "${NO_DEEPSPEED:-0}" = 1 ]; then
+    log "skipping the CLI check: it trains with the seed preset's ZeRO-2"
+elif [ "${SMOKE_CLI:-1}" = 1 ] && ! python3 -m oasst_data_cli train --help > /dev/null 2>&1; then
     log "skipping the CLI check: cli/app.py does not register the train command"
 elif [ "${SMOKE_CLI:-1}" = 1 ]; then
     log "oasst-data train itself: seed preset + DeepSpeed in one process, save at step 2, resume to step 4"
@@ -129,12 +149,12 @@ elif [ "${SMOKE_CLI:-1}" = 1 ]; then
             --preset reference-pythia-12b --output-dir "$WORK/cli" --batch-tokens "$TOKENS" --pad-to-multiple-of 8
             --learning-rate 1e-4 --warmup-steps 1 --eval-steps 2 --save-steps 2 --logging-steps 1 "${EXTRA[@]}")
     rm -rf "$WORK/cli"
-    if python3 -m oasst_data_cli train "${common[@]}" --max-steps 2 > "$WORK/cli.log" 2>&1 \
-        && python3 -m oasst_data_cli train "${common[@]}" --max-steps 4 --resume last >> "$WORK/cli.log" 2>&1; then
-        grep -E "step [0-9]+/|trained:|resum" "$WORK/cli.log" | tail -n 12
+    if timeout -k 15 "${SMOKE_CLI_TIMEOUT:-150}" python3 -m oasst_data_cli train "${common[@]}" --max-steps 2 > "$LOGS/cli.log" 2>&1 \
+        && timeout -k 15 "${SMOKE_CLI_TIMEOUT:-150}" python3 -m oasst_data_cli train "${common[@]}" --max-steps 4 --resume last >> "$LOGS/cli.log" 2>&1; then
+        grep -E "step [0-9]+/|trained:|resum" "$LOGS/cli.log" | tail -n 12
         ls "$WORK/cli" | tr '\n' ' '; echo
     else
-        log "oasst-data train FAILED; last lines:"; tail -n 40 "$WORK/cli.log"; failed=1
+        log "oasst-data train FAILED; last lines:"; tail -n 40 "$LOGS/cli.log"; failed=1
     fi
 fi
 

@@ -107,5 +107,7 @@ def test_gpu_smoke_script_dry_run_runs_every_step(tmp_path, request):
     assert "budget-no-deepspeed" in every_run and "random4-no-deepspeed" in every_run and "PASS" not in every_run
     assert json.loads((out / "random4.json").read_text())["padding_share"] > json.loads((out / "buckets4.json").read_text())["padding_share"]
     assert "real tokens/s of random 4-row batching" in (out / "summary.txt").read_text()
+    # Every log lies under $OUT, the folder a device call brings back even when it is cut off.
+    assert {p.name for p in (out / "logs").iterdir()} >= {"budget.log", "random4.log", "cli.log", "fixture-build.json"}
     cli = tmp_path / "work" / "cli"
     assert (cli / "checkpoint-2").is_dir() and (cli / "checkpoint-4").is_dir() and (cli / "model.safetensors").is_file()
