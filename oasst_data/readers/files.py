@@ -33,41 +33,25 @@ UTF8_BOM = b"\xef\xbb\xbf"
 STREAM_ERRORS = (EOFError, OSError, zlib.error, _IsalError, zstandard.ZstdError)
 
 
-class _ZstdRaw(io.RawIOBase):
-    """A raw stream over zstd frames that notices a truncated last frame.
-
-    `zstandard`'s stream_reader ends quietly when the input stops mid-frame; a silent short
-    read would lose records, so we decompress frame by frame and check `eof` at the end.
-    """
+class _DecompressingRaw(io.RawIOBase):
+    """A raw stream that hands over decompressed bytes (`_pending`) as `_fill` produces them:
+    a break in the compressed stream raises only once everything before it is read."""
 
     def __init__(self, handle):
         self._handle = handle
-        self._context = zstandard.ZstdDecompressor()
-        self._frame = self._context.decompressobj()
         self._pending = b""
-        self._frame_started = False
         self._done = False
 
     def readable(self) -> bool:
         return True
 
+    def _fill(self) -> None:
+        """Decompress more into `_pending`, or set `_done`; raise EOFError on a truncated stream."""
+        raise NotImplementedError
+
     def readinto(self, buffer) -> int:
         while not self._pending and not self._done:
-            compressed = self._handle.read(_CHUNK)
-            if not compressed:
-                if self._frame_started and not self._frame.eof:
-                    raise EOFError("zstd stream ended before the end of its frame (truncated file)")
-                self._done = True
-                break
-            while compressed:
-                self._frame_started = True
-                self._pending += self._frame.decompress(compressed)
-                if self._frame.eof:
-                    compressed = self._frame.unused_data
-                    self._frame = self._context.decompressobj()
-                    self._frame_started = False
-                else:
-                    compressed = b""
+            self._fill()
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
@@ -76,6 +60,37 @@ class _ZstdRaw(io.RawIOBase):
     def close(self) -> None:
         self._handle.close()
         super().close()
+
+
+class _ZstdRaw(_DecompressingRaw):
+    """A raw stream over zstd frames that notices a truncated last frame.
+
+    `zstandard`'s stream_reader ends quietly when the input stops mid-frame; a silent short
+    read would lose records, so we decompress frame by frame and check `eof` at the end.
+    """
+
+    def __init__(self, handle):
+        super().__init__(handle)
+        self._context = zstandard.ZstdDecompressor()
+        self._frame = self._context.decompressobj()
+        self._frame_started = False
+
+    def _fill(self) -> None:
+        compressed = self._handle.read(_CHUNK)
+        if not compressed:
+            if self._frame_started and not self._frame.eof:
+                raise EOFError("zstd stream ended before the end of its frame (truncated file)")
+            self._done = True
+            return
+        while compressed:
+            self._frame_started = True
+            self._pending += self._frame.decompress(compressed)
+            if self._frame.eof:
+                compressed = self._frame.unused_data
+                self._frame = self._context.decompressobj()
+                self._frame_started = False
+            else:
+                compressed = b""
 
 
 # wbits for a gzip header and trailer (zlib's convention, which isal follows).
@@ -84,7 +99,7 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _MAX_INFLATE = 4 * _CHUNK
 
 
-class _GzipRaw(io.RawIOBase):
+class _GzipRaw(_DecompressingRaw):
     """A raw stream over gzip members (several may follow one another) that hands over every
     byte decompressed before a break, then raises.
 
@@ -93,46 +108,32 @@ class _GzipRaw(io.RawIOBase):
     """
 
     def __init__(self, handle):
-        self._handle = handle
+        super().__init__(handle)
         self._member = _inflate.decompressobj(_GZIP_WBITS)
         self._input = b""
-        self._pending = b""
         self._member_started = False
-        self._done = False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending and not self._done:
+    def _fill(self) -> None:
+        if not self._input:
+            self._input = self._handle.read(_CHUNK)
             if not self._input:
-                self._input = self._handle.read(_CHUNK)
-                if not self._input:
-                    if self._member_started and not self._member.eof:
-                        raise EOFError("Compressed file ended before the end-of-stream marker was reached (truncated file)")
-                    self._done = True
-                    break
-            if not self._member_started:
-                # Zero bytes may pad a file after a member, as gzip's own reader allows.
-                self._input = self._input.lstrip(b"\x00")
-                if not self._input:
-                    continue
-                self._member_started = True
-            self._pending = self._member.decompress(self._input, _MAX_INFLATE)
-            if self._member.eof:
-                self._input = self._member.unused_data
-                self._member = _inflate.decompressobj(_GZIP_WBITS)
-                self._member_started = False
-            else:
-                self._input = self._member.unconsumed_tail
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-    def close(self) -> None:
-        self._handle.close()
-        super().close()
+                if self._member_started and not self._member.eof:
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached (truncated file)")
+                self._done = True
+                return
+        if not self._member_started:
+            # Zero bytes may pad a file after a member, as gzip's own reader allows.
+            self._input = self._input.lstrip(b"\x00")
+            if not self._input:
+                return
+            self._member_started = True
+        self._pending = self._member.decompress(self._input, _MAX_INFLATE)
+        if self._member.eof:
+            self._input = self._member.unused_data
+            self._member = _inflate.decompressobj(_GZIP_WBITS)
+            self._member_started = False
+        else:
+            self._input = self._member.unconsumed_tail
 
 
 class ByteCounter:
