@@ -37,7 +37,8 @@ _ROLES = {role.value: role for role in Role}
 QUARANTINED_TREE_DROPS = ("invalid_tree", "duplicate_tree")
 
 
-def _quarantined_trees(funnel: Funnel) -> int:
+def quarantined_trees(funnel: Funnel) -> int:
+    """Trees of `funnel` set aside as bad records (counted both as a drop and as a bad record)."""
     return sum(funnel.tree_drops.get(reason, 0) for reason in QUARANTINED_TREE_DROPS)
 
 
@@ -92,7 +93,7 @@ class ThreadExtractor:
     def oasst_threads(self, paths: Sequence[Path], progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.OASST.value, Funnel())
         reader = OasstExportReader(paths, self.handler, self.bytes_read)
-        quarantined_before = _quarantined_trees(funnel)
+        quarantined_before = quarantined_trees(funnel)
         stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
         try:
             for located in reader:
@@ -104,7 +105,7 @@ class ThreadExtractor:
             funnel.records_read += reader.counts.lines
             funnel.bad_records += reader.counts.bad_lines
             # An invalid or repeated tree is quarantined whole; its line counts as bad too.
-            funnel.bad_records += _quarantined_trees(funnel) - quarantined_before
+            funnel.bad_records += quarantined_trees(funnel) - quarantined_before
         stateless = funnel.tree_drops.get("tree_state_missing", 0) - stateless_before
         if stateless:
             log.warning(

@@ -17,7 +17,7 @@ from ..funnel import Funnel
 from ..readers.alpaca import alpaca_prompt
 from ..readers.oasst import LocatedTree
 from ..records import AlpacaRecord
-from ..threads import ThreadExtractor, _quarantined_trees
+from ..threads import ThreadExtractor, quarantined_trees
 from .rows import (
     LABEL_SCHEMA,
     MESSAGE_SCHEMA,
@@ -146,9 +146,9 @@ class StatsExtractor(ThreadExtractor):
         # A tree set aside as a bad record (a repeated copy, roles that do not alternate) is
         # counted as such in the funnel, not described as part of the export: a skipped bad
         # line is not either. The threads of one tree are few; they are made before it is shown.
-        before = _quarantined_trees(funnel)
+        before = quarantined_trees(funnel)
         threads = list(super().tree_threads(located, funnel))
-        if _quarantined_trees(funnel) == before:
+        if quarantined_trees(funnel) == before:
             self.collector.add_tree(located)
         return iter(threads)
 
