@@ -40,6 +40,7 @@ class _DecompressingRaw(io.RawIOBase):
     def __init__(self, handle):
         self._handle = handle
         self._pending = b""
+        self._offset = 0  # of the next byte of _pending to hand over
         self._done = False
 
     def readable(self) -> bool:
@@ -50,11 +51,14 @@ class _DecompressingRaw(io.RawIOBase):
         raise NotImplementedError
 
     def readinto(self, buffer) -> int:
-        while not self._pending and not self._done:
-            self._fill()
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        if self._offset >= len(self._pending):
+            self._pending, self._offset = b"", 0
+            while not self._pending and not self._done:
+                self._fill()
+        # Handed over from an offset: slicing off the front would copy the rest on every read.
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
+        self._offset += size
         return size
 
     def close(self) -> None:
@@ -95,8 +99,9 @@ class _ZstdRaw(_DecompressingRaw):
 
 # wbits for a gzip header and trailer (zlib's convention, which isal follows).
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-# Decompressed bytes one call may produce: a highly compressible member stays within memory.
-_MAX_INFLATE = 4 * _CHUNK
+# Decompressed bytes one call may produce: a highly compressible member stays within memory
+# (2 MiB: en_100 x50 reads fastest so; 1 MiB 0.052 s, 4 MiB 0.060 s, 2 MiB 0.047 s, igzip.open 0.053 s).
+_MAX_INFLATE = 2 * _CHUNK
 
 
 class _GzipRaw(_DecompressingRaw):
