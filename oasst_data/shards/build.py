@@ -282,7 +282,7 @@ def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_
     groups = route_to_groups(spill.path, staging / "_groups", is_validation, bucket_of_row, parts)
     spill.path.unlink()
     # Stage 3: shards.
-    shards = write_all_shards(groups, staging / "_groups", staging, buckets)
+    shards = write_all_shards(groups, staging, buckets)
     shutil.rmtree(staging / "_groups", ignore_errors=True)
 
     # The tokenizer travels with its shards: the trainer needs no name or path for it.

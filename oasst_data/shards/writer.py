@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,45 +66,99 @@ def plan_parts(
     return parts
 
 
+# Group files open at once while routing. Each group may get several segment files (one per
+# time it is reopened), so a build with thousands of shards stays far below a common soft
+# RLIMIT_NOFILE of 1024 instead of failing with "Too many open files".
+MAX_OPEN_GROUP_FILES = 128
+
+
+class GroupFiles:
+    """Appends record batches to the IPC stream files of each group, with at most `max_open`
+    files open; a group whose file was closed to make room continues in a new segment file."""
+
+    def __init__(self, folder: Path, max_open: int = MAX_OPEN_GROUP_FILES):
+        self.folder = folder
+        self.max_open = max(1, max_open)
+        self.segments: dict[GroupKey, list[Path]] = {}
+        self._open: OrderedDict[GroupKey, tuple] = OrderedDict()
+
+    def write(self, key: GroupKey, batch: pa.RecordBatch) -> None:
+        entry = self._open.get(key)
+        if entry is None:
+            if len(self._open) >= self.max_open:
+                _, oldest = self._open.popitem(last=False)
+                _close_stream(oldest)
+            paths = self.segments.setdefault(key, [])
+            path = self.folder / f"{key.split}-{key.bucket}-{key.part}.{len(paths)}.arrow"
+            paths.append(path)
+            sink = pa.OSFile(str(path), "wb")
+            entry = self._open[key] = (sink, pa.ipc.new_stream(sink, SPILL_SCHEMA))
+        else:
+            self._open.move_to_end(key)
+        entry[1].write_batch(batch)
+
+    def close(self) -> None:
+        while self._open:
+            _close_stream(self._open.popitem(last=False)[1])
+
+
+def _close_stream(entry: tuple) -> None:
+    sink, writer = entry
+    writer.close()
+    sink.close()
+
+
 def route_to_groups(
     spill_path: Path,
     groups_dir: Path,
     is_validation: np.ndarray,
     bucket_of_row: np.ndarray,
     parts: np.ndarray,
-) -> list[GroupKey]:
-    """Stream the spill file once, appending each row to its group's IPC file."""
+    max_open: int | None = None,
+) -> dict[GroupKey, list[Path]]:
+    """Stream the spill file once, appending each row to its group's files; returns each
+    group's segment files, groups in (split, bucket, part) order."""
     groups_dir.mkdir(parents=True, exist_ok=True)
-    writers: dict[GroupKey, tuple] = {}
+    files = GroupFiles(groups_dir, MAX_OPEN_GROUP_FILES if max_open is None else max_open)
     start = 0
-    with pa.OSFile(str(spill_path), "rb") as source:
-        reader = pa.ipc.open_file(source)
-        for index in range(reader.num_record_batches):
-            batch = reader.get_batch(index)
-            stop = start + batch.num_rows
-            split_codes = is_validation[start:stop].astype(np.int64)
-            group_codes = (split_codes * 1_000_000 + bucket_of_row[start:stop].astype(np.int64)) * 100_000 + parts[start:stop]
-            order = np.argsort(group_codes, kind="stable")
-            sorted_codes = group_codes[order]
-            boundaries = np.flatnonzero(np.diff(sorted_codes)) + 1
-            for chunk in np.split(order, boundaries):
-                code = int(group_codes[chunk[0]])
-                key = GroupKey(SPLITS[code // 100_000_000_000], (code // 100_000) % 1_000_000, code % 100_000)
-                if key not in writers:
-                    sink = pa.OSFile(str(groups_dir / f"{key.split}-{key.bucket}-{key.part}.arrow"), "wb")
-                    writers[key] = (sink, pa.ipc.new_stream(sink, SPILL_SCHEMA))
-                writers[key][1].write_batch(batch.take(pa.array(chunk)))
-            start = stop
-    for sink, writer in writers.values():
-        writer.close()
-        sink.close()
-    return sorted(writers, key=lambda k: (SPLITS.index(k.split), k.bucket, k.part))
+    try:
+        with pa.OSFile(str(spill_path), "rb") as source:
+            reader = pa.ipc.open_file(source)
+            for index in range(reader.num_record_batches):
+                batch = reader.get_batch(index)
+                stop = start + batch.num_rows
+                if not batch.num_rows:
+                    continue
+                # Group by (split, bucket, part) as separate columns: packing them into one
+                # integer would cap how many parts a bucket can have.
+                split_flags = is_validation[start:stop].astype(np.int8)
+                batch_buckets = bucket_of_row[start:stop]
+                batch_parts = parts[start:stop]
+                order = np.lexsort((batch_parts, batch_buckets, split_flags))
+                changes = (
+                    (np.diff(split_flags[order]) != 0)
+                    | (np.diff(batch_buckets[order]) != 0)
+                    | (np.diff(batch_parts[order]) != 0)
+                )
+                for chunk in np.split(order, np.flatnonzero(changes) + 1):
+                    first = chunk[0]
+                    key = GroupKey(SPLITS[int(split_flags[first])], int(batch_buckets[first]), int(batch_parts[first]))
+                    files.write(key, batch.take(pa.array(chunk)))
+                start = stop
+    finally:
+        files.close()
+    ordered = sorted(files.segments, key=lambda k: (SPLITS.index(k.split), k.bucket, k.part))
+    return {key: files.segments[key] for key in ordered}
 
 
-def write_shard(group_file: Path, target: Path, bucket_index: int) -> dict:
+def write_shard(group_files: Sequence[Path], target: Path, bucket_index: int) -> dict:
     """Read one group, order its rows by shuffle key, write the Parquet shard; returns its stats."""
-    with pa.OSFile(str(group_file), "rb") as source:
-        table = pa.ipc.open_stream(source).read_all()
+    tables = []
+    for group_file in group_files:
+        with pa.OSFile(str(group_file), "rb") as source:
+            tables.append(pa.ipc.open_stream(source).read_all())
+    table = pa.concat_tables(tables)
+    del tables
     order = pc.sort_indices(table, sort_keys=[("shuffle_key", "ascending"), ("arrival", "ascending")])
     table = table.take(order)
     table = table.drop_columns(["shuffle_key", "arrival"])
@@ -133,25 +188,25 @@ def write_shard(group_file: Path, target: Path, bucket_index: int) -> dict:
         "sha256": sha256_file(target),
     }
     del table
-    group_file.unlink()
+    for group_file in group_files:
+        group_file.unlink()
     return stats
 
 
 def write_all_shards(
-    groups: Sequence[GroupKey],
-    groups_dir: Path,
+    groups: dict[GroupKey, list[Path]],
     out_dir: Path,
     buckets: Sequence[Bucket],
     on_shard: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     entries = []
     numbering: dict[tuple[str, int], int] = {}
-    for key in groups:
+    for key, group_files in groups.items():
         bucket = buckets[key.bucket]
         number = numbering.get((key.split, key.bucket), 0)
         numbering[(key.split, key.bucket)] = number + 1
         relative = f"data/{key.split}/b{bucket.max_length:05d}-{number:05d}.parquet"
-        stats = write_shard(groups_dir / f"{key.split}-{key.bucket}-{key.part}.arrow", out_dir / relative, bucket.index)
+        stats = write_shard(group_files, out_dir / relative, bucket.index)
         entry = {
             "path": relative,
             "split": key.split,

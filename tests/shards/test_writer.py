@@ -1,0 +1,122 @@
+"""Routing spilled rows to shard groups: any number of parts, a bounded number of open files."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from oasst_data.shards.buckets import Bucket
+from oasst_data.shards.schema import SPILL_SCHEMA
+from oasst_data.shards.writer import GroupKey, route_to_groups, write_all_shards
+
+from ..conftest import FIXTURE_TOKENIZER
+
+
+def _write_spill(path: Path, rows: int, batch_rows: int) -> None:
+    """A spill file whose row i has id "r{i}" and length i + 1, in batches of `batch_rows`."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SPILL_SCHEMA) as writer:
+        for start in range(0, rows, batch_rows):
+            numbers = range(start, min(rows, start + batch_rows))
+            batch = pa.Table.from_pylist(
+                [
+                    {
+                        "id": f"r{i}", "tree_id": f"t{i}", "source": "alpaca", "lang": "en", "split": "train",
+                        "text": "x", "input_ids": [1] * (i + 1), "loss_mask": [1] * (i + 1), "length": i + 1,
+                        "num_turns": 2, "truncated": False, "shuffle_key": i, "arrival": i,
+                    }
+                    for i in numbers
+                ],
+                schema=SPILL_SCHEMA,
+            )
+            writer.write_table(batch)
+
+
+def _ids_by_group(groups: dict[GroupKey, list[Path]]) -> dict[GroupKey, list[str]]:
+    out = {}
+    for key, files in groups.items():
+        ids = []
+        for file in files:
+            with pa.OSFile(str(file), "rb") as source:
+                ids += pa.ipc.open_stream(source).read_all().column("id").to_pylist()
+        out[key] = sorted(ids, key=lambda text: int(text[1:]))
+    return out
+
+
+def test_part_numbers_past_100000_stay_in_their_own_group(tmp_path):
+    # Rows used to be grouped by one packed integer (bucket * 100_000 + part): part 100_000 of
+    # bucket 0 then landed in part 0 of bucket 1.
+    spill = tmp_path / "spill.arrow"
+    _write_spill(spill, 4, 4)
+    is_validation = np.array([False, False, False, True])
+    bucket_of_row = np.array([0, 1, 0, 0], dtype=np.int32)
+    parts = np.array([100_000, 0, 250_000, 100_000], dtype=np.int32)
+    groups = route_to_groups(spill, tmp_path / "groups", is_validation, bucket_of_row, parts)
+    assert _ids_by_group(groups) == {
+        GroupKey("train", 0, 100_000): ["r0"],
+        GroupKey("train", 0, 250_000): ["r2"],
+        GroupKey("train", 1, 0): ["r1"],
+        GroupKey("validation", 0, 100_000): ["r3"],
+    }
+
+
+def test_few_open_files_give_the_same_shards_as_many(tmp_path):
+    rows, groups_wanted = 60, 12
+    spill = tmp_path / "spill.arrow"
+    _write_spill(spill, rows, 7)  # every batch touches most groups: files close and reopen
+    is_validation = np.arange(rows) % 5 == 0
+    bucket_of_row = (np.arange(rows) % 2).astype(np.int32)
+    parts = (np.arange(rows) % (groups_wanted // 2)).astype(np.int32)
+    buckets = [Bucket(0, 1, 30), Bucket(1, 31, 60)]
+
+    wide = route_to_groups(spill, tmp_path / "wide", is_validation, bucket_of_row, parts, max_open=1000)
+    narrow = route_to_groups(spill, tmp_path / "narrow", is_validation, bucket_of_row, parts, max_open=2)
+    assert all(len(files) == 1 for files in wide.values())
+    assert max(len(files) for files in narrow.values()) > 1  # the cap was reached
+    assert list(narrow) == list(wide)
+    assert _ids_by_group(narrow) == _ids_by_group(wide)
+
+    written = {}
+    for name, groups in (("wide", wide), ("narrow", narrow)):
+        entries = write_all_shards(groups, tmp_path / f"out-{name}", buckets)
+        written[name] = [(e["path"], e["rows"], e["sha256"]) for e in entries]
+        assert not any((tmp_path / name).iterdir())  # every segment file was consumed
+    assert written["narrow"] == written["wide"]
+    assert sum(rows for _, rows, _ in written["wide"]) == rows
+
+
+def _limit_open_files(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    return apply
+
+
+def test_a_build_with_more_shards_than_the_open_file_limit(tmp_path):
+    records = [{"instruction": f"Question number {i}?", "input": "", "output": f"Answer {i}."} for i in range(400)]
+    alpaca = tmp_path / "many.json"
+    alpaca.write_text(json.dumps(records))
+    out = tmp_path / "shards"
+    command = [
+        sys.executable, "-m", "oasst_data_cli", "build", "--alpaca", str(alpaca), "--tokenizer", str(FIXTURE_TOKENIZER),
+        "--shard-rows", "1", "--out", str(out),
+    ]
+    # One open file per shard used to fail here with "Too many open files".
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limit_open_files(200), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shards = sorted(out.glob("data/*/*.parquet"))
+    assert len(shards) == 400
+    assert sum(pq.read_metadata(path).num_rows for path in shards) == 400
+
+
+def test_an_empty_spill_makes_no_groups(tmp_path):
+    spill = tmp_path / "spill.arrow"
+    _write_spill(spill, 0, 4)
+    empty = np.array([], dtype=np.int32)
+    assert route_to_groups(spill, tmp_path / "groups", empty.astype(bool), empty, empty) == {}
