@@ -342,7 +342,9 @@ def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, c
         "package": "oasst-data",
         "package_version": __version__,
         "config": resolved,
-        "config_hash": sha256_json(resolved),
+        # The tokenizer enters the hash by what it does (its fingerprint), not by how --tokenizer
+        # was spelled: `tok`, `./tok` and `/abs/tok` build the same shards, so the same hash.
+        "config_hash": sha256_json(resolved | {"tokenizer": loaded.fingerprint}),
         "tokenizer": loaded.describe() | {"name": resolved["tokenizer"]},
         "inputs": _describe_inputs(paths, config.alpaca),
         "buckets": [b.to_dict() for b in buckets],

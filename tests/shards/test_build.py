@@ -167,6 +167,16 @@ def test_manifest_content(fixture_build):
     assert len(manifest["config_hash"]) == 64
 
 
+def test_config_hash_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fixture_build, tmp_path, monkeypatch):
+    expected = load_manifest(fixture_build)["config_hash"]  # built with an absolute path
+    monkeypatch.chdir(REPO)
+    for spelling in ("fixtures/tokenizer", "./fixtures/tokenizer/"):
+        manifest = build_shards(fixture_config(tokenizer=spelling), tmp_path / f"out-{len(spelling)}").manifest
+        assert manifest["config"]["tokenizer"] == spelling  # recorded as given: the trainer can load it
+        assert manifest["config_hash"] == expected
+    assert build_shards(fixture_config(max_length=64), tmp_path / "other").manifest["config_hash"] != expected
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
