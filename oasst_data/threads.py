@@ -63,6 +63,8 @@ class ThreadExtractor:
         # such as an "all" export and its "ready" subset) would be trained on twice. About 150 bytes
         # a tree. Thread records are not checked: the threads of one tree share its id.
         self._trees_seen: dict[str, tuple[str, int]] = {}
+        # Input lines of the trees set aside whole (QUARANTINED_TREE_DROPS), each quarantined.
+        self._quarantined_tree_lines = 0
 
     @property
     def funnel(self) -> Funnel:
@@ -93,7 +95,7 @@ class ThreadExtractor:
     def oasst_threads(self, paths: Sequence[Path], progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.OASST.value, Funnel())
         reader = OasstExportReader(paths, self.handler, self.bytes_read)
-        quarantined_before = quarantined_trees(funnel)
+        quarantined_lines_before = self._quarantined_tree_lines
         stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
         try:
             for located in reader:
@@ -104,8 +106,9 @@ class ThreadExtractor:
         finally:
             funnel.records_read += reader.counts.lines
             funnel.bad_records += reader.counts.bad_lines
-            # An invalid or repeated tree is quarantined whole; its line counts as bad too.
-            funnel.bad_records += quarantined_trees(funnel) - quarantined_before
+            # An invalid or repeated tree is quarantined whole: each of its lines counts as bad too
+            # (one for a tree line, one a message for a tree rebuilt from flat messages).
+            funnel.bad_records += self._quarantined_tree_lines - quarantined_lines_before
         stateless = funnel.tree_drops.get("tree_state_missing", 0) - stateless_before
         if stateless:
             log.warning(
@@ -120,12 +123,11 @@ class ThreadExtractor:
             first = self._trees_seen.setdefault(tree.message_tree_id, (located.source, located.line))
             if first != (located.source, located.line):
                 funnel.tree_drops["duplicate_tree"] += 1
-                self.handler(BadRecordError(
-                    located.source, located.line,
+                self._set_aside(
+                    located,
                     f"tree {tree.message_tree_id} was already read at {first[0]}:{first[1]} (overlapping inputs? "
                     "give each tree once, or --on-bad-record skip keeps the first copy)",
-                    located.raw,
-                ))
+                )
                 return
         reason = _first_drop(self.tree_filters, tree)
         if reason is not None:
@@ -135,7 +137,7 @@ class ThreadExtractor:
             validate_roles(tree.prompt)
         except InvalidTreeError as error:
             funnel.tree_drops["invalid_tree"] += 1
-            self.handler(BadRecordError(located.source, located.line, f"invalid tree {tree.message_tree_id}: {error}", located.raw))
+            self._set_aside(located, f"invalid tree {tree.message_tree_id}: {error}")
             return
         funnel.trees_kept += 1
         split = assign_split(tree.message_tree_id, self.config.val_split, self.config.seed)
@@ -152,6 +154,12 @@ class ThreadExtractor:
             funnel.threads += 1
             funnel.threads_by_split[split.value] += 1
             yield thread
+
+    def _set_aside(self, located: LocatedTree, reason: str) -> None:
+        """Quarantine a whole tree: one bad record per input line it was read from, same reason on each."""
+        for line, raw in located.record_lines():
+            self._quarantined_tree_lines += 1  # counted before the handler raises (fail) or records it (skip)
+            self.handler(BadRecordError(located.source, line, reason, raw))
 
     def _make_thread(self, path: list[ExportMessage], tree_id: str, split: Split, cache: dict[int, Turn] | None = None) -> Thread:
         cache = {} if cache is None else cache

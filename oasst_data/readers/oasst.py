@@ -42,6 +42,14 @@ class LocatedTree:
     line: int
     raw: bytes | None = None
     kind: str = "message_tree"
+    # A tree rebuilt from flat messages (kind "messages") under the skip policy: the (line, raw)
+    # of each of its messages, in line order, so a tree set aside is quarantined line by line.
+    # None otherwise (one line holds the tree; or under fail only `line` names the first error).
+    lines: tuple[tuple[int, bytes], ...] | None = None
+
+    def record_lines(self) -> tuple[tuple[int, bytes | None], ...]:
+        """The input lines (number, raw) this tree was read from: several for flat messages under skip."""
+        return self.lines if self.lines is not None else ((self.line, self.raw),)
 
 
 @dataclass
@@ -354,11 +362,18 @@ class FlatMessageAssembler:
                 self._reject(current, f"message {current}: an ancestor ({orphan}) has no parent in the input")
                 stack.extend(children.get(current, ()))
         placed.update(orphans)
+        # Under skip, each tree's message ids, so a tree set aside later is quarantined line by line.
+        keep_lines = self.handler.policy.value == "skip"
+        members: dict[str, list[str]] = {}
         for root_id in roots:
             stack = [root_id]
+            if keep_lines:
+                members[root_id] = member_ids = []
             while stack:
                 current = stack.pop()
                 placed.add(current)
+                if keep_lines:
+                    member_ids.append(current)
                 node = self.messages[current]
                 kids = children.get(current, ())
                 node.replies.extend(self.messages[k] for k in kids)
@@ -370,8 +385,14 @@ class FlatMessageAssembler:
             root = self.messages[root_id]
             tree_id = root.message_tree_id or root.message_id
             tree = ExportMessageTree(message_tree_id=tree_id, prompt=root, tree_state=root.tree_state)
-            yield LocatedTree(tree, self.source, self.lines[root_id], None, "messages")
+            lines = None
+            if keep_lines:
+                # The raw bytes leave the assembler with their tree (freed once it is processed).
+                ids = members.pop(root_id)
+                lines = tuple(sorted(((self.lines[m], self.raw.pop(m)) for m in ids), key=lambda pair: pair[0]))
+            yield LocatedTree(tree, self.source, self.lines[root_id], None, "messages", lines)
         self.messages.clear()
+        self.raw.clear()
 
 
 class OasstExportReader:

@@ -368,6 +368,89 @@ def test_flat_message_errors_name_the_id(tmp_path, extra, first, quarantined):
     assert_accounted(report, entries)
 
 
+# --- a tree set aside whole (repeated, roles that do not alternate): every one of its lines ----------
+
+
+def flat_tree(tree_id: str, roles: list[str]) -> list[bytes]:
+    """A chain of flat message lines with the given roles, replies before their parents."""
+    lines = [message_line(f"{tree_id}-{i}", f"{tree_id}-{i - 1}" if i else None, role, tree_id) for i, role in enumerate(roles)]
+    return lines[::-1]
+
+
+def quarantined_lines(entries: list[dict], source: Path) -> list[tuple[int, dict]]:
+    """(line, the raw line parsed) of each quarantine entry of `source`, checking raw is that input line exactly."""
+    lines = source.read_bytes().splitlines()
+    got = []
+    for entry in entries:
+        if entry["source"] == str(source):
+            assert entry["raw"].encode("utf-8") == lines[entry["line"] - 1]
+            got.append((entry["line"], json.loads(entry["raw"])))
+    return sorted(got, key=lambda pair: pair[0])
+
+
+def test_a_flat_tree_read_twice_is_quarantined_line_by_line(tmp_path):
+    """Each of the repeated copy's message lines is quarantined raw (was: one entry, empty raw, counted once)."""
+    first = tmp_path / "a.jsonl"
+    first.write_bytes(b"".join(flat_tree("t-dup", ["prompter", "assistant", "prompter", "assistant"])))
+    second = tmp_path / "b.jsonl"
+    other = flat_tree("t-other", ["prompter", "assistant"])
+    repeated = flat_tree("t-dup", ["prompter", "assistant", "prompter", "assistant"])
+    # Interleaved with a tree of its own, so the set-aside lines are 1, 3, 5, 6.
+    rows = [repeated[0], other[0], repeated[1], other[1], repeated[2], repeated[3]]
+    second.write_bytes(b"".join(rows))
+    out = tmp_path / "t.jsonl"
+    message = assert_one_line_error(threads_cli(str(first), str(second), "--out", str(out)), second, 6, "tree t-dup was already read")
+    assert f"{first}:4" in message  # the root's line in each file
+
+    report, entries, result = skip_run(out, str(first), str(second))
+    assert [(line, row) for line, row in quarantined_lines(entries, second)] == [
+        (number, json.loads(rows[number - 1])) for number in (1, 3, 5, 6)
+    ]
+    assert len(entries) == 4 and len({e["reason"] for e in entries}) == 1
+    assert entries[0]["reason"].startswith(f"tree t-dup was already read at {first}:4")
+    funnel = report["funnel"]
+    assert (funnel["records_read"], funnel["bad_records"], funnel["records_used"]) == (10, 4, 6)
+    assert funnel["tree_drops"] == {"duplicate_tree": 1} and funnel["threads"] == 2
+    assert_accounted(report, entries)
+    assert "4 bad records skipped" in result.stderr
+
+
+INVALID_ROLES = ["prompter", "assistant", "assistant"]  # b-2 is an assistant reply to an assistant
+
+
+@pytest.mark.parametrize("layout", ["flat", "tree", "nested_message"])
+def test_a_tree_with_invalid_roles_is_quarantined_one_entry_per_input_line(tmp_path, layout):
+    """Flat messages: one entry per message line; a tree in one line (tree record, or a root with its
+    replies nested): that one line."""
+    good = flat_tree("t-good", ["prompter", "assistant"])
+    if layout == "flat":
+        bad = flat_tree("t-bad", INVALID_ROLES)
+        rows = [bad[0], good[0], bad[1], good[1], bad[2]]
+        set_aside = [1, 3, 5]
+    else:
+        chain = None
+        for index in range(len(INVALID_ROLES) - 1, -1, -1):
+            chain = {"message_id": f"t-bad-{index}", "text": "x", "role": INVALID_ROLES[index], "lang": "en",
+                     "review_result": True, "replies": [chain] if chain else []}
+        if layout == "tree":
+            line = {"message_tree_id": "t-bad", "tree_state": "ready_for_export", "prompt": chain}
+        else:
+            line = dict(chain, message_tree_id="t-bad", tree_state="ready_for_export")
+        rows = [good[0], json.dumps(line).encode() + b"\n", good[1]]
+        set_aside = [2]
+    source = tmp_path / "export.jsonl"
+    source.write_bytes(b"".join(rows))
+    out = tmp_path / "t.jsonl"
+    report, entries, _ = skip_run(out, str(source))
+    assert quarantined_lines(entries, source) == [(number, json.loads(rows[number - 1])) for number in set_aside]
+    assert all(e["reason"] == "invalid tree t-bad: message t-bad-2 is an assistant reply to an assistant (t-bad-1); roles must alternate"
+               for e in entries)
+    funnel = report["funnel"]
+    assert (funnel["records_read"], funnel["bad_records"]) == (len(rows), len(set_aside))
+    assert funnel["tree_drops"] == {"invalid_tree": 1} and funnel["threads"] == 1
+    assert_accounted(report, entries)
+
+
 # --- Alpaca -----------------------------------------------------------------------------------------
 
 ALPACA_ARRAY = (FIXTURES / "alpaca" / "alpaca.json").read_text(encoding="utf-8")
@@ -481,11 +564,12 @@ def test_skip_counts_per_source_across_files_and_kinds(tmp_path):
     messages.write_bytes(b"".join(MESSAGE_LINES + [message_line("o1", "nowhere", "assistant")]))
     alpaca = write_with_bad_line(tmp_path / "c.jsonl", b"[]\n", lines=(FIXTURES / "alpaca" / "alpaca.jsonl").read_bytes().splitlines(keepends=True))
     report, entries, _ = skip_run(tmp_path / "out.jsonl", str(tmp_path / "[ab].jsonl"), extra=("--alpaca", str(alpaca)))
-    # b.jsonl's two flat trees are also in a.jsonl (lines 1, 2): their roots (lines 9, 12) are set aside as repeats.
+    # b.jsonl's two flat trees are also in a.jsonl (lines 1, 2): set aside as repeats, each of their
+    # 12 message lines (1-12) quarantined; line 13 is the orphan.
     assert sorted((Path(e["source"]).name, e["line"]) for e in entries) == [
-        ("a.jsonl", 3), ("b.jsonl", 9), ("b.jsonl", 12), ("b.jsonl", 13), ("c.jsonl", 3)
+        ("a.jsonl", 3), *(("b.jsonl", line) for line in range(1, 14)), ("c.jsonl", 3)
     ]
-    assert report["by_source"]["oasst"]["bad_records"] == 4 and report["by_source"]["alpaca"]["bad_records"] == 1
+    assert report["by_source"]["oasst"]["bad_records"] == 1 + 12 + 1 and report["by_source"]["alpaca"]["bad_records"] == 1
     assert report["by_source"]["oasst"]["tree_drops"]["duplicate_tree"] == 2
     assert report["funnel"]["threads"] == GOOD_THREADS + 4  # + the Alpaca records'; no tree's threads twice
     assert_accounted(report, entries)

@@ -300,6 +300,55 @@ def test_surrogate_escapes_decode_as_pairs_or_fail_naming_the_lone_one(text):
         assert decode_record(line, "x.jsonl", 7).prompt.text == paired
 
 
+# --- a tree rebuilt from flat messages knows its lines (quarantined line by line when set aside) ------
+
+
+def test_a_flat_tree_carries_its_lines_under_skip_only(tmp_path):
+    rows = chain_rows(4)
+    rows.insert(2, {**rows[0], "message_id": "x0", "message_tree_id": "t-x"})
+    rows = rows[::-1]  # replies before their parents; two trees interleaved
+    path = write_jsonl(tmp_path / "flat.jsonl", rows)
+    raw_lines = path.read_bytes().splitlines(keepends=True)
+    skipped = {loc.tree.message_tree_id: loc for loc in OasstExportReader([path], BadRecordHandler(OnBadRecord.SKIP))}
+    chain_lines = [number for number, row in enumerate(rows, start=1) if row["message_tree_id"] == "t-chain"]
+    assert skipped["t-chain"].lines == tuple((number, raw_lines[number - 1]) for number in chain_lines)
+    assert skipped["t-x"].lines == ((3, raw_lines[2]),)
+    assert [json.loads(raw) for _, raw in skipped["t-chain"].lines] == [row for row in rows if row["message_tree_id"] == "t-chain"]
+    # Under fail no raw bytes are kept: the first bad record raises, naming the root's line.
+    failing = {loc.tree.message_tree_id: loc for loc in OasstExportReader([path])}
+    assert failing["t-chain"].lines is None and failing["t-chain"].record_lines() == ((5, None),)
+
+
+def test_hugging_face_rows_of_a_tree_set_aside_are_quarantined_row_by_row(tmp_path):
+    rows = [hf_row(row) for tree in TREE_DICTS[:2] for row in flatten(tree)]
+    bad = chain_rows(3)
+    bad[2]["role"] = "assistant"  # c2 an assistant reply to the assistant c1
+    rows[1:1] = bad
+    handler = BadRecordHandler(OnBadRecord.SKIP, tmp_path / "q.jsonl")
+    extractor = ThreadExtractor(ThreadConfig(val_split=0.0), handler)
+    funnel = Funnel()
+    threads = [t for located in trees_from_hf_rows(rows, "hf", handler) for t in extractor.tree_threads(located, funnel)]
+    handler.close()
+    entries = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(e["line"], json.loads(e["raw"])) for e in entries] == [(2, bad[0]), (3, bad[1]), (4, bad[2])]
+    assert {e["reason"] for e in entries} == {"invalid tree t-chain: message c2 is an assistant reply to an assistant (c1); roles must alternate"}
+    assert funnel.tree_drops["invalid_tree"] == 1 and threads and handler.count == 3
+
+
+def test_a_deep_flat_tree_read_twice_is_quarantined_line_by_line_without_recursion(tmp_path):
+    assert sys.getrecursionlimit() < 20_000
+    rows = chain_rows(20_000)[::-1]
+    first = write_jsonl(tmp_path / "a.jsonl", rows)
+    second = write_jsonl(tmp_path / "b.jsonl", rows)
+    config = ThreadConfig(val_split=0.0, on_bad_record="skip", quarantine=tmp_path / "q.jsonl")
+    threads, funnel = extract_threads([first, second], config=config)
+    assert len(threads) == 1 and funnel.tree_drops["duplicate_tree"] == 1
+    assert (funnel.records_read, funnel.bad_records, funnel.records_used) == (40_000, 20_000, 20_000)
+    entries = (tmp_path / "q.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(entries) == 20_000
+    assert [json.loads(entry)["line"] for entry in entries] == list(range(1, 20_001))
+
+
 # --- deep chains: no recursion over user data ---------------------------------------------------------
 
 
