@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OasstDataError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: folders are not locked, none is cleaned up
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -71,3 +80,73 @@ def replace_directory(staging: Path, target: Path) -> None:
     else:
         os.replace(staging, target)
         fsync_dir(target.parent)
+
+
+# Inside a staging folder, held under an exclusive flock for as long as its build runs. The
+# kernel drops the lock when the process dies, however it dies, so a later build can tell a
+# folder left by a killed build (lock free) from one a running build still uses.
+STAGING_LOCK = ".building.lock"
+
+
+class StagingFolder:
+    """A folder beside `target` that a build writes into, then publishes as `target` at once."""
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        self.path = self.target.with_name(f"{staging_prefix(self.target)}{os.getpid()}-{threading.get_ident()}")
+        self._lock_fd: int | None = None
+
+    def create(self) -> "StagingFolder":
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir()
+        if fcntl is not None:
+            self._lock_fd = os.open(self.path / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        return self
+
+    def publish(self) -> None:
+        """Move the finished folder into place (see `replace_directory`), its lock file removed."""
+        (self.path / STAGING_LOCK).unlink(missing_ok=True)
+        replace_directory(self.path, self.target)
+        self._release()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def staging_prefix(target: Path) -> str:
+    return f".{Path(target).name}.staging-"
+
+
+def remove_abandoned_staging(target: Path) -> list[Path]:
+    """Delete the staging folders of `target` that no running build holds (left by a build that
+    was killed, e.g. by SIGKILL or the OOM killer); returns them. A folder without a lock file
+    is left alone: it may be a running build's, between its publish steps, or not ours."""
+    target = Path(target)
+    removed: list[Path] = []
+    if fcntl is None or not target.parent.is_dir():
+        return removed
+    for folder in sorted(target.parent.glob(f"{staging_prefix(target)}*")):
+        lock = folder / STAGING_LOCK
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a running build holds it
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            log.warning("removed %s, left by a build of %s that did not finish (killed?)", folder, target)
+        finally:
+            os.close(fd)
+    return removed

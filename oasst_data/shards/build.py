@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -21,7 +19,7 @@ from pathlib import Path
 
 
 from .. import __version__
-from ..atomic import atomic_open, replace_directory
+from ..atomic import StagingFolder, atomic_open, remove_abandoned_staging
 from ..config import ThreadConfig
 from ..conversation import Thread
 from ..errors import ConfigError, OasstDataError
@@ -169,7 +167,7 @@ def _describe_inputs(paths: list[Path], alpaca: list[str]) -> list[dict]:
     return described
 
 
-def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
+def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OasstDataError(f"{out_dir}: exists and is not a directory")
@@ -182,15 +180,12 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
                 f"{out_dir}: not an oasst-data build (no manifest.json), so --overwrite will not delete it; "
                 "give a new or empty folder, or remove this one yourself"
             )
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{os.getpid()}-{threading.get_ident()}")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
+        remove_abandoned_staging(out_dir)
+        return StagingFolder(out_dir).create()
     except OSError as error:
         raise OasstDataError(f"{out_dir}: cannot write here: {error.strerror or error}") from None
-    return staging
 
 
 def build_shards(
@@ -210,13 +205,13 @@ def build_shards(
     loaded = load_tokenizer(config.tokenizer)
     staging = _prepare_output(out_dir, overwrite)
     try:
-        result = _build_in(staging, config, paths, loaded, on_progress)
-        replace_directory(staging, out_dir)
+        result = _build_in(staging.path, config, paths, loaded, on_progress)
+        staging.publish()
         result.out_dir = out_dir
         if result.quarantined:
             result.quarantine_path = Path(quarantine) if quarantine is not None else out_dir / "quarantine.jsonl"
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.discard()
         raise
     totals = result.manifest["totals"]
     if totals["validation"]["rows"] and not totals["train"]["rows"]:

@@ -264,6 +264,42 @@ def test_interrupted_or_failed_build_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == [bad]
 
 
+def _hold_staging_folder(target: Path) -> subprocess.Popen:
+    """A process that opens a build's staging folder for `target`, then waits to be killed."""
+    code = (
+        "import sys, time\n"
+        "from oasst_data.atomic import StagingFolder\n"
+        "staging = StagingFolder(sys.argv[1]).create()\n"
+        "(staging.path / 'part.arrow').write_bytes(b'half written')\n"
+        "print(staging.path, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_killed_builds_staging_folder_is_removed_by_the_next_build_a_running_ones_is_not(tmp_path, caplog):
+    out = tmp_path / "shards"
+    killed, running = _hold_staging_folder(out), _hold_staging_folder(out)
+    try:
+        killed_folder = Path(killed.stdout.readline().strip())
+        running_folder = Path(running.stdout.readline().strip())
+        killed.kill()  # SIGKILL: no cleanup code runs
+        killed.wait(timeout=30)
+        assert killed_folder.is_dir()
+        with caplog.at_level("WARNING", logger="oasst_data"):
+            build_shards(fixture_config(), out)
+        assert not killed_folder.exists()
+        assert f"removed {killed_folder}" in caplog.text
+        assert (running_folder / "part.arrow").is_file()  # still locked by its build
+        assert not (out / ".building.lock").exists()  # the lock does not travel into the output
+    finally:
+        for process in (killed, running):
+            process.kill()
+            process.wait(timeout=30)
+    build_shards(fixture_config(), out, overwrite=True)  # its process is gone now
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
 def test_overflow_truncate_drop_and_no_trainable_rows(tmp_path):
     truncated = build_shards(fixture_config(max_length=12), tmp_path / "t").manifest
     rows = all_rows(tmp_path / "t")
