@@ -28,13 +28,17 @@ class BadRecordHandler:
     included, so they can be restored. The file is written to a temp name and renamed on `close()`.
     """
 
-    def __init__(self, policy: OnBadRecord = OnBadRecord.FAIL, quarantine_path: Path | None = None):
+    def __init__(self, policy: OnBadRecord = OnBadRecord.FAIL, quarantine_path: Path | None = None, publish_on_close: bool = True):
         self.policy = OnBadRecord(policy)
         self.quarantine_path = quarantine_path
+        # False: a finished run's file waits for `publish()`, which a caller makes after its own
+        # outputs are in place, so a run that fails later leaves the earlier quarantine as it was.
+        self.publish_on_close = publish_on_close
         self.count = 0
         self.by_source: Counter[str] = Counter()
         self._handle = None
         self._temp: Path | None = None
+        self._finished = False
 
     def __call__(self, error: BadRecordError) -> None:
         if self.policy is OnBadRecord.FAIL:
@@ -58,22 +62,43 @@ class BadRecordHandler:
         self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def close(self, finished: bool = True) -> None:
-        """Move the quarantine file into place. A run that `finished` with nothing to quarantine
-        removes the file an earlier run left at its path, so the file always tells of the last run.
-        A run that did not finish (interrupted, failed) discards its partial file: its outputs were
-        not written either, and the earlier quarantine still belongs to the earlier outputs."""
-        if self._handle is None and finished and self.policy is OnBadRecord.SKIP and not self.count:
-            if self.quarantine_path is not None and self.quarantine_path.is_file():
-                self.quarantine_path.unlink()
-                log.info("removed %s, left by an earlier run: this one skipped no record", self.quarantine_path)
-        if self._handle is not None and not finished:
-            self._handle.close()
-            self._handle = None
-            self._temp.unlink(missing_ok=True)
-            log.info("the run did not finish: its quarantine was discarded (a file an earlier run left at %s is kept)", self.quarantine_path)
+        """End the run: a run that `finished` has its file published (now, or at `publish()` when
+        `publish_on_close` is False). A run that did not finish (interrupted, failed) discards its
+        partial file: its outputs were not written either, and the earlier quarantine still
+        belongs to the earlier outputs."""
+        if not finished:
+            self.discard()
+            return
         if self._handle is not None:
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self._handle.close()
             self._handle = None
+        self._finished = True
+        if self.publish_on_close:
+            self.publish()
+
+    def publish(self) -> None:
+        """Move a finished run's file into place. A run that skipped nothing removes the file an
+        earlier run left at its path, so the file always tells of the last run."""
+        if not self._finished:
+            return
+        self._finished = False
+        if self._temp is not None:
             os.replace(self._temp, self.quarantine_path)
+            self._temp = None
+        elif self.policy is OnBadRecord.SKIP and not self.count:
+            if self.quarantine_path is not None and self.quarantine_path.is_file():
+                self.quarantine_path.unlink()
+                log.info("removed %s, left by an earlier run: this one skipped no record", self.quarantine_path)
+
+    def discard(self) -> None:
+        """Drop this run's file, written or waiting (a file an earlier run left is kept)."""
+        self._finished = False
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None
+            log.info("the run did not finish: its quarantine was discarded (a file an earlier run left at %s is kept)", self.quarantine_path)

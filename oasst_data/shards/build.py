@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-
 from .. import __version__
 from ..atomic import StagingFolder, atomic_open, remove_abandoned_staging
 from ..config import ThreadConfig
@@ -25,6 +24,7 @@ from ..conversation import Thread
 from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel, what_removed_everything
 from ..output_paths import check_outputs, check_replaced_folder
+from ..quarantine import BadRecordHandler, OnBadRecord
 from ..readers.files import expand_inputs
 from ..threads import ThreadExtractor
 from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer, save_tokenizer
@@ -204,13 +204,16 @@ def build_shards(
     check_replaced_folder(out_dir, [*paths, *config.alpaca], {"--quarantine": quarantine})
     loaded = load_tokenizer(config.tokenizer)
     staging = _prepare_output(out_dir, overwrite)
+    handler = _bad_record_handler(config, staging.path)
     try:
-        result = _build_in(staging.path, config, paths, loaded, on_progress)
+        result = _build_in(staging.path, config, paths, loaded, handler, on_progress)
         staging.publish()
+        handler.publish()  # a --quarantine file outside the build follows its shards, never precedes them
         result.out_dir = out_dir
         if result.quarantined:
             result.quarantine_path = Path(quarantine) if quarantine is not None else out_dir / "quarantine.jsonl"
     except BaseException:
+        handler.discard()
         staging.discard()
         raise
     totals = result.manifest["totals"]
@@ -221,14 +224,20 @@ def build_shards(
     return result
 
 
-def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, on_progress) -> BuildResult:
-    thread_config = ThreadConfig(**{f.name: getattr(config.threads, f.name) for f in fields(ThreadConfig)})
-    if thread_config.on_bad_record.value == "skip" and thread_config.quarantine is None:
-        thread_config.quarantine = staging / "quarantine.jsonl"
-    extractor = ThreadExtractor(thread_config)
+def _bad_record_handler(config: BuildConfig, staging: Path) -> BadRecordHandler:
+    """Skipped records go to --quarantine, published after the shards; by default to the build's
+    own quarantine.jsonl, which moves into place with the rest of the build."""
+    policy, given = config.threads.on_bad_record, config.threads.quarantine
+    if given is not None:
+        return BadRecordHandler(policy, Path(given), publish_on_close=False)
+    return BadRecordHandler(policy, staging / "quarantine.jsonl" if policy is OnBadRecord.SKIP else None)
+
+
+def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, handler: BadRecordHandler, on_progress) -> BuildResult:
+    extractor = ThreadExtractor(config.threads, handler)
     tokenizer = ThreadTokenizer(loaded, config.max_length, config.overflow)
     progress = BuildProgress(bytes_total=sum(p.stat().st_size for p in paths))
-    spill = SpillWriter(staging / "_spill.arrow", thread_config.seed)
+    spill = SpillWriter(staging / "_spill.arrow", config.threads.seed)
 
     def report() -> None:
         if on_progress is not None:

@@ -402,6 +402,36 @@ def test_skip_mode_quarantines_inside_the_output_and_counts(tmp_path):
     assert manifest["funnel"]["threads"] == 16  # everything good is still built
 
 
+@pytest.mark.parametrize("second_input_bad", [True, False], ids=["new-bad-records", "no-bad-records"])
+def test_a_quarantine_outside_the_build_is_replaced_only_when_the_build_lands(tmp_path, second_input_bad):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(Path(TREES).read_text() + "{not json\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text(Path(TREES).read_text() + ("[1, 2]\n" if second_input_bad else ""))
+    quarantine, out = tmp_path / "skipped.jsonl", tmp_path / "shards"
+    skip = ThreadConfig(val_split=0.3, on_bad_record="skip", quarantine=quarantine)
+    build_shards(fixture_config(inputs=[str(bad)], threads=skip), out)
+    first_quarantine, first_manifest = quarantine.read_bytes(), (out / "manifest.json").read_bytes()
+    assert b"{not json" in first_quarantine
+
+    def fail_while_writing_shards(progress):
+        if progress.stage == "writing shards":
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        build_shards(fixture_config(inputs=[str(other)], threads=skip), out, overwrite=True, on_progress=fail_while_writing_shards)
+    # The shards are the first build's, so the quarantine must still be the first build's too.
+    assert (out / "manifest.json").read_bytes() == first_manifest
+    assert quarantine.read_bytes() == first_quarantine
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bad.jsonl", "other.jsonl", "skipped.jsonl", "shards"])
+
+    result = build_shards(fixture_config(inputs=[str(other)], threads=skip), out, overwrite=True)
+    if second_input_bad:
+        assert b"[1, 2]" in quarantine.read_bytes() and result.quarantine_path == quarantine
+    else:
+        assert not quarantine.exists() and result.quarantine_path is None  # it told of a build now replaced
+
+
 def test_buckets_tuned_for_a_token_budget_are_recorded(tmp_path):
     manifest = build_shards(fixture_config(bucket_batch_tokens=256), tmp_path / "t").manifest
     assert manifest["config"]["bucket_batch_tokens"] == 256
