@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -27,17 +28,26 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def error_label() -> str:
+    """`error:`, or `error (rank R of N):` in a process of a distributed launch. Every rank reports
+    its own error: one rank's (a node's full disk, a damaged local copy) may be the only clue."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        return f"error (rank {os.environ.get('RANK', '?')} of {world}):"
+    return "error:"
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the package's own errors, and the system's, into one red line and exit code 1 (no traceback)."""
     try:
         yield
     except OasstDataError as error:
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{error_label()}[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as error:  # the machine's answer (disk full, permissions): no traceback either
         where = f"{error.filename}: " if error.filename else ""
-        err_console.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{error_label()}[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from oasst_data.train.config import field_help
 
-from .console import err_console, user_errors
+from .console import err_console, error_label, user_errors
 
 # What `pip install oasst-data[train]` adds that training cannot start without (DeepSpeed is checked
 # where it is used: --deepspeed none trains without it).
@@ -122,7 +122,7 @@ def train(
             from oasst_data.train.run import train as run_training
         except ImportError as error:
             missing = escape(f"training needs the train extra ({error.name or error} is missing): pip install 'oasst-data[train]'")
-            err_console.print(f"[bold red]error:[/] {missing}", highlight=False)
+            err_console.print(f"[bold red]{error_label()}[/] {missing}", highlight=False)
             raise typer.Exit(1) from None
         outcome = run_training(config)
         if outcome.trainer is None or outcome.trainer.is_world_process_zero():
