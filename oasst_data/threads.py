@@ -34,12 +34,20 @@ _ROLES = {role.value: role for role in Role}
 
 
 # Tree drops that are also bad records, set aside whole in the quarantine.
-QUARANTINED_TREE_DROPS = ("invalid_tree", "duplicate_tree")
+QUARANTINED_TREE_DROPS = ("invalid_tree", "duplicate_tree", "duplicate_thread")
 
 
 def quarantined_trees(funnel: Funnel) -> int:
     """Trees of `funnel` set aside as bad records (counted both as a drop and as a bad record)."""
     return sum(funnel.tree_drops.get(reason, 0) for reason in QUARANTINED_TREE_DROPS)
+
+
+def _last_message(tree) -> ExportMessage:
+    """The leaf of a one-path tree (a thread record), without recursion."""
+    message = tree.prompt
+    while message.replies:
+        message = message.replies[-1]
+    return message
 
 
 def _first_drop(filters: Sequence, item) -> str | None:
@@ -61,8 +69,10 @@ class ThreadExtractor:
         self._alpaca_seen: dict[str, int] = {}
         # Where each message tree was first read, across files: a second copy (overlapping exports,
         # such as an "all" export and its "ready" subset) would be trained on twice. About 150 bytes
-        # a tree. Thread records are not checked: the threads of one tree share its id.
+        # a tree. Thread records (the threads of one tree share its id) are keyed by their last
+        # message instead, which names one root-to-leaf path.
         self._trees_seen: dict[str, tuple[str, int]] = {}
+        self._threads_seen: dict[str, tuple[str, int]] = {}
         # Input lines of the trees set aside whole (QUARANTINED_TREE_DROPS), each quarantined.
         self._quarantined_tree_lines = 0
 
@@ -119,16 +129,21 @@ class ThreadExtractor:
 
     def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
         tree = located.tree
-        if located.kind != "thread":
-            first = self._trees_seen.setdefault(tree.message_tree_id, (located.source, located.line))
-            if first != (located.source, located.line):
-                funnel.tree_drops["duplicate_tree"] += 1
-                self._set_aside(
-                    located,
-                    f"tree {tree.message_tree_id} was already read at {first[0]}:{first[1]} (overlapping inputs? "
-                    "give each tree once, or --on-bad-record skip keeps the first copy)",
-                )
-                return
+        if located.kind == "thread":
+            key = _last_message(tree).message_id
+            repeat, what, seen = "duplicate_thread", f"thread ending at message {key}", self._threads_seen
+        else:
+            key = tree.message_tree_id
+            repeat, what, seen = "duplicate_tree", f"tree {key}", self._trees_seen
+        first = seen.setdefault(key, (located.source, located.line))
+        if first != (located.source, located.line):
+            funnel.tree_drops[repeat] += 1
+            self._set_aside(
+                located,
+                f"{what} was already read at {first[0]}:{first[1]} (overlapping inputs? "
+                "give each once, or --on-bad-record skip keeps the first copy)",
+            )
+            return
         reason = _first_drop(self.tree_filters, tree)
         if reason is not None:
             funnel.tree_drops[reason] += 1

@@ -615,6 +615,24 @@ def test_thread_records_of_one_tree_are_not_repeats(tmp_path):
     assert "duplicate_tree" not in funnel.tree_drops and len(extracted) == funnel.threads == 3
 
 
+def test_a_thread_record_read_twice_is_a_repeat(tmp_path):
+    """Two thread records ending at the same message are one conversation path, read twice."""
+    fixture = (FIXTURES / "oasst" / "threads.jsonl").read_text().splitlines(keepends=True)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(fixture))
+    second.write_text(fixture[0])  # the same path again, in an overlapping export
+    out = tmp_path / "t.jsonl"
+    leaf = json.loads(fixture[0])["thread"][-1]["message_id"]
+    assert_one_line_error(threads_cli(str(first), str(second), "--out", str(out)), second, 1, f"thread ending at message {leaf}")
+    report, entries, _ = skip_run(out, str(first), str(second))
+    assert [(e["line"], e["raw"]) for e in entries] == [(1, fixture[0].rstrip("\n"))]
+    assert entries[0]["reason"].startswith(f"thread ending at message {leaf} was already read at {first}:1")
+    assert report["funnel"]["tree_drops"].get("duplicate_thread") == 1
+    alone = skip_run(tmp_path / "alone.jsonl", str(first))[0]["funnel"]
+    assert report["funnel"]["threads"] == alone["threads"]  # trained on once, as from the first file alone
+    assert_accounted(report, entries)
+
+
 def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     """User data in an error (ids, file names) may hold rich markup such as [/]: printed as is."""
     source = tmp_path / "messages.jsonl"
