@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from ..errors import OasstDataError
+from .hashing import sha256_json
 from .schema import FORMAT_VERSION, ManifestShape
 
 
@@ -31,7 +32,39 @@ def load_manifest(out_dir: str | Path) -> dict:
         msgspec.convert(manifest, ManifestShape)
     except msgspec.ValidationError as error:
         raise OasstDataError(f"{path}: not an oasst-data manifest: {error}") from None
+    problem = manifest_inconsistency(manifest)
+    if problem is not None:
+        raise OasstDataError(f"{path}: {problem}: the manifest was edited or damaged; rebuild, or restore it")
     return manifest
+
+
+def manifest_inconsistency(manifest: dict) -> str | None:
+    """The first place where the manifest contradicts itself, or None. Shard checksums cover the
+    shards; this covers the manifest: its totals must add up from its shard entries, each shard
+    must lie in its bucket, and the config must hash to its config_hash."""
+    shards = manifest["shards"]
+    totals = manifest["totals"]
+    for split in sorted({s["split"] for s in shards} - set(totals)):
+        return f"shards of split {split!r} but no totals.{split}"
+    for split, recorded in totals.items():
+        listed = [s for s in shards if s["split"] == split]
+        counted = {"shards": len(listed)} | {key: sum(s[key] for s in listed) for key in ("rows", "tokens", "trainable_tokens")}
+        for key, value in counted.items():
+            if recorded[key] != value:
+                return f"totals.{split}.{key} is {recorded[key]:,} but its shard entries add up to {value:,}"
+    buckets = {b.get("index"): b for b in manifest["buckets"] if isinstance(b, dict)}
+    for shard in shards:
+        bucket = buckets.get(shard["bucket"])
+        if bucket is None or (bucket.get("min_length"), bucket.get("max_length")) != (shard["min_length"], shard["max_length"]):
+            return f"shard {shard['path']} does not match bucket {shard['bucket']} of the bucket list"
+    recorded_hash = manifest.get("config_hash")
+    if recorded_hash is not None:
+        config = manifest["config"]
+        # The hash takes the tokenizer's fingerprint; builds before that took the name as given.
+        candidates = (sha256_json(config | {"tokenizer": manifest["tokenizer"]["fingerprint"]}), sha256_json(config))
+        if recorded_hash not in candidates:
+            return "config does not hash to config_hash"
+    return None
 
 
 def shard_paths(out_dir: str | Path, split: str, manifest: dict | None = None) -> list[Path]:

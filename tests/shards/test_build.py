@@ -177,6 +177,15 @@ def test_config_hash_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fix
     assert build_shards(fixture_config(max_length=64), tmp_path / "other").manifest["config_hash"] != expected
 
 
+def _edited(manifest: dict, *keys, value) -> dict:
+    edited = json.loads(json.dumps(manifest))
+    inner = edited
+    for key in keys[:-1]:
+        inner = inner[key]
+    inner[keys[-1]] = value
+    return edited
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -186,8 +195,14 @@ def test_config_hash_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fix
         (lambda m: m | {"shards": [{k: v for k, v in m["shards"][0].items() if k != "sha256"}]}, r"`sha256` - at `\$.shards\[0\]`"),
         (lambda m: m | {"totals": {"train": {"rows": "many"}}}, r"Expected `int`, got `str` - at `\$.totals\[...\].rows`"),
         (lambda m: m | {"format_version": 99}, "format_version 99 is not supported"),
+        # Well-formed but contradicting itself: an edit or a partial copy of the manifest.
+        (lambda m: _edited(m, "totals", "train", "rows", value=99), "totals.train.rows is 99 but its shard entries add up to "),
+        (lambda m: m | {"shards": m["shards"][1:]}, r"totals\.\w+\.shards is \d+ but its shard entries add up to "),
+        (lambda m: _edited(m, "config", "max_length", value=16), "config does not hash to config_hash"),
+        (lambda m: _edited(m, "shards", 0, "max_length", value=3), "does not match bucket"),
     ],
-    ids=["not-an-object", "no-shards", "shards-not-a-list", "entry-without-sha256", "bad-totals", "other-version"],
+    ids=["not-an-object", "no-shards", "shards-not-a-list", "entry-without-sha256", "bad-totals", "other-version",
+         "edited-totals", "shard-left-out", "edited-config", "edited-bucket-bounds"],
 )
 def test_a_damaged_manifest_is_one_clear_error_for_every_reader(fixture_build, tmp_path, damage, message):
     damaged = tmp_path / "damaged"
