@@ -99,6 +99,7 @@ def load_model(
     vocab_size: int,
     pad_token_id: int,
     dtype: str = "fp32",
+    eos_token_id: int | None = None,
     attn_implementation: str = "sdpa",
     residual_dropout: float | None = None,
     random_init: bool = False,
@@ -114,7 +115,11 @@ def load_model(
     config = load_config(name_or_path)
     set_residual_dropout(config, residual_dropout)
     config.use_cache = False
-    config.pad_token_id = pad_token_id
+    # Models such as Llama build their embedding with padding_idx=pad_token_id: that row gets no
+    # gradient (and starts at zero under random init). When the tokenizer pads with EOS, a token
+    # every row holds, it must not become the padding row. The collator masks padding itself.
+    if pad_token_id != eos_token_id:
+        config.pad_token_id = pad_token_id
     torch_dtype = TORCH_DTYPES[dtype]
     kwargs = {"attn_implementation": attn_implementation, "dtype": torch_dtype}
     try:

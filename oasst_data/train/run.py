@@ -408,6 +408,7 @@ def _load_model(cfg: TrainConfig, tokenizer, dtype: str, ds_path: str | None):
         cfg.model,
         vocab_size=len(tokenizer.tokenizer),
         pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         dtype=dtype if ds_path else "fp32",
         attn_implementation=choose_attention(cfg.attn_implementation, dtype),
         residual_dropout=cfg.residual_dropout,

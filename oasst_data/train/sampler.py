@@ -125,8 +125,9 @@ class BucketBatchSampler:
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
+        if epoch != self.epoch:  # a new epoch starts at its first batch
             self._skip = 0
+            self._yielded = 0
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -161,11 +162,16 @@ class BucketBatchSampler:
             self._yielded = index + 1
             yield batches[index].tolist()
 
-    def state_dict(self) -> dict:
-        """Where this rank stands: the epoch and how many of its batches were handed out."""
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        """Where this rank stands: the epoch and how many of its batches were handed out.
+
+        A DataLoader takes batches ahead of the loop (its workers prefetch, an accelerate loader
+        holds one more), so "handed out" may be more than "trained on": pass the count your
+        loop consumed as `batches_done` unless the loader has num_workers=0 and no lookahead.
+        """
         return {
             "epoch": self.epoch,
-            "batches_done": self._yielded,
+            "batches_done": self._yielded if batches_done is None else int(batches_done),
             "seed": self.seed,
             "rank": self.rank,
             "world_size": self.world_size,
@@ -174,7 +180,7 @@ class BucketBatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue after the batches recorded in `state` (same data, seed and world size)."""
-        for key in ("seed", "world_size", "num_batches"):
+        for key in ("seed", "rank", "world_size", "num_batches"):
             if state.get(key) != getattr(self, key):
                 raise OasstDataError(
                     f"cannot resume the batch order: {key} was {state.get(key)!r}, now {getattr(self, key)!r}"

@@ -97,7 +97,8 @@ def open_build(
     """Check a build (manifest, tokenizer fingerprint, checksums, row consistency) and load it.
 
     `vocab_size`: ids must be below it (the tokenizer's length). `max_length`: no row may be
-    longer (the trainer never truncates: rebuild with `--max-length` instead).
+    longer (the trainer never truncates: rebuild with `--max-length` instead); by default the
+    build's own max_length.
     """
     from ..shards.load import load_manifest
 
@@ -115,6 +116,8 @@ def open_build(
         splits[split] = _load_split(path, split, entries, manifest["buckets"]) if entries else None
     if splits["train"] is None or len(splits["train"]) == 0:
         raise ShardsError(f"{path}: the build has no train rows")
+    if max_length is None:
+        max_length = manifest["config"].get("max_length")
     for rows in filter(None, splits.values()):
         _check_rows(path, rows, vocab_size, max_length)
     return OpenedBuild(path=path, manifest=manifest, train=splits["train"], validation=splits["validation"])

@@ -76,7 +76,8 @@ def training_arguments(
         lr_scheduler_type="linear",
         max_grad_norm=cfg.max_grad_norm,
         num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
+        # transformers counts epochs only when max_steps < 0: 0 would train one step at lr 0.
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
         save_strategy="steps" if cfg.save_steps > 0 else "no",

@@ -255,3 +255,14 @@ def test_an_old_jit_build_lock_is_named_and_a_fresh_one_is_not(tmp_path, caplog,
     (nested / "py311_cpu" / "fused_adam" / "lock").touch()
     os.utime(nested / "py311_cpu" / "fused_adam" / "lock", (an_hour_ago, an_hour_ago))
     assert warn_about_stale_build_locks(nested) == [nested / "py311_cpu" / "fused_adam" / "lock"]
+
+
+@pytest.mark.parametrize(("max_steps", "expected"), [(0, -1), (-1, -1), (-7, -1), (5, 5)])
+def test_max_steps_zero_or_less_trains_by_epochs(tmp_path, max_steps, expected):
+    """transformers takes max_steps=0 literally (one step at learning rate 0); "> 0 overrides epochs" is the rule."""
+    pytest.importorskip("torch")
+    from oasst_data.train.trainer import training_arguments
+
+    config = resolve_config([], output_dir=str(tmp_path), max_steps=max_steps, num_train_epochs=2.0)
+    arguments = training_arguments(config, "fp32", has_eval=False, deepspeed=None)
+    assert arguments.max_steps == expected and arguments.num_train_epochs == 2.0

@@ -157,6 +157,33 @@ def test_resume_refuses_a_different_world(rows):
     state = BucketBatchSampler(lengths, buckets, FixedRows(4), world_size=2).state_dict()
     with pytest.raises(Exception, match="world_size"):
         BucketBatchSampler(lengths, buckets, FixedRows(4), world_size=4).load_state_dict(state)
+    with pytest.raises(Exception, match="rank was 0, now 1"):
+        BucketBatchSampler(lengths, buckets, FixedRows(4), rank=1, world_size=2).load_state_dict(state)
+
+
+def test_a_state_taken_at_the_start_of_an_epoch_resumes_the_whole_epoch(rows):
+    lengths, buckets = rows
+    sampler = BucketBatchSampler(lengths, buckets, FixedRows(4), seed=3)
+    first_epoch = list(sampler)
+    sampler.set_epoch(1)  # the previous epoch's count must not carry over
+    state = sampler.state_dict()
+    assert (state["epoch"], state["batches_done"]) == (1, 0)
+    resumed = BucketBatchSampler(lengths, buckets, FixedRows(4), seed=3)
+    resumed.load_state_dict(state)
+    assert len(list(resumed)) == len(first_epoch)
+
+
+def test_the_state_can_record_the_batches_the_loop_consumed(rows):
+    """A loader runs ahead of the loop; the loop's own count is what resuming needs."""
+    lengths, buckets = rows
+    sampler = BucketBatchSampler(lengths, buckets, FixedRows(4), seed=3)
+    full = list(BucketBatchSampler(lengths, buckets, FixedRows(4), seed=3))
+    iterator = iter(sampler)
+    fetched = [next(iterator) for _ in range(7)]  # a prefetching loader took 7; the loop trained on 3
+    assert sampler.state_dict()["batches_done"] == 7
+    resumed = BucketBatchSampler(lengths, buckets, FixedRows(4), seed=3)
+    resumed.load_state_dict(sampler.state_dict(batches_done=3))
+    assert fetched[:3] + list(resumed) == full
 
 
 def test_padding_share_far_below_random_batching_on_the_real_length_distribution(rows):

@@ -71,3 +71,21 @@ def test_refuses_rows_longer_than_max_length_and_ids_outside_the_vocab(fixture_s
         open_build(fixture_shards, fixture_tokenizer.fingerprint, max_length=longest - 1)
     with pytest.raises(ShardsError, match="outside the tokenizer"):
         open_build(fixture_shards, fixture_tokenizer.fingerprint, vocab_size=int(np.max(build.train.ids)))
+
+
+def test_rows_longer_than_the_builds_own_max_length_are_refused_by_default(fixture_shards, fixture_tokenizer, tmp_path):
+    """A manifest re-signed after its max_length was lowered (its config hash recomputed): the rows
+    no longer fit the build's own limit, which is the default."""
+    import json
+
+    from oasst_data.shards.hashing import sha256_json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_shards, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["max_length"] = 16
+    manifest["config_hash"] = sha256_json(manifest["config"] | {"tokenizer": manifest["tokenizer"]["fingerprint"]})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardsError, match="more than max_length 16"):
+        open_build(copy, fixture_tokenizer.fingerprint)
+    assert open_build(copy, fixture_tokenizer.fingerprint, max_length=2048).train  # an explicit limit wins

@@ -1,0 +1,39 @@
+"""load_model: a tokenizer that pads with EOS must not turn EOS into a frozen padding row."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from oasst_data.train.model import load_model  # noqa: E402
+
+EOS = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """Llama builds nn.Embedding(padding_idx=config.pad_token_id); GPT-NeoX has no padding row."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=EOS, pad_token_id=None,
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+def test_padding_with_eos_leaves_the_eos_embedding_trainable(tiny_llama):
+    loaded = load_model(tiny_llama, vocab_size=64, pad_token_id=EOS, eos_token_id=EOS, random_init=True, seed=0)
+    embedding = loaded.model.get_input_embeddings()
+    assert embedding.padding_idx != EOS
+    assert float(embedding.weight[EOS].detach().abs().sum()) > 0  # not zeroed at init
+    ids = torch.tensor([[5, EOS, 7, EOS, 9]])  # EOS ends every turn of a row
+    loaded.model(input_ids=ids, labels=ids).loss.backward()
+    assert float(embedding.weight.grad[EOS].abs().sum()) > 0
+
+
+def test_a_pad_token_of_its_own_is_still_recorded(tiny_llama):
+    loaded = load_model(tiny_llama, vocab_size=64, pad_token_id=0, eos_token_id=EOS, random_init=True, seed=0)
+    assert loaded.model.config.pad_token_id == 0
+    assert loaded.model.get_input_embeddings().padding_idx == 0
