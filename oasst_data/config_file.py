@@ -116,6 +116,8 @@ def _from_native(data: dict, path: Path) -> dict[str, Any]:
         out["inputs"] = [_resolve(p, path.parent) for p in _paths(out["inputs"], path, "inputs")]
     if "alpaca" in out:
         out["alpaca"] = [_resolve_maybe(p, path.parent) for p in _paths(out["alpaca"], path, "alpaca")]
+    if isinstance(out.get("tokenizer"), str):
+        out["tokenizer"] = _resolve_maybe(out["tokenizer"], path.parent)
     out["threads"] = threads
     return out
 
@@ -141,7 +143,7 @@ def _from_open_assistant(data: dict, sections: Sequence[str], path: Path) -> dic
             raise ConfigError(f"{path}: {key} must be a model name or folder (text), got {merged[key]!r}")
     tokenizer = merged.get("tokenizer_name") or merged.get("model_name")
     if tokenizer:
-        out["tokenizer"] = tokenizer
+        out["tokenizer"] = _resolve_maybe(tokenizer, path.parent)
     datasets = merged.get("datasets")
     if datasets is None:
         datasets = []
@@ -213,7 +215,7 @@ def _resolve(value: str, base: Path) -> str:
 
 
 def _resolve_maybe(value: str, base: Path) -> str:
-    """Alpaca sources may be hub names: resolve only those that exist relative to the file."""
+    """Alpaca sources and tokenizers may be hub names: resolve only those that exist relative to the file."""
     candidate = base / value
     return str(candidate) if not Path(value).is_absolute() and candidate.exists() else value
 

@@ -278,3 +278,21 @@ def test_a_wrongly_shaped_config_is_one_line_through_the_cli(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {config}: threads must be a mapping of thread options, got 5"]
+
+
+@pytest.mark.parametrize("layout", ["own", "open-assistant"])
+def test_a_tokenizer_folder_is_relative_to_the_config_file_and_a_hub_name_is_kept(tmp_path, monkeypatch, layout):
+    (tmp_path / "cfg").mkdir()
+    shutil.copytree(FIXTURE_TOKENIZER, tmp_path / "cfg" / "tok")
+    config = tmp_path / "cfg" / "build.yaml"
+    monkeypatch.chdir(tmp_path)  # not the config's folder: `tok` does not exist here
+    sections = ["defaults"] if layout == "open-assistant" else None
+
+    def tokenizer_of(value: str) -> str:
+        key = "tokenizer" if layout == "own" else "defaults:\n  tokenizer_name"
+        config.write_text(f"{key}: {value}\n")
+        return config_from_file(config, sections)["tokenizer"]
+
+    assert Path(tokenizer_of("tok")).resolve() == (tmp_path / "cfg" / "tok").resolve()
+    assert tokenizer_of("EleutherAI/pythia-12b-deduped") == "EleutherAI/pythia-12b-deduped"
+    assert tokenizer_of(str(FIXTURE_TOKENIZER)) == str(FIXTURE_TOKENIZER)
