@@ -17,7 +17,7 @@ _INPUT = "Input"
 
 
 def _h(name: str) -> str:
-    return field_help(ThreadConfig, name)
+    return field_help(ThreadConfig, name, with_default=True)
 
 
 Inputs = Annotated[
@@ -28,17 +28,17 @@ Alpaca = Annotated[
     Optional[list[str]],
     typer.Option("--alpaca", help="Alpaca source: a JSON/JSONL file, a dataset folder, or a hub name (e.g. yahma/alpaca-cleaned). Repeatable.", rich_help_panel=_INPUT),
 ]
-Lang = Annotated[Optional[str], typer.Option("--lang", help=_h("lang") + " (default: en)", rich_help_panel=_FILTERS)]
-LangScopeOpt = Annotated[Optional[LangScope], typer.Option("--lang-scope", help=_h("lang_scope") + " (default: root)", rich_help_panel=_FILTERS)]
-TreeStates = Annotated[Optional[str], typer.Option("--tree-states", help=_h("tree_states") + " (default: ready_for_export)", rich_help_panel=_FILTERS)]
-Synthetic = Annotated[Optional[SyntheticPolicy], typer.Option("--synthetic", help=_h("synthetic") + " (default: exclude)", rich_help_panel=_FILTERS)]
+Lang = Annotated[Optional[str], typer.Option("--lang", help=_h("lang"), rich_help_panel=_FILTERS)]
+LangScopeOpt = Annotated[Optional[LangScope], typer.Option("--lang-scope", help=_h("lang_scope"), rich_help_panel=_FILTERS)]
+TreeStates = Annotated[Optional[str], typer.Option("--tree-states", help=_h("tree_states"), rich_help_panel=_FILTERS)]
+Synthetic = Annotated[Optional[SyntheticPolicy], typer.Option("--synthetic", help=_h("synthetic"), rich_help_panel=_FILTERS)]
 TopK = Annotated[Optional[int], typer.Option("--top-k", help=_h("top_k"), rich_help_panel=_FILTERS)]
 MaxLabel = Annotated[Optional[list[str]], typer.Option("--max-label", help=_h("max_label"), rich_help_panel=_FILTERS)]
 MinLabel = Annotated[Optional[list[str]], typer.Option("--min-label", help=_h("min_label"), rich_help_panel=_FILTERS)]
-ValSplit = Annotated[Optional[float], typer.Option("--val-split", help=_h("val_split") + " (default: 0.05)", rich_help_panel=_SPLIT)]
+ValSplit = Annotated[Optional[float], typer.Option("--val-split", help=_h("val_split"), rich_help_panel=_SPLIT)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help=_h("seed"), rich_help_panel=_SPLIT)]
 System = Annotated[Optional[str], typer.Option("--system", help=_h("system_prompt"))]
-OnBad = Annotated[Optional[OnBadRecord], typer.Option("--on-bad-record", help=_h("on_bad_record") + " (default: fail)", rich_help_panel=_INPUT)]
+OnBad = Annotated[Optional[OnBadRecord], typer.Option("--on-bad-record", help=_h("on_bad_record"), rich_help_panel=_INPUT)]
 Quarantine = Annotated[Optional[Path], typer.Option("--quarantine", help=_h("quarantine"), rich_help_panel=_INPUT)]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .errors import ConfigError
@@ -28,7 +28,7 @@ class ThreadConfig:
     val_split: float = _help("Share of trees (and Alpaca records) assigned to validation.", default=0.05)
     seed: int = _help("Seed of the per-tree train/validation assignment.", default=287631038922)
     system_prompt: str | None = _help("Optional system message serialized as <|system|>TEXT<|endoftext|> first.", default=None)
-    on_bad_record: OnBadRecord = _help("fail: stop at the first bad record; skip: quarantine it and go on.", default=OnBadRecord.FAIL)
+    on_bad_record: OnBadRecord = _help("fail: stop at the first bad record; skip: count it, set it aside (threads and build write a quarantine file; stats only counts) and go on.", default=OnBadRecord.FAIL)
     quarantine: Path | None = _help("Where skipped records are written (JSONL); default beside the output.", default=None)
 
     def __post_init__(self) -> None:
@@ -56,8 +56,15 @@ class ThreadConfig:
         return out
 
 
-def field_help(cls, name: str) -> str:
+def field_help(cls, name: str, with_default: bool = False) -> str:
+    """A config field's help; `with_default` appends its default where the text does not say it
+    (command-line options default to None so presets and files can fill them: typer cannot show it)."""
     for item in fields(cls):
         if item.name == name:
-            return item.metadata.get("help", "")
+            text = item.metadata.get("help", "")
+            if with_default and item.default is not MISSING and item.default is not None and "default" not in text:
+                value = getattr(item.default, "value", item.default)
+                shown = ("on" if value else "off") if isinstance(value, bool) else value
+                text = f"{text} (default: {shown})"
+            return text
     raise KeyError(name)

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..config import field_help as config_field_help
 from ..config_values import convert_value
 from ..errors import ConfigError
 
@@ -141,10 +142,8 @@ def _finite(name: str, value) -> None:
 
 
 def field_help(name: str) -> str:
-    for item in fields(TrainConfig):
-        if item.name == name:
-            return item.metadata["help"]
-    raise KeyError(name)
+    """The help of a TrainConfig field, with its default."""
+    return config_field_help(TrainConfig, name, with_default=True)
 
 
 def preset_names() -> list[str]:

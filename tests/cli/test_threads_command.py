@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from oasst_data_cli.app import app
@@ -76,6 +78,23 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for command in ("threads", "build", "verify"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("threads", ["Seed of the per-tree train/validation assignment. (default: 287631038922)", "(default: fail)", "(default: en)"]),
+        ("train", ["Peak learning rate. (default: 1e-05)", "(default: 42)", "(default: on)", "(default: buckets)"]),
+    ],
+)
+def test_help_shows_the_defaults_that_options_left_unset_take(command, shown):
+    """Options default to None (presets and files fill them first), so the help states the real default."""
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())  # the panels' wrapped lines, joined
+    for fragment in shown:
+        assert fragment in text, fragment
+    assert "(default: None)" not in text
 
 
 def test_filters_command_lists_the_registry_in_order():
