@@ -11,16 +11,14 @@ excluded) and its peak RSS is the child's own ru_maxrss. Measured, per input:
     python benchmarks/bench_stats.py --export FILE [--export FILE2] [--tokenizer PATH] [--repeat 1]
     python benchmarks/bench_stats.py --make-mb 15 150 [--workdir DIR]   # scaled exports made here
 
-`--make-mb` writes exports of about that size by replicating the 100 real trees of
-../shared/data/oasst/en_100_tree.jsonl.gz (the fixtures when ../shared is absent) with fresh
-tree and message ids (benchmarks/make_scaled_export.py does the same for the build
-benchmark; it is used instead when present).
+`--make-mb` writes exports of about that size with benchmarks/make_scaled_export.py (the
+fixture trees with new ids and the real export's text lengths; without --branch, as
+bench_threads.py uses it).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import os
@@ -31,9 +29,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SHARED = REPO.parent / "shared"
-REAL_TREES = SHARED / "data" / "oasst" / "en_100_tree.jsonl.gz"
-FIXTURE_TREES = REPO / "fixtures" / "oasst" / "trees.jsonl"
 log = logging.getLogger("bench_stats")
 
 PRELUDE = r'''
@@ -80,41 +75,10 @@ done(trees=e["totals"]["trees"], messages=e["totals"]["messages"], threads=e["to
 '''
 
 
-def _retag(tree: dict, suffix: str) -> dict:
-    """New ids for a copy of a tree (iteratively: no recursion over the nesting)."""
-    tree = json.loads(json.dumps(tree))
-    tree["message_tree_id"] = f"{tree['message_tree_id']}-{suffix}"
-    stack = [tree["prompt"]]
-    while stack:
-        node = stack.pop()
-        node["message_id"] = f"{node['message_id']}-{suffix}"
-        if node.get("parent_id"):
-            node["parent_id"] = f"{node['parent_id']}-{suffix}"
-        stack.extend(node.get("replies") or [])
-    return tree
-
-
 def make_export(target_mb: float, out: Path) -> Path:
-    """An export of about `target_mb` MB: the seed trees again and again, with fresh ids."""
+    """An export of about `target_mb` MB (benchmarks/make_scaled_export.py)."""
     maker = HERE / "make_scaled_export.py"
-    if maker.exists():
-        subprocess.run([sys.executable, str(maker), "--out", str(out), "--target-mb", str(target_mb)], check=True)
-        return out
-    seed = REAL_TREES if REAL_TREES.exists() else FIXTURE_TREES
-    opener = gzip.open if seed.suffix == ".gz" else open
-    with opener(seed, "rt", encoding="utf-8") as handle:
-        trees = [json.loads(line) for line in handle if line.strip()]
-    target = int(target_mb * 1_000_000)
-    written = 0
-    copy = 0
-    with open(out, "w", encoding="utf-8") as handle:
-        while written < target:
-            for tree in trees:
-                line = json.dumps(_retag(tree, f"x{copy}"), ensure_ascii=False) + "\n"
-                handle.write(line)
-                written += len(line.encode("utf-8"))
-            copy += 1
-    log.info("wrote %s: %.1f MB, %d copies of %s", out, written / 1e6, copy, seed.name)
+    subprocess.run([sys.executable, str(maker), "--out", str(out), "--target-mb", str(target_mb)], check=True)
     return out
 
 
