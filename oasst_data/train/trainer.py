@@ -237,6 +237,12 @@ class BucketTrainer(Trainer):
         # per token across ranks, one rank's share is not the loss (2 ranks: 11.94 vs 10.85).
         if self.args.world_size > 1 and torch.is_tensor(getattr(self, "_tr_loss", None)):
             self._tr_loss = self.accelerator.gather(self._tr_loss.detach().reshape(1)).mean()
+        # transformers counts samples as steps x per_device_train_batch_size x ranks, which a token
+        # budget (rows per batch vary by bucket) gets wrong; `log` uses the rows really trained.
+        rows = torch.tensor([self.token_counts.rows], device=self.accelerator.device)
+        if self.args.world_size > 1:
+            rows = self.accelerator.gather(rows)
+        self._rows_trained = int(rows.sum())
         return super()._finalize_training(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -246,6 +252,9 @@ class BucketTrainer(Trainer):
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:
             logs.update(self.token_counts.since_last_log())
+        rows = getattr(self, "_rows_trained", 0)
+        if "train_samples_per_second" in logs and rows and logs.get("train_runtime"):
+            logs["train_samples_per_second"] = round(rows / logs["train_runtime"], 3)
         super().log(logs, *args, **kwargs)
 
 
@@ -367,6 +376,7 @@ class TokenCounts:
     """
 
     def __init__(self) -> None:
+        self.rows = 0
         self.real: Any = 0
         self.trained: Any = 0
         self.real_squared: Any = 0  # sum of squared row lengths: the attention term of model FLOPs
@@ -375,6 +385,7 @@ class TokenCounts:
 
     def add(self, inputs: dict) -> None:
         row_lengths = inputs["attention_mask"].sum(dim=1)
+        self.rows += int(inputs["input_ids"].shape[0])
         self.real = self.real + row_lengths.sum()
         self.real_squared = self.real_squared + (row_lengths * row_lengths).sum()
         self.trained = self.trained + (inputs["labels"] != IGNORE_INDEX).sum()
@@ -385,7 +396,7 @@ class TokenCounts:
         self._last = (int(self.real), self.padded, time.perf_counter())
 
     def totals(self) -> dict[str, int]:
-        return {"real": int(self.real), "trained": int(self.trained), "padded": self.padded, "real_squared": int(self.real_squared)}
+        return {"rows": self.rows, "real": int(self.real), "trained": int(self.trained), "padded": self.padded, "real_squared": int(self.real_squared)}
 
     def since_last_log(self) -> dict[str, float]:
         real, padded, now = int(self.real), self.padded, time.perf_counter()

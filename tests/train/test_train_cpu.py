@@ -62,6 +62,9 @@ def test_tiny_gpt_neox_trains_and_its_loss_falls(fixture_shards, tiny_model, tmp
     record = json.loads((tmp_path / "run" / "oasst_train.json").read_text())
     assert record["shards"]["tokenizer_fingerprint"] and record["plan"]["batches_per_epoch"] >= 1
     counts = outcome.trainer.token_counts.totals()
+    # samples/s from the rows really trained, not steps x per_device_train_batch_size
+    metrics = outcome.train_metrics
+    assert metrics["train_samples_per_second"] * metrics["train_runtime"] == pytest.approx(counts["rows"], rel=1e-2)
     MEASURED.append(
         f"tiny GPT-NeoX, {batching}: loss {start:.3f} -> {end:.3f} in 40 steps; eval loss "
         f"{outcome.eval_metrics['eval_loss']:.3f}; padding {1 - counts['real'] / counts['padded']:.1%}"
