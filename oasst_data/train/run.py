@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -287,6 +288,7 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     # Every check so far writes nothing; the Trainer (below) makes the output directory.
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
     _log_plan(cfg, plan)
+    warn_about_short_epochs(plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
     hint = bucket_tuning_hint(build.manifest.get("config", {}), cfg.batch_tokens) if cfg.batching == "buckets" else None
     if hint:
         log.info(hint)
@@ -379,6 +381,20 @@ def bucket_tuning_hint(build_config: dict, batch_tokens: int | None) -> str | No
         f"these shards' buckets were tuned for {shape}; for --batch-tokens {batch_tokens} a build with "
         f"--bucket-batch-tokens {batch_tokens} pads less"
     )
+
+
+def warn_about_short_epochs(batches_per_epoch: int, world_size: int, accumulation: int) -> bool:
+    """Warn when a rank's epoch holds fewer batches than one optimizer step accumulates: every
+    step then ends at the epoch's end, with fewer batches (a smaller effective batch) than set."""
+    per_rank = math.ceil(batches_per_epoch / max(1, world_size))
+    if not batches_per_epoch or per_rank >= accumulation:
+        return False
+    log.warning(
+        "each of the %d rank(s) gets %d batch(es) an epoch, fewer than --gradient-accumulation-steps %d: "
+        "every optimizer step will accumulate %d, not %d; lower the accumulation or the batch size",
+        world_size, per_rank, accumulation, per_rank, accumulation,
+    )
+    return True
 
 
 def _log_plan(cfg: TrainConfig, plan: dict[str, Any]) -> None:

@@ -266,3 +266,15 @@ def test_max_steps_zero_or_less_trains_by_epochs(tmp_path, max_steps, expected):
     config = resolve_config([], output_dir=str(tmp_path), max_steps=max_steps, num_train_epochs=2.0)
     arguments = training_arguments(config, "fp32", has_eval=False, deepspeed=None)
     assert arguments.max_steps == expected and arguments.num_train_epochs == 2.0
+
+
+@pytest.mark.parametrize(
+    ("batches", "world", "accumulation", "warned"),
+    [(5, 3, 2, False), (5, 3, 3, True), (8, 1, 8, False), (3, 4, 2, True), (0, 1, 4, False)],
+)
+def test_an_epoch_shorter_than_one_accumulated_step_is_named(caplog, batches, world, accumulation, warned):
+    from oasst_data.train.run import warn_about_short_epochs
+
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        assert warn_about_short_epochs(batches, world, accumulation) is warned
+    assert ("fewer than --gradient-accumulation-steps" in caplog.text) is warned
