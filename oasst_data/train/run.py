@@ -193,6 +193,18 @@ def check_context(cfg: TrainConfig, model_config, splits: list) -> None:
             )
 
 
+def check_one_device_per_process(devices: int) -> None:
+    """Refuse one process driving several GPUs: the Trainer would wrap the model in
+    nn.DataParallel and split each batch across them, so --per-device-batch-size and
+    --batch-tokens would mean the whole batch, and the GPUs would wait on one Python process."""
+    if devices > 1:
+        raise ConfigError(
+            f"this process sees {devices} GPUs: launch one process per GPU (deepspeed --num_gpus {devices} "
+            f"--no_local_rank --module oasst_data_cli train ..., or torchrun --nproc_per_node {devices}), "
+            "or pick one GPU with CUDA_VISIBLE_DEVICES"
+        )
+
+
 def check_world_size(trainer_world_size: int) -> None:
     """Refuse a launch of several processes that the Trainer sees as one.
 
@@ -280,6 +292,7 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     # TrainingArguments first: it sets up the (DeepSpeed) distributed state the model load may need.
     args = training_arguments(cfg, dtype, validation is not None, ds_path, use_configured_state=bool(ds_path) and not cuda)
     check_world_size(args.world_size)
+    check_one_device_per_process(args.n_gpu)
     train_policy, eval_policy = batch_policies(cfg)
     if resume is not None:
         # The Trainer resumes by skipping the batches already trained: right only on the same plan.

@@ -278,3 +278,13 @@ def test_an_epoch_shorter_than_one_accumulated_step_is_named(caplog, batches, wo
     with caplog.at_level("WARNING", logger="oasst_data"):
         assert warn_about_short_epochs(batches, world, accumulation) is warned
     assert ("fewer than --gradient-accumulation-steps" in caplog.text) is warned
+
+
+def test_one_process_driving_several_gpus_is_refused():
+    """The Trainer would fall back to nn.DataParallel and split every batch (and budget) across the GPUs."""
+    from oasst_data.train.run import check_one_device_per_process
+
+    check_one_device_per_process(0)  # CPU
+    check_one_device_per_process(1)
+    with pytest.raises(ConfigError, match="sees 8 GPUs: launch one process per GPU .*--num_gpus 8"):
+        check_one_device_per_process(8)
