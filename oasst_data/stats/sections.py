@@ -170,13 +170,19 @@ def export_sections(report: dict) -> list[Section]:
 
 
 def _filters_line(filters: dict) -> str:
-    parts = [f"lang={filters.get('lang')}", f"synthetic={filters.get('synthetic')}"]
+    scope = f" ({filters['lang_scope']})" if filters.get("lang_scope") else ""
+    parts = [f"lang={filters.get('lang')}{scope}", f"synthetic={filters.get('synthetic')}"]
     if filters.get("top_k") is not None:
         parts.append(f"top_k={filters['top_k']}")
     for key in ("max_label", "min_label"):
         for item in filters.get(key) or ():
             parts.append(f"{key}:{item}")
     return " ".join(parts)
+
+
+def _selection_line(filters: dict) -> str:
+    line = f"{filters.get('tree_states')} / {filters.get('val_split')}"
+    return line + (" / system prompt" if filters.get("system_prompt") is not None else "")
 
 
 def shard_sections(report: dict) -> list[Section]:
@@ -194,6 +200,7 @@ def shard_sections(report: dict) -> list[Section]:
                 ("vocab size", count(tokenizer.get("vocab_size"))),
                 ("max length / overflow", f"{config.get('max_length')} / {config.get('overflow')}"),
                 ("filters", _filters_line(report.get("config") or {})),
+                ("tree states / val split", _selection_line(report.get("config") or {})),
                 ("config hash", str(build.get("config_hash", ""))[:16]),
                 ("shards", count(s["totals"]["shards"])),
                 ("totals match manifest", "yes" if s["totals"]["matches_manifest"] else "NO"),

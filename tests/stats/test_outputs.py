@@ -80,7 +80,7 @@ def test_terminal_shows_the_figures(reports):
     for expected in ("46", "22", "Drop funnel", "top_k", "quality", "test-model", "ready_for_export"):
         assert expected in text
     shards = _render(reports["shards"], 80)
-    for expected in ("Splits", "b=4", "bucketed", "random", "totals match manifest"):
+    for expected in ("Splits", "b=4", "bucketed", "random", "totals match manifest", "tree states / val split", "lang=en (root)"):
         assert expected in shards
 
 
@@ -180,3 +180,16 @@ def test_markdown_rows_stay_whole_when_a_value_holds_a_line_break(tmp_path):
     assert "\n## boom" not in text
     for table in (block for block in text.split("\n\n") if block.startswith("| ")):
         assert all(line.startswith("| ") and line.endswith(" |") for line in table.splitlines()), table
+
+
+def test_markdown_escapes_html_from_the_data(tmp_path):
+    """Markdown renders raw HTML: a model name must not become a <script> on a dataset card page."""
+    assistant = {"message_id": "a1", "parent_id": "p1", "text": "yo", "role": "assistant", "lang": "en", "review_result": True,
+                 "rank": 0, "synthetic": True, "model_name": "<script>alert(1)</script>&co", "replies": []}
+    prompt = {"message_id": "p1", "text": "hi", "role": "prompter", "lang": "en", "review_result": True, "replies": [assistant]}
+    path = tmp_path / "<b>t.jsonl"
+    path.write_text(json.dumps({"message_tree_id": "t1", "tree_state": "ready_for_export", "prompt": prompt}) + "\n")
+    text = render_markdown(export_stats([path], config=ThreadConfig(synthetic="include")))
+    assert "<script>" not in text and "<b>" not in text
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt;&amp;co | 1 |" in text
+    assert "&nbsp;&nbsp;" in text  # the indented sub-rows keep their (intended) entity
