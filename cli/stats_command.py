@@ -54,7 +54,10 @@ def stats(
             lang=lang, lang_scope=lang_scope, tree_states=tree_states, synthetic=synthetic, top_k=top_k, max_label=max_label, min_label=min_label,
             val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record,
         )
-        check_outputs({"--json": json_out, "--html": html_out, "--markdown": markdown_out}, [*paths, *(alpaca or [])])
+        check_outputs(
+            {"--json": json_out, "--html": html_out, "--markdown": markdown_out},
+            [*paths, *(alpaca or []), *([tokenizer] if tokenizer else [])],
+        )
         if len(paths) == 1 and is_build_dir(paths[0]):
             given = sorted(overrides) + (["alpaca"] if alpaca else []) + (["tokenizer"] if tokenizer else [])
             given += ["max_length"] if max_length is not None else []

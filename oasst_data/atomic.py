@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import glob
 import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,16 @@ except ImportError:  # pragma: no cover - not POSIX: folders are not locked, non
     fcntl = None
 
 log = logging.getLogger(__name__)
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: done once, at import, before any thread writes.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+PROCESS_UMASK = _read_umask()
 
 
 def fsync_dir(path: Path) -> None:
@@ -45,7 +57,7 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise OasstDataError(f"{path}: cannot write here: {error.strerror or error}") from None
-    os.fchmod(fd, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+    os.fchmod(fd, 0o666 & ~PROCESS_UMASK)  # mkstemp creates 0600: give the mode open() would, as other outputs get
     os.close(fd)
     temp_path = Path(temp)
     try:
@@ -65,60 +77,103 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def replace_directory(staging: Path, target: Path) -> None:
-    """Move a finished staging directory into place, replacing `target` if it exists.
-
-    The old directory is renamed aside first and removed only after the new one is in place,
-    so at every moment `target` is either the complete old output or the complete new one.
-    """
-    if target.exists():
-        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, aside)
-        os.replace(staging, target)
-        fsync_dir(target.parent)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-        fsync_dir(target.parent)
-
-
-# Inside a staging folder, held under an exclusive flock for as long as its build runs. The
-# kernel drops the lock when the process dies, however it dies, so a later build can tell a
-# folder left by a killed build (lock free) from one a running build still uses.
-STAGING_LOCK = ".building.lock"
-
-
 class StagingFolder:
-    """A folder beside `target` that a build writes into, then publishes as `target` at once."""
+    """A folder beside `target` that a build writes into, then publishes as `target` at once.
+
+    Beside it, a lock file stays under an exclusive flock for as long as the build runs; the
+    kernel drops the lock when the process dies, however it dies, so a later build can tell a
+    folder left by a killed build (lock free: `remove_abandoned_staging`) from one in use.
+    """
 
     def __init__(self, target: Path):
         self.target = Path(target)
-        self.path = self.target.with_name(f"{staging_prefix(self.target)}{os.getpid()}-{threading.get_ident()}")
+        if not self.target.name or self.target.name in (".", ".."):
+            raise OasstDataError(f"{target}: give the output folder by a name of its own, not as {target!s}")
+        self.path: Path | None = None
         self._lock_fd: int | None = None
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + LOCK_SUFFIX)
+
     def create(self) -> "StagingFolder":
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir()
+        # A unique name (not only the pid: pids repeat, in containers always): mkdtemp makes it.
+        self.path = Path(tempfile.mkdtemp(prefix=staging_prefix(self.target), dir=self.target.parent))
+        os.chmod(self.path, 0o777 & ~PROCESS_UMASK)  # mkdtemp creates 0700; the build is published as is
         if fcntl is not None:
-            self._lock_fd = os.open(self.path / STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            self._lock_fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o666 & ~PROCESS_UMASK)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         return self
 
-    def publish(self) -> None:
-        """Move the finished folder into place (see `replace_directory`), its lock file removed."""
-        (self.path / STAGING_LOCK).unlink(missing_ok=True)
-        replace_directory(self.path, self.target)
+    def publish(self, overwrite: bool = False) -> None:
+        """Move the finished folder into place as `target`.
+
+        A new target, or an empty folder, is one rename. With `overwrite`, an existing target
+        is swapped with the staging folder in one step (Linux renameat2 RENAME_EXCHANGE), so
+        `target` is never missing; the old build, now under the staging name, is then deleted.
+        Where the filesystem cannot swap, the old build is moved aside (under this lock) first.
+        Without `overwrite`, a build that landed at `target` meanwhile is never replaced.
+        """
+        target = self.target
+        try:
+            os.rename(self.path, target)  # onto nothing, or an empty folder
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            if not overwrite:
+                raise OasstDataError(
+                    f"{target}: another build finished there while this one ran; pass --overwrite to replace it"
+                ) from None
+            self._swap_into_place()
+        fsync_dir(target.parent)
         self._release()
 
+    def _swap_into_place(self) -> None:
+        target, staging = self.target, self.path
+        if _exchange(staging, target):
+            shutil.rmtree(staging)  # the old build, now under the staging name
+            return
+        aside = staging.with_name(staging.name + OLD_SUFFIX)
+        os.rename(target, aside)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(aside, target)  # put the old build back
+            raise
+        fsync_dir(target.parent)
+        shutil.rmtree(aside)
+
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
         self._release()
 
     def _release(self) -> None:
         if self._lock_fd is not None:
+            self.lock_path.unlink(missing_ok=True)  # still locked while unlinked: no one can take it
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+LOCK_SUFFIX = ".lock"
+OLD_SUFFIX = ".old"
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc >= 2.28 / not Linux
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # a filesystem without the flag (or no such call): swap in two steps
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def staging_prefix(target: Path) -> str:
@@ -126,15 +181,16 @@ def staging_prefix(target: Path) -> str:
 
 
 def remove_abandoned_staging(target: Path) -> list[Path]:
-    """Delete the staging folders of `target` that no running build holds (left by a build that
-    was killed, e.g. by SIGKILL or the OOM killer); returns them. A folder without a lock file
-    is left alone: it may be a running build's, between its publish steps, or not ours."""
+    """Clean up after builds of `target` that were killed (SIGKILL, the OOM killer): their lock is
+    free. Their staging folder is deleted; an old build one had moved aside goes back to
+    `target` if `target` is missing, else is deleted. Returns the staging folders removed. A folder
+    without a lock file is left alone (not ours, or from a version without locks)."""
     target = Path(target)
     removed: list[Path] = []
     if fcntl is None or not target.parent.is_dir():
         return removed
-    for folder in sorted(target.parent.glob(f"{staging_prefix(target)}*")):
-        lock = folder / STAGING_LOCK
+    pattern = glob.escape(staging_prefix(target)) + "*" + LOCK_SUFFIX
+    for lock in sorted(target.parent.glob(pattern)):
         try:
             fd = os.open(lock, os.O_RDWR)
         except OSError:
@@ -142,11 +198,20 @@ def remove_abandoned_staging(target: Path) -> list[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            os.close(fd)
             continue  # a running build holds it
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-            log.warning("removed %s, left by a build of %s that did not finish (killed?)", folder, target)
+        try:
+            folder = lock.with_name(lock.name[: -len(LOCK_SUFFIX)])
+            aside = folder.with_name(folder.name + OLD_SUFFIX)
+            if aside.is_dir() and not target.exists():
+                os.rename(aside, target)
+                log.warning("restored %s from %s: a build was killed while replacing it", target, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+                log.warning("removed %s, left by a build of %s that did not finish (killed?)", folder, target)
+            lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
     return removed

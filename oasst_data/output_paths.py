@@ -29,6 +29,7 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
     for option, path in outputs.items():
         if path is None:
             continue
+        _check_writable(option, Path(path))
         real = _real(path)
         for given, real_input in local_inputs:
             if real == real_input:
@@ -38,6 +39,18 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
         if real in named:
             raise OasstDataError(f"{path}: given both as {named[real]} and as {option}; one would overwrite the other")
         named[real] = option
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """An output file must be a file name in a folder this process can write (checked now, not
+    when the run writes it: a quarantine's first bad record may come hours in)."""
+    if path.is_dir():
+        raise OasstDataError(f"{path}: is a directory (given as {option}); give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # missing folders are made: the nearest existing one must be writable
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise OasstDataError(f"{path}: {option} cannot be written: {folder} is not writable")
 
 
 def check_replaced_folder(folder: str | Path, inputs: Iterable[str | Path] = (), outputs: Mapping[str, str | Path | None] | None = None) -> None:

@@ -7,9 +7,11 @@ import enum
 import json
 import logging
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+from .atomic import PROCESS_UMASK
 from .errors import BadRecordError
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,11 @@ class BadRecordHandler:
             return
         if self._handle is None:
             self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-            self._temp = self.quarantine_path.with_name(self.quarantine_path.name + ".tmp")
-            self._handle = self._temp.open("w", encoding="utf-8")
+            # A name of its own (two runs may share a --quarantine path), hidden until renamed.
+            fd, temp = tempfile.mkstemp(prefix=f".{self.quarantine_path.name}.", suffix=".tmp", dir=self.quarantine_path.parent)
+            os.fchmod(fd, 0o666 & ~PROCESS_UMASK)
+            self._temp = Path(temp)
+            self._handle = os.fdopen(fd, "w", encoding="utf-8")
         entry: dict = {"source": error.source, "line": error.line, "reason": error.reason}
         raw = error.raw if error.raw is not None else b""
         try:

@@ -130,7 +130,12 @@ def save_tokenizer(loaded: LoadedTokenizer, folder: Path) -> dict[str, str]:
     The files depend only on the tokenizer (not on where it was loaded from), so reruns stay
     byte-identical, and loading the folder gives back the same fingerprint.
     """
-    loaded.tokenizer.save_pretrained(str(folder))
+    try:
+        loaded.tokenizer.save_pretrained(str(folder))
+    except OSError:
+        raise
+    except Exception as error:  # the Rust tokenizers library reports a full disk as a bare Exception
+        raise OasstDataError(f"{folder}: cannot save the tokenizer: {error}") from None
     return {path.name: _sha256_file(path) for path in sorted(folder.iterdir()) if path.is_file()}
 
 

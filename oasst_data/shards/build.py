@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,10 +96,11 @@ class BuildConfig:
             raise ConfigError(f"bucket_batch_tokens must be at least 1, got {self.bucket_batch_tokens}")
 
     def to_manifest(self) -> dict:
-        """The resolved config as recorded in the manifest: no absolute paths, no worker count."""
+        """The resolved config as recorded in the manifest: no absolute paths, nothing that cannot
+        change the shards (worker count, tokenizer batch size), so equal shards get equal hashes."""
         out: dict = {}
         for item in fields(self):
-            if item.name == "workers":
+            if item.name in ("workers", "tokenize_batch"):
                 continue
             value = getattr(self, item.name)
             if item.name == "threads":
@@ -169,15 +171,22 @@ def _describe_inputs(paths: list[Path], alpaca: list[str]) -> list[dict]:
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
     out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        # Replacing it would put a real folder where the link was and leave the linked build stale.
+        raise OasstDataError(f"{out_dir}: is a symbolic link; give the folder it points to ({os.path.realpath(out_dir)})")
+    here = Path.cwd().resolve()
+    if out_dir.resolve() == here or out_dir.resolve() in here.parents:
+        raise OasstDataError(f"{out_dir}: is the current folder or holds it; the build replaces its output folder whole: give a new folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise OasstDataError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise OasstDataError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
-        # --overwrite deletes the folder: only an earlier build's (`--out .` must not cost a checkout).
-        if not (out_dir / "manifest.json").is_file():
+        # --overwrite deletes the folder: only an earlier build's (`--out .` must not cost a checkout,
+        # nor a browser extension's folder its files: it has a manifest.json too).
+        if not _is_a_build(out_dir):
             raise OasstDataError(
-                f"{out_dir}: not an oasst-data build (no manifest.json), so --overwrite will not delete it; "
+                f"{out_dir}: not an oasst-data build (no oasst-data manifest.json), so --overwrite will not delete it; "
                 "give a new or empty folder, or remove this one yourself"
             )
     try:
@@ -186,6 +195,17 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
         return StagingFolder(out_dir).create()
     except OSError as error:
         raise OasstDataError(f"{out_dir}: cannot write here: {error.strerror or error}") from None
+
+
+def _is_a_build(folder: Path) -> bool:
+    """A manifest.json that an oasst-data build wrote (even a damaged build may be replaced)."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("package") == "oasst-data"
 
 
 def build_shards(
@@ -200,14 +220,16 @@ def build_shards(
     if not paths and not config.alpaca:
         raise ConfigError("nothing to build: give at least one input file or an Alpaca source")
     quarantine = config.threads.quarantine
-    check_outputs({"--quarantine": quarantine}, [*paths, *config.alpaca])
-    check_replaced_folder(out_dir, [*paths, *config.alpaca], {"--quarantine": quarantine})
+    # A local tokenizer folder is an input too: nothing may be written into it or replace it.
+    read = [*paths, *config.alpaca, config.tokenizer]
+    check_outputs({"--quarantine": quarantine}, read)
+    check_replaced_folder(out_dir, read, {"--quarantine": quarantine})
     loaded = load_tokenizer(config.tokenizer)
     staging = _prepare_output(out_dir, overwrite)
     handler = _bad_record_handler(config, staging.path)
     try:
         result = _build_in(staging.path, config, paths, loaded, handler, on_progress)
-        staging.publish()
+        staging.publish(overwrite)
         handler.publish()  # a --quarantine file outside the build follows its shards, never precedes them
         result.out_dir = out_dir
         if result.quarantined:

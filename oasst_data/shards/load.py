@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import msgspec
 
@@ -52,6 +52,14 @@ def manifest_inconsistency(manifest: dict) -> str | None:
         for key, value in counted.items():
             if recorded[key] != value:
                 return f"totals.{split}.{key} is {recorded[key]:,} but its shard entries add up to {value:,}"
+    listed: set[str] = set()
+    for shard in shards:
+        path = PurePosixPath(shard["path"])
+        if path.is_absolute() or ".." in path.parts or path.parts[:1] != ("data",):
+            return f"shard path {shard['path']!r} is outside the build's data/ folder"
+        if shard["path"] in listed:
+            return f"shard {shard['path']} is listed twice"
+        listed.add(shard["path"])
     buckets = {b.get("index"): b for b in manifest["buckets"] if isinstance(b, dict)}
     for shard in shards:
         bucket = buckets.get(shard["bucket"])

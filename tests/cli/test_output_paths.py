@@ -72,18 +72,32 @@ def test_stats_never_writes_into_the_build_it_reads(work):
     refused(["stats", "b", "trees.jsonl"], "b: a build directory is read alone")
 
 
-def test_overwrite_replaces_an_earlier_build_only(work):
+def test_overwrite_replaces_an_earlier_build_only(work, monkeypatch):
     assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b"]).exit_code == 0
     assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b", "--overwrite"]).exit_code == 0
     (work / "mine").mkdir()
     (work / "mine" / "notes.txt").write_text("keep me")
-    refused(["build", "trees.jsonl", *TOKENIZER, "--out", "mine", "--overwrite"], "not an oasst-data build (no manifest.json)")
+    refused(["build", "trees.jsonl", *TOKENIZER, "--out", "mine", "--overwrite"], "not an oasst-data build (no oasst-data manifest.json)")
     assert (work / "mine" / "notes.txt").read_text() == "keep me"
+    # A manifest.json of something else (a browser extension's) does not make a build.
+    (work / "mine" / "manifest.json").write_text('{"manifest_version": 3, "name": "ext"}')
+    refused(["build", "trees.jsonl", *TOKENIZER, "--out", "mine", "--overwrite"], "not an oasst-data build")
+    assert (work / "mine" / "notes.txt").read_text() == "keep me"
+    # A link to a build: replacing the link would leave the linked build stale.
+    (work / "link").symlink_to(work / "b")
+    refused(["build", "trees.jsonl", *TOKENIZER, "--out", "link", "--overwrite"], "link: is a symbolic link")
+    assert (work / "link").is_symlink()
     (work / "par" / "sub").mkdir(parents=True)
     shutil.copy(work / "trees.jsonl", work / "par" / "sub" / "trees.jsonl")
     (work / "par" / "manifest.json").write_text("{}")  # even a folder that looks like a build
     refused(["build", "par/sub/trees.jsonl", *TOKENIZER, "--out", "par", "--overwrite"], "par: holds the input par/sub/trees.jsonl")
     assert (work / "par" / "sub" / "trees.jsonl").is_file()
+    # The current folder (or one holding it) cannot be replaced whole, even empty.
+    (work / "empty" / "inner").mkdir(parents=True)
+    monkeypatch.chdir(work / "empty" / "inner")
+    for out in (".", ".."):
+        refused(["build", str(work / "trees.jsonl"), *TOKENIZER, "--out", out], "is the current folder or holds it")
+    assert not any((work / "empty" / "inner").iterdir())
 
 
 def test_build_reports_the_quarantine_where_it_is(work):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +119,12 @@ def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path):
         (["threads", TREES, "--out", str(blocker / "t.jsonl")], f"{blocker / 't.jsonl'}: cannot write here"),
         (["build", TREES, "--tokenizer", tokenizer, "--out", str(blocker / "shards")], f"{blocker / 'shards'}: cannot write here"),
         (["stats", TREES, "--html", str(tmp_path)], f"{tmp_path}: is a directory"),
+        # Checked before the run: a quarantine is first written at the first bad record, maybe hours in.
+        (["build", TREES, "--tokenizer", tokenizer, "--out", str(tmp_path / "s"), "--on-bad-record", "skip",
+          "--quarantine", str(tmp_path)], f"{tmp_path}: is a directory (given as --quarantine)"),
+        # The tokenizer folder is an input: a quarantine written into it would replace its files.
+        (["build", TREES, "--tokenizer", tokenizer, "--out", str(tmp_path / "s"), "--on-bad-record", "skip",
+          "--quarantine", str(Path(tokenizer) / "tokenizer.json")], f"{Path(tokenizer) / 'tokenizer.json'}: --quarantine lies inside the input folder"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
@@ -169,3 +177,18 @@ def test_paths_and_label_names_that_look_like_markup_are_printed_as_they_are(tmp
     assert result.exit_code == 0, result.output
     assert f"wrote 11 threads to {out}" in " ".join(result.output.split())
     assert "max_label:spam" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_quarantine_in_a_read_only_folder_is_refused_before_the_run(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = runner.invoke(app, ["threads", TREES, "--out", str(tmp_path / "t.jsonl"), "--on-bad-record", "skip",
+                                     "--quarantine", str(locked / "q.jsonl")])
+    finally:
+        locked.chmod(0o755)
+    assert result.exit_code == 1
+    assert f"{locked / 'q.jsonl'}: --quarantine cannot be written: {locked} is not writable" in " ".join(result.output.split())
+    assert not (tmp_path / "t.jsonl").exists()

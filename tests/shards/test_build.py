@@ -177,6 +177,17 @@ def test_config_hash_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fix
     assert build_shards(fixture_config(max_length=64), tmp_path / "other").manifest["config_hash"] != expected
 
 
+def _twice(manifest: dict, shard: dict) -> dict:
+    """The same shard listed again, with the totals made to add up."""
+    edited = json.loads(json.dumps(manifest))
+    edited["shards"].append(dict(shard))
+    totals = edited["totals"][shard["split"]]
+    for key in ("rows", "tokens", "trainable_tokens"):
+        totals[key] += shard[key]
+    totals["shards"] += 1
+    return edited
+
+
 def _edited(manifest: dict, *keys, value) -> dict:
     edited = json.loads(json.dumps(manifest))
     inner = edited
@@ -200,9 +211,11 @@ def _edited(manifest: dict, *keys, value) -> dict:
         (lambda m: m | {"shards": m["shards"][1:]}, r"totals\.\w+\.shards is \d+ but its shard entries add up to "),
         (lambda m: _edited(m, "config", "max_length", value=16), "config does not hash to config_hash"),
         (lambda m: _edited(m, "shards", 0, "max_length", value=3), "does not match bucket"),
+        (lambda m: _edited(m, "shards", 0, "path", value="../outside.parquet"), "is outside the build's data/ folder"),
+        (lambda m: _twice(m, m["shards"][0]), r"is listed twice"),
     ],
     ids=["not-an-object", "no-shards", "shards-not-a-list", "entry-without-sha256", "bad-totals", "other-version",
-         "edited-totals", "shard-left-out", "edited-config", "edited-bucket-bounds"],
+         "edited-totals", "shard-left-out", "edited-config", "edited-bucket-bounds", "path-outside", "shard-twice"],
 )
 def test_a_damaged_manifest_is_one_clear_error_for_every_reader(fixture_build, tmp_path, damage, message):
     damaged = tmp_path / "damaged"
@@ -241,6 +254,12 @@ def test_rerun_is_byte_identical_whatever_workers_and_hash_seed(tmp_path, fixtur
     ]
     subprocess.run(command, check=True, env=env, capture_output=True)
     assert tree_hashes(out) == tree_hashes(fixture_build)
+
+
+def test_the_tokenizer_batch_size_changes_nothing_in_the_output(tmp_path, fixture_build):
+    """It is not a setting of the shards: it stays out of the manifest, so the hash is the same too."""
+    build_shards(fixture_config(tokenize_batch=1), tmp_path / "small-batches")
+    assert tree_hashes(tmp_path / "small-batches") == tree_hashes(fixture_build)
 
 
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
@@ -306,7 +325,7 @@ def test_a_killed_builds_staging_folder_is_removed_by_the_next_build_a_running_o
         assert not killed_folder.exists()
         assert f"removed {killed_folder}" in caplog.text
         assert (running_folder / "part.arrow").is_file()  # still locked by its build
-        assert not (out / ".building.lock").exists()  # the lock does not travel into the output
+        assert not list(out.glob("*.lock"))  # the lock never travels into the output
     finally:
         for process in (killed, running):
             process.kill()

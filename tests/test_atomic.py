@@ -1,0 +1,157 @@
+"""Publishing a build folder: one step where the filesystem allows, recoverable where a kill
+interrupts it, never replacing a build that another run put in place without --overwrite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from oasst_data import atomic
+from oasst_data.atomic import StagingFolder, atomic_open, remove_abandoned_staging
+from oasst_data.errors import OasstDataError
+
+from .conftest import REPO
+
+
+def _staged(target: Path, text: str) -> StagingFolder:
+    staging = StagingFolder(target).create()
+    (staging.path / "marker.txt").write_text(text)
+    return staging
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_new_or_empty_target_is_one_rename(tmp_path):
+    _staged(tmp_path / "out", "new").publish()
+    assert (tmp_path / "out" / "marker.txt").read_text() == "new"
+    (tmp_path / "empty").mkdir()
+    _staged(tmp_path / "empty", "new").publish()
+    assert (tmp_path / "empty" / "marker.txt").read_text() == "new"
+    assert _listing(tmp_path) == ["empty", "out"]  # no staging folder, no lock file
+
+
+def test_without_overwrite_a_build_that_landed_meanwhile_is_kept(tmp_path):
+    target = tmp_path / "out"
+    late = _staged(target, "late")
+    _staged(target, "first").publish()  # another run finished first
+    with pytest.raises(OasstDataError, match="another build finished there while this one ran"):
+        late.publish(overwrite=False)
+    late.discard()
+    assert (target / "marker.txt").read_text() == "first"
+    assert _listing(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize("swap", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_overwrite_replaces_the_target_and_leaves_nothing_beside_it(tmp_path, monkeypatch, swap):
+    if not swap:
+        monkeypatch.setattr(atomic, "_exchange", lambda first, second: False)
+    target = tmp_path / "out"
+    _staged(target, "old").publish()
+    _staged(target, "new").publish(overwrite=True)
+    assert (target / "marker.txt").read_text() == "new"
+    assert _listing(tmp_path) == ["out"]
+
+
+def test_staging_names_are_unique_even_for_one_process(tmp_path):
+    first, second = StagingFolder(tmp_path / "out").create(), StagingFolder(tmp_path / "out").create()
+    assert first.path != second.path  # pids repeat (a container's build is always pid 1)
+    first.discard()
+    second.discard()
+    assert _listing(tmp_path) == []
+
+
+def _killed_while_publishing(target: Path, kill_after: str) -> None:
+    """A build process killed (os._exit) inside publish(overwrite=True), right after `kill_after`."""
+    script = textwrap.dedent(
+        f"""
+        import os, shutil, sys
+        from pathlib import Path
+        from oasst_data import atomic
+        target = Path(sys.argv[1])
+        staging = atomic.StagingFolder(target).create()
+        (staging.path / "marker.txt").write_text("new")
+        if {kill_after!r} == "move-aside":
+            atomic._exchange = lambda first, second: False
+            rename = os.rename
+            def rename_then_die(source, destination):
+                rename(source, destination)
+                if str(destination).endswith(atomic.OLD_SUFFIX):
+                    os._exit(9)
+            os.rename = rename_then_die
+        else:
+            shutil.rmtree = lambda *args, **kwargs: os._exit(9)  # right after the swap
+        staging.publish(overwrite=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(target)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 9, done.stderr
+
+
+def _can_swap(folder: Path) -> bool:
+    (folder / "a").mkdir()
+    (folder / "b").mkdir()
+    swapped = atomic._exchange(folder / "a", folder / "b")
+    (folder / "a").rmdir()
+    (folder / "b").rmdir()
+    return swapped
+
+
+@pytest.mark.parametrize(
+    ("kill_after", "expected"),
+    [("move-aside", "old"), ("swap", "new")],
+    ids=["between-the-two-renames", "after-the-swap"],
+)
+def test_a_build_killed_while_publishing_is_repaired_by_the_next(tmp_path, kill_after, expected):
+    if kill_after == "swap" and not _can_swap(tmp_path):
+        pytest.skip("this filesystem cannot swap folders (renameat2 RENAME_EXCHANGE)")
+    target = tmp_path / "out"
+    _staged(target, "old").publish()
+    _killed_while_publishing(target, kill_after)
+    if kill_after == "move-aside":
+        assert not target.exists()  # the window the two renames leave
+    assert remove_abandoned_staging(target)
+    assert (target / "marker.txt").read_text() == expected  # the old build or the new one, whole
+    assert _listing(tmp_path) == ["out"]
+
+
+def test_a_killed_builds_folder_is_found_whatever_the_target_name(tmp_path):
+    target = tmp_path / "b[1] *?"
+    script = "import os, sys; from oasst_data.atomic import StagingFolder; StagingFolder(sys.argv[1]).create(); os._exit(9)"
+    subprocess.run([sys.executable, "-c", script, str(target)], cwd=REPO, timeout=60)
+    assert len(list(tmp_path.iterdir())) == 2  # the staging folder and its lock
+    assert len(remove_abandoned_staging(target)) == 1
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_written_atomically_follow_the_umask_like_every_other_output(tmp_path, umask, mode):
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        os.umask({umask})
+        from pathlib import Path
+        from oasst_data.atomic import StagingFolder, atomic_open
+        with atomic_open(Path(sys.argv[1]) / "a.json") as handle:
+            handle.write("{{}}")
+        (Path(sys.argv[1]) / "plain.txt").write_text("x")
+        staging = StagingFolder(Path(sys.argv[1]) / "out").create()
+        print(oct(os.stat(staging.path).st_mode & 0o777))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777
+    assert done.stdout.strip() == oct(0o777 & ~umask)
+
+
+def test_atomic_open_refuses_a_directory(tmp_path):
+    with pytest.raises(OasstDataError, match="is a directory"):
+        with atomic_open(tmp_path):
+            pass
