@@ -14,6 +14,7 @@ same documents.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -46,13 +47,17 @@ _INTEGER_ALTERNATIVES = [{"type": "integer"}, {"type": "number", "multipleOf": 1
 
 
 def _simplify(schema: dict) -> dict:
-    """Collapse the Integer annotation to {"type": "integer"} (equivalent); walks with a stack."""
+    """Collapse the Integer annotation to {"type": "integer"} (equivalent) and dedent docstring
+    descriptions, so every msgspec version writes the same files; walks with a stack."""
     stack: list = [schema]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             if node.get("type") == "integer" and node.get("anyOf") == _INTEGER_ALTERNATIVES:
                 del node["anyOf"]
+            if isinstance(node.get("description"), str):
+                # A docstring as msgspec >= 0.23 writes it (dedented); 0.22 kept the indentation.
+                node["description"] = inspect.cleandoc(node["description"])
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)

@@ -100,9 +100,10 @@ def _describe_decode_error(error: Exception, data: bytes | None = None) -> str:
             return lone
     if isinstance(error, RecursionError):
         return "nesting deeper than the JSON parser allows"
-    if isinstance(error, UnicodeDecodeError):
+    # msgspec < 0.23 raised UnicodeDecodeError on invalid UTF-8; 0.23 a DecodeError saying so.
+    if isinstance(error, UnicodeDecodeError) or (isinstance(error, msgspec.DecodeError) and "UTF-8" in str(error)):
         # msgspec reports the offset inside the string it was decoding; find it in the line.
-        start = error.start
+        start = getattr(error, "start", 0)
         if data is not None:
             try:
                 data.decode("utf-8")
