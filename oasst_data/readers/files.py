@@ -78,25 +78,46 @@ class _ZstdRaw(_DecompressingRaw):
         self._context = zstandard.ZstdDecompressor()
         self._frame = self._context.decompressobj()
         self._frame_started = False
+        self._compressed = b""  # read, not yet decompressed
+        self._slice = _ZSTD_FIRST_SLICE  # compressed bytes per decompress call, sized to the ratio
 
     def _fill(self) -> None:
-        compressed = self._handle.read(_CHUNK)
-        if not compressed:
-            if self._frame_started and not self._frame.eof:
-                raise EOFError("zstd stream ended before the end of its frame (truncated file)")
-            self._done = True
-            return
-        while compressed:
-            self._frame_started = True
-            self._pending += self._frame.decompress(compressed)
-            if self._frame.eof:
-                compressed = self._frame.unused_data
-                self._frame = self._context.decompressobj()
-                self._frame_started = False
-            else:
-                compressed = b""
+        if not self._compressed:
+            self._compressed = self._handle.read(_CHUNK)
+            if not self._compressed:
+                if self._frame_started and not self._frame.eof:
+                    raise EOFError("zstd stream ended before the end of its frame (truncated file)")
+                self._done = True
+                return
+        # decompress() has no output cap: feed it slices sized so that one gives about a call's
+        # worth of output at the ratio seen so far, so highly compressible input (1000:1 for
+        # repeated records) stays in bounded memory, as gzip's does.
+        produced = []
+        size = 0
+        while self._compressed and size < _MAX_INFLATE:
+            piece, self._compressed = self._compressed[: self._slice], self._compressed[self._slice :]
+            fed = len(piece)
+            out_size = 0
+            while piece:
+                self._frame_started = True
+                out = self._frame.decompress(piece)
+                produced.append(out)
+                out_size += len(out)
+                if self._frame.eof:
+                    piece = self._frame.unused_data
+                    self._frame = self._context.decompressobj()
+                    self._frame_started = False
+                else:
+                    piece = b""
+            size += out_size
+            if out_size:
+                self._slice = max(_ZSTD_MIN_SLICE, min(_CHUNK, _MAX_INFLATE * fed // out_size))
+        self._pending = b"".join(produced)
 
 
+# Compressed bytes for the first zstd decompress call (then sized by the ratio seen), and the least.
+_ZSTD_FIRST_SLICE = 256
+_ZSTD_MIN_SLICE = 256
 # wbits for a gzip header and trailer (zlib's convention, which isal follows).
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 # Decompressed bytes one call may produce: a highly compressible member stays within memory
