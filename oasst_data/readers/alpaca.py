@@ -89,6 +89,7 @@ class AlpacaReader:
 
     def _from_array(self, path: Path) -> Iterator[LocatedAlpaca]:
         elements = iter_json_array(path, self.source)
+        element = 0
         while True:
             try:
                 line, raw, value = next(elements)
@@ -97,24 +98,32 @@ class AlpacaReader:
             except BadRecordError as error:
                 # A syntax error, or text after the closing ']': the rest cannot be located as
                 # records, so in skip mode it counts as one bad record (the quarantine holds the
-                # trailing text) and reading stops. Parsing on after ']' (a second array, JSON
-                # Lines) would guess at a format the file does not declare.
+                # rest, up to a bound) and reading stops. Parsing on after ']' (a second array,
+                # JSON Lines) would guess at a format the file does not declare.
                 self.records_read += 1
                 self._bad(error)
+                log.warning(
+                    "%s:%d: reading stopped after %d record(s): %s; the quarantine holds the text from there: "
+                    "fix it and read the file again (JSON Lines would lose only the bad line)",
+                    error.source, error.line, element, error.reason,
+                )
                 return
             self.records_read += 1
+            element += 1
+            # One-line arrays (json.dump's default) put every record on line 1: name the element too.
+            where = f" (array element {element})"
             try:
                 record = msgspec.convert(value, AlpacaRecord)
             except msgspec.ValidationError as error:
-                self._bad(BadRecordError(self.source, line, f"invalid record: {error}", raw))
+                self._bad(BadRecordError(self.source, line, f"invalid record: {error}{where}", raw))
                 continue
             except UnicodeEncodeError:  # a lone surrogate in a key (msgspec encodes keys to match fields)
                 reason = _lone_surrogate_escape(raw, "record") or "lone surrogate in a key (not valid Unicode text)"
-                self._bad(BadRecordError(self.source, line, f"invalid record: {reason}", raw))
+                self._bad(BadRecordError(self.source, line, f"invalid record: {reason}{where}", raw))
                 continue
             surrogate = _lone_surrogate(record)
             if surrogate is not None:
-                self._bad(BadRecordError(self.source, line, f"invalid record: {surrogate}", raw))
+                self._bad(BadRecordError(self.source, line, f"invalid record: {surrogate}{where}", raw))
                 continue
             yield LocatedAlpaca(record, self.source, line, raw)
 

@@ -39,6 +39,8 @@ class _ArrayScanner:
         # Why the input ends early (invalid UTF-8, broken compressed stream): raised once the
         # elements before the break have been read, instead of "array not closed".
         self.failure: BadRecordError | None = None
+        # After invalid UTF-8: the bytes from the bad one on (up to a chunk), kept for the quarantine.
+        self.undecoded = b""
 
     def refill(self) -> None:
         if self.eof:
@@ -53,6 +55,7 @@ class _ArrayScanner:
         except UnicodeDecodeError as error:
             # Keep the valid text before the bad byte; the error names the bad byte's line.
             decoded = self._drop_bom((buffered + chunk)[: error.start].decode("utf-8", errors="replace"))
+            self.undecoded = (buffered + chunk)[error.start :]
             newlines = self.text.count("\n", self.pos) + decoded.count("\n")
             self.text = self.text[self.pos :] + decoded
             self.pos = 0
@@ -125,17 +128,45 @@ class _ArrayScanner:
                     break
             except json.JSONDecodeError as error:
                 if self.eof:
-                    raise self.error(self.line, f"malformed JSON: {error.msg}") from None
+                    raise self.broken(f"malformed JSON: {error.msg}", self.failure) from None
+                if not _may_need_more(error, self.text):
+                    # A syntax error inside the buffer: reading on would not mend it (and would
+                    # pull the rest of the file into memory, up to _MAX_ELEMENT).
+                    raise self.broken(f"malformed JSON: {error.msg}") from None
                 if len(self.text) - self.pos > _MAX_ELEMENT:
                     raise BadRecordError(self.name, self.line, "malformed JSON: element too large") from None
             except RecursionError:
-                raise BadRecordError(self.name, self.line, "nesting deeper than the JSON parser allows") from None
+                raise self.broken("nesting deeper than the JSON parser allows") from None
+            except ValueError as error:  # an integer past Python's 4,300-digit limit
+                raise self.broken(f"malformed JSON: {str(error).splitlines()[0]}") from None
             self.refill()
         raw = self.text[self.pos : end]
         start = self.line
         self.line += raw.count("\n")
         self.pos = end
         return start, raw.encode("utf-8"), value
+
+    def broken(self, reason: str, cause: BadRecordError | None = None) -> BadRecordError:
+        """The error for an element that cannot be read, with the rest of the input as raw.
+
+        The array cannot be followed past a syntax error, so nothing after it is read: the bad
+        record carries that rest (up to _MAX_TRAILING_RAW characters) for the quarantine, and
+        its reason says so. A break in the input itself (`cause`: invalid UTF-8, a broken
+        stream) keeps its own reason and line; raw then holds what was read up to the break
+        and, after invalid UTF-8, the undecodable bytes that followed in the same chunk."""
+        at_end = self.eof and cause is None  # the file ends inside the element (truncated)
+        line = cause.line if cause is not None else self.line
+        reason = cause.reason if cause is not None else reason
+        start = self.pos
+        while len(self.text) - start < _MAX_TRAILING_RAW and not self.eof:
+            self.refill()
+            start = self.pos  # refill keeps the text from pos on, moved to 0
+        rest = self.text[start : start + _MAX_TRAILING_RAW]
+        if not at_end:
+            reason += f"; the array cannot be followed past it: nothing after line {line} is read"
+            if len(self.text) - start > _MAX_TRAILING_RAW or not self.eof:
+                reason += f" (raw holds the next {_MAX_TRAILING_RAW} characters)"
+        return BadRecordError(self.name, line, reason, rest.encode("utf-8") + self.undecoded)
 
     def trailing(self) -> BadRecordError | None:
         """After the closing ']': None when only whitespace follows, else the error naming it.
@@ -160,6 +191,12 @@ class _ArrayScanner:
         if cut:
             reason += f" (raw holds its first {_MAX_TRAILING_RAW} characters)"
         return BadRecordError(self.name, line, reason, rest.encode("utf-8"))
+
+
+def _may_need_more(error: json.JSONDecodeError, text: str) -> bool:
+    """Whether a decode error may only mean the element goes on past the buffer: an unterminated
+    string, or an error at the buffer's very end (a cut number, literal or escape)."""
+    return error.msg.startswith("Unterminated string") or error.pos >= len(text) - 16
 
 
 def _check_end(scanner: _ArrayScanner) -> None:
@@ -197,8 +234,9 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
                 _check_end(scanner)
                 return
             if separator != ",":
-                found = repr(separator) if separator else "end of file"
-                raise scanner.error(scanner.line, f"malformed JSON: expected ',' or ']' after an element, got {found}")
+                if not separator:
+                    raise scanner.error(scanner.line, "malformed JSON: expected ',' or ']' after an element, got end of file")
+                raise scanner.broken(f"malformed JSON: expected ',' or ']' after an element, got {separator!r}")
             scanner.pos += 1
 
 

@@ -532,3 +532,67 @@ def test_an_alpaca_source_given_twice_is_an_error(tmp_path, monkeypatch):
     # Different files with the same records stay allowed (repeats are kept, each with its own id).
     (tmp_path / "b.json").write_text((ALPACA / "alpaca.json").read_text(encoding="utf-8"), encoding="utf-8")
     assert len(extract_threads(alpaca=["a.json", "b.json"])[0]) == 8
+
+
+# --- an array broken inside (found by an audit) ------------------------------------------------------
+
+
+def test_an_integer_too_long_for_python_is_a_bad_record_not_a_traceback(tmp_path):
+    path = tmp_path / "digits.json"
+    path.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": ' + "1" * 5000 + ', "output": "O"}]\n')
+    with pytest.raises(BadRecordError, match=r"digits.json:2: malformed JSON: Exceeds the limit \(4300 digits\)"):
+        records(path)
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_A]) and (reader.records_read, reader.bad_records) == (2, 1)
+    assert seen[0].raw.startswith(b'{"instruction": 111')
+
+
+def test_a_syntax_error_inside_an_array_says_the_rest_is_not_read_and_quarantines_it(tmp_path, caplog):
+    """Skip mode used to stop there with an empty raw and no word about the records after it."""
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(6)]
+    text = json.dumps(rows, indent=2)
+    broken = text.replace('"q2",', '"q2"', 1)  # record 3 loses a comma
+    path = tmp_path / "broken.json"
+    path.write_text(broken)
+    line = broken[: broken.index('"q2"')].count("\n")  # the line where record 3 starts ('{')
+    with pytest.raises(BadRecordError, match=rf"broken.json:{line}: malformed JSON: Expecting ',' delimiter; the array cannot be followed past it"):
+        records(path)
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        got, reader, seen = read_skipping(path)
+    assert got == as_records(rows[:2]) and (reader.records_read, reader.bad_records) == (3, 1)
+    # The quarantine holds the text from the broken record to the end: fix it, read it again.
+    rest = broken[broken.rindex("{", 0, broken.index('"q2"')):]
+    assert seen[0].raw.decode() == rest
+    assert "reading stopped after 2 record(s)" in caplog.text
+
+
+def test_a_syntax_error_early_in_a_large_array_does_not_read_the_rest(tmp_path):
+    """The reader pulled the whole rest of the file into memory (up to 256 MiB) looking for more."""
+    from oasst_data.readers import jsonarray
+
+    rows = [{"instruction": f"q{i}", "output": "x" * 100} for i in range(40_000)]  # ~5 MB on one line
+    text = json.dumps(rows)
+    path = tmp_path / "big.json"
+    path.write_text(text.replace('"q1", ', '"q1" ', 1))
+    got, reader, seen = read_skipping(path)
+    assert len(got) == 1 and reader.bad_records == 1
+    assert len(seen[0].raw) == jsonarray._MAX_TRAILING_RAW  # bounded, and said so
+    assert f"raw holds the next {jsonarray._MAX_TRAILING_RAW} characters" in seen[0].reason
+
+
+def test_invalid_utf8_inside_an_array_keeps_the_bytes_for_the_quarantine(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'[{"instruction": "a", "output": "b"},\n {"instruction": "caf\xe9", "output": "d"},\n {"instruction": "e", "output": "f"}]\n')
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_A]) and reader.bad_records == 1
+    assert "invalid UTF-8" in seen[0].reason and "nothing after line 2 is read" in seen[0].reason
+    assert seen[0].raw == b'{"instruction": "caf\xe9", "output": "d"},\n {"instruction": "e", "output": "f"}]\n'
+
+
+def test_a_bad_record_of_a_one_line_array_names_its_element(tmp_path):
+    """json.dump writes the whole array on line 1: the line alone cannot tell records apart."""
+    rows = [ROW_A] * 500 + [{"instruction": "x", "output": 5}] + [ROW_C] * 10
+    path = tmp_path / "one-line.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(BadRecordError, match=r"one-line.json:1: invalid record: .*\(array element 501\)"):
+        records(path)
