@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 DEFAULT_ALPACA_DATASET = "yahma/alpaca-cleaned"
 _FILE_SUFFIXES = (".json", ".jsonl", ".gz", ".zst", ".zstd")
 _record_decoder = msgspec.json.Decoder(AlpacaRecord)
+# The top-level keys of a line, values left undecoded: to name fields the format does not use.
+_keys_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ALPACA_FIELDS = frozenset(("instruction", "input", "output"))
 # Only a file whose first character is '[' is read as a JSON array (then anything after its
 # closing ']' is an error). In JSON Lines, a line holding an array is one bad record, not unpacked:
 # the format is one object a line, and guessing would hide a file written wrongly.
@@ -70,6 +74,7 @@ class AlpacaReader:
         self.split = split
         self.records_read = 0
         self.bad_records = 0
+        self.unused_fields: Counter[str] = Counter()  # fields other than instruction/input/output
 
     def __iter__(self) -> Iterator[LocatedAlpaca]:
         path = Path(self.source)
@@ -82,6 +87,18 @@ class AlpacaReader:
             raise OasstDataError(f"{self.source}: no such file")
         else:
             yield from self._from_dataset()
+        if self.unused_fields:
+            # Variants of the format add fields (a chat "history", a "system" prompt): they are
+            # not part of the prompt or the answer, so say they were dropped.
+            counts = ", ".join(
+                f"{name} ({count:,} record{'' if count == 1 else 's'})" for name, count in sorted(self.unused_fields.items())
+            )
+            log.warning("%s: fields the Alpaca format does not use were ignored: %s", self.source, counts)
+
+    def _note_fields(self, names) -> None:
+        for name in names:
+            if name not in _ALPACA_FIELDS:
+                self.unused_fields[name] += 1
 
     def _bad(self, error: BadRecordError) -> None:
         self.bad_records += 1
@@ -110,6 +127,8 @@ class AlpacaReader:
                 return
             self.records_read += 1
             element += 1
+            if isinstance(value, dict):
+                self._note_fields(value)
             # One-line arrays (json.dump's default) put every record on line 1: name the element too.
             where = f" (array element {element})"
             try:
@@ -144,6 +163,7 @@ class AlpacaReader:
                 continue
             try:
                 record = _record_decoder.decode(line.data)
+                self._note_fields(_keys_decoder.decode(line.data))
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
                 reason = _describe_decode_error(error, line.data)
                 if isinstance(error, msgspec.ValidationError) and str(error) == "Expected `object`, got `array`":
@@ -160,7 +180,10 @@ class AlpacaReader:
             dataset = self._load_saved(datasets, folder)
         else:
             try:
-                dataset = datasets.load_dataset(self.source, split=self.split)
+                split = self._choose_split(datasets.get_dataset_split_names(self.source))
+                dataset = datasets.load_dataset(self.source, split=split)
+            except OasstDataError:
+                raise
             except Exception as error:  # datasets raises many types (hub offline, missing, bad files)
                 if folder.is_dir():  # a local folder: being offline is not the problem
                     raise OasstDataError(
@@ -171,8 +194,10 @@ class AlpacaReader:
                     f"cannot load Alpaca dataset {self.source!r}: {_first_line(error)}"
                     " -- offline? pass a local file or dataset folder to --alpaca"
                 ) from None
+        unused = [name for name in dataset.column_names if name not in _ALPACA_FIELDS]
         for row_number, row in enumerate(dataset, start=1):
             self.records_read += 1
+            self.unused_fields.update(unused)
             try:
                 record = msgspec.convert(row, AlpacaRecord)
             except msgspec.ValidationError as error:
@@ -192,13 +217,22 @@ class AlpacaReader:
             raise OasstDataError(f"cannot load Alpaca dataset folder {self.source!r} (written by save_to_disk): {_first_line(error)}") from None
         if not isinstance(loaded, datasets.DatasetDict):
             return loaded
-        if self.split in loaded:
-            return loaded[self.split]
-        if len(loaded) == 1:
-            (only,) = loaded
-            log.warning("%s: no %r split, reading its only split %r", self.source, self.split, only)
-            return loaded[only]
-        raise OasstDataError(f"{self.source}: no {self.split!r} split in this saved DatasetDict (it has {', '.join(sorted(loaded))})")
+        return loaded[self._choose_split(list(loaded))]
+
+    def _choose_split(self, names: list[str]) -> str:
+        """The split to read: the requested one, or the only one there is. The others are named
+        in a warning: their records are not read (the extractor makes its own validation split)."""
+        if self.split in names:
+            chosen = self.split
+        elif len(names) == 1:
+            (chosen,) = names
+            log.warning("%s: no %r split, reading its only split %r", self.source, self.split, chosen)
+        else:
+            raise OasstDataError(f"{self.source}: no {self.split!r} split in this dataset (it has {', '.join(sorted(names))})")
+        ignored = sorted(name for name in names if name != chosen)
+        if ignored:
+            log.warning("%s: reading split %r only; not read: %s", self.source, chosen, ", ".join(ignored))
+        return chosen
 
 
 def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -> None:

@@ -37,17 +37,22 @@ def as_records(rows) -> list[AlpacaRecord]:
 
 @pytest.fixture
 def offline_datasets(tmp_path, monkeypatch):
-    """`datasets` with its cache in tmp_path, recording every load_dataset call (the hub stays offline)."""
+    """`datasets` with its cache in tmp_path, recording each source handed to it (its split names,
+    then its rows: one entry a source; the hub stays offline)."""
     datasets = pytest.importorskip("datasets")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     calls = []
-    real = datasets.load_dataset
 
-    def load_dataset(path, *args, **kwargs):
-        calls.append(path)
-        return real(path, *args, **kwargs)
+    def recording(real):
+        def call(path, *args, **kwargs):
+            if not calls or calls[-1] != path:
+                calls.append(path)
+            return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+        return call
+
+    monkeypatch.setattr(datasets, "load_dataset", recording(datasets.load_dataset))
+    monkeypatch.setattr(datasets, "get_dataset_split_names", recording(datasets.get_dataset_split_names))
     return calls
 
 
@@ -472,7 +477,7 @@ def test_a_folder_written_by_dataset_dict_save_to_disk(tmp_path, offline_dataset
     # Several splits and none is train: which one is meant is not guessed.
     several = tmp_path / "several"
     datasets.DatasetDict({"a": datasets.Dataset.from_list(rows), "b": datasets.Dataset.from_list(other)}).save_to_disk(str(several))
-    with pytest.raises(OasstDataError, match=r"several: no 'train' split in this saved DatasetDict \(it has a, b\)"):
+    with pytest.raises(OasstDataError, match=r"several: no 'train' split in this dataset \(it has a, b\)"):
         records(several)
     assert offline_datasets == []
 
@@ -596,3 +601,50 @@ def test_a_bad_record_of_a_one_line_array_names_its_element(tmp_path):
     path.write_text(json.dumps(rows))
     with pytest.raises(BadRecordError, match=r"one-line.json:1: invalid record: .*\(array element 501\)"):
         records(path)
+
+
+# --- what is not read is said (found by an audit) ------------------------------------------------------
+
+
+def test_splits_not_read_are_named_and_a_lone_split_is_read(tmp_path, offline_datasets, caplog):
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    both = tmp_path / "both"
+    both.mkdir()
+    pq.write_table(pyarrow.Table.from_pylist([ROW_A] * 7), both / "train.parquet")
+    pq.write_table(pyarrow.Table.from_pylist([ROW_C] * 3), both / "test.parquet")
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        assert [r for _, r in records(both)] == as_records([ROW_A] * 7)
+    assert f"{both}: reading split 'train' only; not read: test" in caplog.text
+    only = tmp_path / "only-test"
+    only.mkdir()
+    pq.write_table(pyarrow.Table.from_pylist([ROW_C] * 3), only / "test.parquet")
+    assert [r for _, r in records(only)] == as_records([ROW_C] * 3)  # was "Unknown split 'train'"
+
+
+@pytest.mark.parametrize("layout", ["array", "lines", "dataset"])
+def test_fields_the_format_does_not_use_are_named_in_a_warning(tmp_path, caplog, layout):
+    rows = [dict(ROW_A, history=[["q1", "a1"]], system="You are a pirate."), dict(ROW_C, system="Be brief.")]
+    if layout == "array":
+        source = tmp_path / "extra.json"
+        source.write_text(json.dumps(rows, indent=1))
+    elif layout == "lines":
+        source = tmp_path / "extra.jsonl"
+        source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        datasets = pytest.importorskip("datasets")
+        source = tmp_path / "saved"
+        datasets.Dataset.from_list([dict(ROW_A, system="s"), dict(ROW_C, system="t")]).save_to_disk(str(source))
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        got = [r for _, r in records(source)]
+    assert got == as_records([ROW_A, ROW_C])
+    expected = "system (2 records)" if layout == "dataset" else "history (1 record), system (2 records)"
+    assert f"{source}: fields the Alpaca format does not use were ignored: {expected}" in caplog.text
+
+
+def test_no_warning_when_every_field_is_used(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        records(ALPACA / "alpaca.json")
+        records(ALPACA / "alpaca.jsonl")
+    assert "were ignored" not in caplog.text
