@@ -79,10 +79,7 @@ class AlpacaReader:
     def __iter__(self) -> Iterator[LocatedAlpaca]:
         path = Path(self.source)
         if path.is_file():
-            if starts_with_array(path):
-                yield from self._from_array(path)
-            else:
-                yield from self._from_lines(path)
+            yield from self._from_file(path, self.source)
         elif path.suffix.lower() in _FILE_SUFFIXES and not path.exists():
             raise OasstDataError(f"{self.source}: no such file")
         else:
@@ -95,6 +92,12 @@ class AlpacaReader:
             )
             log.warning("%s: fields the Alpaca format does not use were ignored: %s", self.source, counts)
 
+    def _from_file(self, path: Path, name: str) -> Iterator[LocatedAlpaca]:
+        if starts_with_array(path):
+            yield from self._from_array(path, name)
+        else:
+            yield from self._from_lines(path, name)
+
     def _note_fields(self, names) -> None:
         for name in names:
             if name not in _ALPACA_FIELDS:
@@ -104,8 +107,8 @@ class AlpacaReader:
         self.bad_records += 1
         self.handler(error)
 
-    def _from_array(self, path: Path) -> Iterator[LocatedAlpaca]:
-        elements = iter_json_array(path, self.source)
+    def _from_array(self, path: Path, name: str) -> Iterator[LocatedAlpaca]:
+        elements = iter_json_array(path, name)
         element = 0
         while True:
             try:
@@ -134,20 +137,20 @@ class AlpacaReader:
             try:
                 record = msgspec.convert(value, AlpacaRecord)
             except msgspec.ValidationError as error:
-                self._bad(BadRecordError(self.source, line, f"invalid record: {error}{where}", raw))
+                self._bad(BadRecordError(name, line, f"invalid record: {error}{where}", raw))
                 continue
             except UnicodeEncodeError:  # a lone surrogate in a key (msgspec encodes keys to match fields)
                 reason = _lone_surrogate_escape(raw, "record") or "lone surrogate in a key (not valid Unicode text)"
-                self._bad(BadRecordError(self.source, line, f"invalid record: {reason}{where}", raw))
+                self._bad(BadRecordError(name, line, f"invalid record: {reason}{where}", raw))
                 continue
             surrogate = _lone_surrogate(record)
             if surrogate is not None:
-                self._bad(BadRecordError(self.source, line, f"invalid record: {surrogate}{where}", raw))
+                self._bad(BadRecordError(name, line, f"invalid record: {surrogate}{where}", raw))
                 continue
-            yield LocatedAlpaca(record, self.source, line, raw)
+            yield LocatedAlpaca(record, name, line, raw)
 
-    def _from_lines(self, path: Path) -> Iterator[LocatedAlpaca]:
-        lines = iter_lines(path, self.source)
+    def _from_lines(self, path: Path, name: str) -> Iterator[LocatedAlpaca]:
+        lines = iter_lines(path, name)
         while True:
             try:
                 line = next(lines)
@@ -159,7 +162,7 @@ class AlpacaReader:
                 return
             self.records_read += 1
             if not line.data.strip():
-                self._bad(BadRecordError(self.source, line.number, "empty line", line.data))
+                self._bad(BadRecordError(name, line.number, "empty line", line.data))
                 continue
             try:
                 record = _record_decoder.decode(line.data)
@@ -168,14 +171,21 @@ class AlpacaReader:
                 reason = _describe_decode_error(error, line.data)
                 if isinstance(error, msgspec.ValidationError) and str(error) == "Expected `object`, got `array`":
                     reason += _ARRAY_LINE_HINT
-                self._bad(BadRecordError(self.source, line.number, reason, line.data))
+                self._bad(BadRecordError(name, line.number, reason, line.data))
                 continue
-            yield LocatedAlpaca(record, self.source, line.number, line.data)
+            yield LocatedAlpaca(record, name, line.number, line.data)
 
     def _from_dataset(self) -> Iterator[LocatedAlpaca]:
         import datasets
 
         folder = Path(self.source)
+        json_files = self._json_data_files(folder) if folder.is_dir() and not _saved_to_disk(folder) else None
+        if json_files is not None:
+            # Read with the file readers: constant memory, errors by file and line, skip per
+            # record; `datasets` would first prepare the whole folder in memory and name rows.
+            for file in json_files:
+                yield from self._from_file(file, str(file))
+            return
         if folder.is_dir() and _saved_to_disk(folder):
             dataset = self._load_saved(datasets, folder)
         else:
@@ -219,6 +229,23 @@ class AlpacaReader:
             return loaded
         return loaded[self._choose_split(list(loaded))]
 
+    def _json_data_files(self, folder: Path) -> list[Path] | None:
+        """The files of the split to read when they are all JSON or JSON Lines, else None. Which
+        file belongs to which split is decided by `datasets` itself (its data-file patterns)."""
+        from datasets.data_files import DataFilesDict, get_data_patterns
+
+        try:
+            by_split = DataFilesDict.from_patterns(get_data_patterns(str(folder)), base_path=str(folder))
+        except Exception:  # no data files, or a layout only load_dataset understands: it says why
+            return None
+        if not by_split:
+            return None
+        names = {str(split): split for split in by_split}
+        files = sorted(Path(f) for f in by_split[names[self._choose_split(list(names))]])
+        if not files or not all(_is_json_file(f) for f in files):
+            return None
+        return files
+
     def _choose_split(self, names: list[str]) -> str:
         """The split to read: the requested one, or the only one there is. The others are named
         in a warning: their records are not read (the extractor makes its own validation split)."""
@@ -249,6 +276,13 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
         if key in seen:
             raise OasstDataError(f"{text}: given twice (also as {seen[key]}); its records would be counted and trained on twice")
         seen[key] = text
+
+
+def _is_json_file(path: Path) -> bool:
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".zst", ".zstd"):
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in (".json", ".jsonl")
 
 
 def _saved_to_disk(folder: Path) -> bool:

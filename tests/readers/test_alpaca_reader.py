@@ -130,13 +130,14 @@ def rows_with_late_input(count: int = 3000) -> list[dict]:
     return rows
 
 
-def test_local_dataset_folder_goes_through_load_dataset(tmp_path, offline_datasets):
+def test_a_folder_of_json_files_is_read_by_the_file_readers(tmp_path, offline_datasets):
+    """datasets would prepare the whole folder in memory first and name rows, not file lines."""
     folder = tmp_path / "my-alpaca"
     folder.mkdir()
     rows = rows_with_late_input()
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     got = records(folder)
-    assert offline_datasets == [str(folder)]
+    assert offline_datasets == []
     assert [r for _, r in got] == as_records(rows)
     assert [line for line, _ in got][:3] == [1, 2, 3]
     assert alpaca_prompt(got[-2][1]) == "Add.\n2 and 3" and alpaca_prompt(got[0][1]) == "Say 0."
@@ -163,7 +164,7 @@ def test_dataset_rows_of_the_wrong_type_are_bad_records(tmp_path, offline_datase
     (folder / "data.jsonl").write_text(
         json.dumps({"instruction": "ok", "output": "fine"}) + "\n" + json.dumps({"instruction": "no output", "output": None}) + "\n"
     )
-    with pytest.raises(BadRecordError, match=r"ds:2: invalid record: Expected `str`, got `null` - at `\$.output`"):
+    with pytest.raises(BadRecordError, match=r"ds/data.jsonl:2: invalid record: Expected `str`, got `null` - at `\$.output`"):
         records(folder)
     reader = AlpacaReader(str(folder), BadRecordHandler(OnBadRecord.SKIP))
     assert len(list(reader)) == 1 and (reader.records_read, reader.bad_records) == (2, 1)
@@ -648,3 +649,18 @@ def test_no_warning_when_every_field_is_used(tmp_path, caplog):
         records(ALPACA / "alpaca.json")
         records(ALPACA / "alpaca.jsonl")
     assert "were ignored" not in caplog.text
+
+
+def test_a_json_folder_keeps_the_splits_of_datasets_and_errors_by_file_and_line(tmp_path, offline_datasets, caplog):
+    folder = tmp_path / "split-json"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps(ROW_A) + "\n{broken\n" + json.dumps(ROW_A) + "\n")
+    (folder / "test.json").write_text(json.dumps([ROW_C, ROW_C]))
+    with pytest.raises(BadRecordError, match=r"split-json/train.jsonl:2: malformed JSON"):
+        records(folder)
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        got, reader, seen = read_skipping(folder)
+    assert got == as_records([ROW_A, ROW_A]) and (reader.records_read, reader.bad_records) == (3, 1)  # one line lost, not the folder
+    assert seen[0].raw == b"{broken\n"
+    assert "reading split 'train' only; not read: test" in caplog.text
+    assert offline_datasets == []
