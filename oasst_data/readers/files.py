@@ -37,11 +37,15 @@ class _DecompressingRaw(io.RawIOBase):
     """A raw stream that hands over decompressed bytes (`_pending`) as `_fill` produces them:
     a break in the compressed stream raises only once everything before it is read."""
 
+    # The error for a stream that ends inside a compressed unit (each format names its unit).
+    _TRUNCATED = "stream ended inside a compressed unit (truncated file)"
+
     def __init__(self, handle):
         self._handle = handle
         self._pending = b""
         self._offset = 0  # of the next byte of _pending to hand over
         self._done = False
+        self._input = b""  # compressed bytes read, not yet decompressed
 
     def readable(self) -> bool:
         return True
@@ -49,6 +53,21 @@ class _DecompressingRaw(io.RawIOBase):
     def _fill(self) -> None:
         """Decompress more into `_pending`, or set `_done`; raise EOFError on a truncated stream."""
         raise NotImplementedError
+
+    def _unit_open(self) -> bool:
+        """True while a compressed unit has started and not ended."""
+        raise NotImplementedError
+
+    def _have_input(self) -> bool:
+        """Read more compressed input when none is left; False (and `_done`) at its clean end."""
+        if not self._input:
+            self._input = self._handle.read(_CHUNK)
+            if not self._input:
+                if self._unit_open():
+                    raise EOFError(self._TRUNCATED)
+                self._done = True
+                return False
+        return True
 
     def readinto(self, buffer) -> int:
         if self._offset >= len(self._pending):
@@ -78,24 +97,23 @@ class _ZstdRaw(_DecompressingRaw):
         self._context = zstandard.ZstdDecompressor()
         self._frame = self._context.decompressobj()
         self._frame_started = False
-        self._compressed = b""  # read, not yet decompressed
         self._slice = _ZSTD_FIRST_SLICE  # compressed bytes per decompress call, sized to the ratio
 
+    _TRUNCATED = "zstd stream ended before the end of its frame (truncated file)"
+
+    def _unit_open(self) -> bool:
+        return self._frame_started and not self._frame.eof
+
     def _fill(self) -> None:
-        if not self._compressed:
-            self._compressed = self._handle.read(_CHUNK)
-            if not self._compressed:
-                if self._frame_started and not self._frame.eof:
-                    raise EOFError("zstd stream ended before the end of its frame (truncated file)")
-                self._done = True
-                return
+        if not self._have_input():
+            return
         # decompress() has no output cap: feed it slices sized so that one gives about a call's
         # worth of output at the ratio seen so far, so highly compressible input (1000:1 for
         # repeated records) stays in bounded memory, as gzip's does.
         produced = []
         size = 0
-        while self._compressed and size < _MAX_INFLATE:
-            piece, self._compressed = self._compressed[: self._slice], self._compressed[self._slice :]
+        while self._input and size < _MAX_INFLATE:
+            piece, self._input = self._input[: self._slice], self._input[self._slice :]
             fed = len(piece)
             out_size = 0
             while piece:
@@ -136,17 +154,16 @@ class _GzipRaw(_DecompressingRaw):
     def __init__(self, handle):
         super().__init__(handle)
         self._member = _inflate.decompressobj(_GZIP_WBITS)
-        self._input = b""
         self._member_started = False
 
+    _TRUNCATED = "Compressed file ended before the end-of-stream marker was reached (truncated file)"
+
+    def _unit_open(self) -> bool:
+        return self._member_started and not self._member.eof
+
     def _fill(self) -> None:
-        if not self._input:
-            self._input = self._handle.read(_CHUNK)
-            if not self._input:
-                if self._member_started and not self._member.eof:
-                    raise EOFError("Compressed file ended before the end-of-stream marker was reached (truncated file)")
-                self._done = True
-                return
+        if not self._have_input():
+            return
         if not self._member_started:
             # Zero bytes may pad a file after a member, as gzip's own reader allows.
             self._input = self._input.lstrip(b"\x00")
