@@ -33,6 +33,23 @@ def _read_umask() -> int:
 PROCESS_UMASK = _read_umask()
 
 
+# What only writing raises, without naming the file (write(2) is given no path): a full disk, a
+# full quota, a file size limit.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def naming_failed_writes(path: Path) -> Iterator[None]:
+    """Give a disk-full error raised inside the name of the file being written: on its own it
+    reads "No space left on device" and names nothing (the CLI prints an error's filename)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno in _WRITE_ERRNOS:
+            raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
+        raise
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -61,7 +78,7 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
     os.close(fd)
     temp_path = Path(temp)
     try:
-        with open(temp_path, mode, encoding=None if "b" in mode else encoding) as handle:
+        with naming_failed_writes(path), open(temp_path, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

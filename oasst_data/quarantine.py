@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import json
 import logging
@@ -11,7 +12,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from .atomic import PROCESS_UMASK
+from .atomic import PROCESS_UMASK, naming_failed_writes
 from .errors import BadRecordError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ class BadRecordHandler:
         except UnicodeDecodeError:
             entry["raw"] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
-        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        with naming_failed_writes(self.quarantine_path):
+            self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def close(self, finished: bool = True) -> None:
         """End the run: a run that `finished` has its file published (now, or at `publish()` when
@@ -75,9 +77,10 @@ class BadRecordHandler:
             self.discard()
             return
         if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+            with naming_failed_writes(self.quarantine_path):
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+                self._handle.close()
             self._handle = None
         self._finished = True
         if self.publish_on_close:
@@ -101,9 +104,11 @@ class BadRecordHandler:
         """Drop this run's file, written or waiting (a file an earlier run left is kept)."""
         self._finished = False
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with contextlib.suppress(OSError):  # a full disk fails the flush: the file goes anyway
+                handle.close()
         if self._temp is not None:
             self._temp.unlink(missing_ok=True)
             self._temp = None
-            log.info("the run did not finish: its quarantine was discarded (a file an earlier run left at %s is kept)", self.quarantine_path)
+            kept = f" (the file an earlier run left at {self.quarantine_path} is kept)" if self.quarantine_path.is_file() else ""
+            log.info("the run did not finish: its quarantine was discarded%s", kept)

@@ -3,6 +3,7 @@ interrupts it, never replacing a build that another run put in place without --o
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -155,3 +156,42 @@ def test_atomic_open_refuses_a_directory(tmp_path):
     with pytest.raises(OasstDataError, match="is a directory"):
         with atomic_open(tmp_path):
             pass
+
+
+def test_an_unnamed_disk_full_error_gets_the_files_name(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(OSError) as raised:
+        with atomic.naming_failed_writes(target):
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert (raised.value.errno, raised.value.filename, raised.value.strerror) == (errno.ENOSPC, str(target), os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left on device", "/elsewhere/named"), OSError(errno.EIO, "Input/output error"), ValueError("not a write")],
+)
+def test_other_errors_pass_unchanged(tmp_path, error):
+    with pytest.raises(type(error)) as raised:
+        with atomic.naming_failed_writes(tmp_path / "out.json"):
+            raise error
+    assert raised.value is error
+
+
+def test_atomic_open_names_its_target_when_the_disk_fills(tmp_path):
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from pathlib import Path
+        from oasst_data.atomic import atomic_open
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+        try:
+            with atomic_open(Path(sys.argv[1]) / "manifest.json") as handle:
+                handle.write("x" * 5000)
+        except OSError as error:
+            print(error.filename)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == str(tmp_path / "manifest.json"), done.stderr
+    assert list(tmp_path.iterdir()) == []  # the temp file is gone too

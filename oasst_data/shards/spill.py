@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..atomic import naming_failed_writes
 from ..conversation import Thread
 from .schema import SPILL_SCHEMA
 from .tokenize import TokenizedBatch
@@ -59,7 +60,8 @@ class SpillWriter:
             pa.array(np.arange(self.rows, self.rows + count, dtype=np.int64)),
         ]
         record_batch = pa.RecordBatch.from_arrays(columns, schema=SPILL_SCHEMA)
-        self._writer.write_batch(record_batch)
+        with naming_failed_writes(self.path):
+            self._writer.write_batch(record_batch)
         self.rows += count
         self.lengths.append(lengths)
         self.splits.append(np.array([t.split.value == "validation" for t in threads], dtype=np.bool_))
@@ -68,8 +70,9 @@ class SpillWriter:
         self.keys.append(keys)
 
     def close(self) -> None:
-        self._writer.close()
-        self._sink.close()
+        with naming_failed_writes(self.path):
+            self._writer.close()
+            self._sink.close()
 
     def all_lengths(self) -> np.ndarray:
         return np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int32)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..atomic import naming_failed_writes
 from .buckets import Bucket, assign_buckets
 from .hashing import sha256_file
 from .schema import ROW_SCHEMA, SPILL_SCHEMA
@@ -92,10 +93,11 @@ class GroupFiles:
             path = self.folder / f"{key.split}-{key.bucket}-{key.part}.{len(paths)}.arrow"
             paths.append(path)
             sink = pa.OSFile(str(path), "wb")
-            entry = self._open[key] = (sink, pa.ipc.new_stream(sink, SPILL_SCHEMA))
+            entry = self._open[key] = (path, sink, pa.ipc.new_stream(sink, SPILL_SCHEMA))
         else:
             self._open.move_to_end(key)
-        entry[1].write_batch(batch)
+        with naming_failed_writes(entry[0]):
+            entry[2].write_batch(batch)
 
     def close(self) -> None:
         while self._open:
@@ -103,9 +105,10 @@ class GroupFiles:
 
 
 def _close_stream(entry: tuple) -> None:
-    sink, writer = entry
-    writer.close()
-    sink.close()
+    path, sink, writer = entry
+    with naming_failed_writes(path):
+        writer.close()
+        sink.close()
 
 
 def route_to_groups(
@@ -165,7 +168,7 @@ def write_shard(group_files: Sequence[Path], target: Path, bucket_index: int) ->
     table = table.append_column(pa.field("bucket", pa.int32(), nullable=False), pa.array(np.full(table.num_rows, bucket_index, np.int32)))
     table = table.select(ROW_SCHEMA.names).cast(ROW_SCHEMA)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as handle:
+    with naming_failed_writes(target), open(target, "wb") as handle:
         pq.write_table(
             table,
             handle,

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import random
+import re
 import resource
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from oasst_data.shards.buckets import Bucket
 from oasst_data.shards.schema import SPILL_SCHEMA
@@ -120,3 +127,94 @@ def test_an_empty_spill_makes_no_groups(tmp_path):
     _write_spill(spill, 0, 4)
     empty = np.array([], dtype=np.int32)
     assert route_to_groups(spill, tmp_path / "groups", empty.astype(bool), empty, empty) == {}
+
+
+def _limit_file_size(limit: int):
+    """A file size limit makes write(2) fail with EFBIG, as a full disk fails it with ENOSPC:
+    the same unnamed error, without filling a disk."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+_FULL_DISK_WRITERS = textwrap.dedent(
+    """
+    import random, sys
+    from pathlib import Path
+    import numpy as np
+    import pyarrow as pa
+    from oasst_data.shards.buckets import Bucket
+    from oasst_data.shards.schema import SPILL_SCHEMA
+    from oasst_data.shards.writer import route_to_groups, write_all_shards
+
+    folder, stage = Path(sys.argv[1]), sys.argv[2]
+    rng = random.Random(0)
+    rows = [
+        {"id": f"r{i}", "tree_id": f"t{i}", "source": "alpaca", "lang": "en", "split": "train",
+         "text": "".join(rng.choices("abcdefghij klmnop", k=3000)), "input_ids": [1, 2], "loss_mask": [0, 1],
+         "length": 2, "num_turns": 2, "truncated": False, "shuffle_key": i, "arrival": i}
+        for i in range(40)
+    ]
+    with pa.OSFile(str(folder / "spill.arrow"), "wb") as sink, pa.ipc.new_file(sink, SPILL_SCHEMA) as writer:
+        writer.write_table(pa.Table.from_pylist(rows, schema=SPILL_SCHEMA))
+    flags = np.zeros(40, bool), np.zeros(40, np.int32), np.zeros(40, np.int32)
+    if stage == "shards":
+        groups = route_to_groups(folder / "spill.arrow", folder / "groups", *flags)
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    try:
+        if stage == "groups":
+            route_to_groups(folder / "spill.arrow", folder / "groups", *flags)
+        else:
+            write_all_shards(groups, folder / "out", [Bucket(0, 1, 8)])
+    except OSError as error:
+        print(error.filename)
+        print(error.strerror)
+    """
+)
+
+
+@pytest.mark.parametrize(("stage", "named"), [("groups", "groups/train-0-0.0.arrow"), ("shards", "out/data/train/b00008-00000.parquet")])
+def test_a_full_disk_names_the_file_being_written(tmp_path, stage, named):
+    # write(2) is given no path, so "No space left on device" used to name no file at all.
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK_WRITERS, str(tmp_path), stage], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    filename, reason = done.stdout.splitlines()
+    assert filename == str(tmp_path / named)
+    assert reason == os.strerror(errno.EFBIG)
+
+
+def test_a_build_that_fills_the_disk_names_the_file_and_leaves_nothing(tmp_path):
+    rng = random.Random(1)
+    records = [{"instruction": "".join(rng.choices("abcdefgh ", k=400)), "input": "", "output": "".join(rng.choices("ijklmnop ", k=400))} for _ in range(300)]
+    alpaca = tmp_path / "many.json"
+    alpaca.write_text(json.dumps(records))
+    out = tmp_path / "shards"
+    command = [sys.executable, "-m", "oasst_data_cli", "build", "--alpaca", str(alpaca), "--tokenizer", str(FIXTURE_TOKENIZER), "--out", str(out)]
+    # The tokenizer's files (26 kB) fit under the limit, the spill file does not.
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limit_file_size(60_000), timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: {re.escape(str(tmp_path))}/\.shards\.staging-\w+/_spill\.arrow: {os.strerror(errno.EFBIG)}", last_line), last_line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["many.json"]
+
+
+def test_a_quarantine_that_fills_the_disk_names_it_and_is_discarded(tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text("".join('{"broken": "' + "x" * 1000 + "\n" for _ in range(200)))
+    quarantine = tmp_path / "set-aside.jsonl"
+    command = [
+        sys.executable, "-m", "oasst_data_cli", "build", str(source), "--tokenizer", str(FIXTURE_TOKENIZER), "--out", str(tmp_path / "shards"),
+        "--on-bad-record", "skip", "--quarantine", str(quarantine),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limit_file_size(60_000), timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"error: {quarantine}: {os.strerror(errno.EFBIG)}"
+    # Not "a file an earlier run left ... is kept": there is none.
+    assert "earlier run" not in done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl"]
