@@ -94,6 +94,7 @@ class RowCollector:
         turns += tuple((t.text, t.role is Role.ASSISTANT) for t in thread.turns)
         row = {
             "source": thread.source.value,
+            "tree_id": thread.tree_id,
             "lang": thread.lang,
             "split": thread.split.value,
             "turns": thread.num_turns,

@@ -74,6 +74,8 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
         "thread_chars": value_counts(threads, [], "chars"),
         "threads_by_split": threads.group_by("split").agg(pl.len().alias("threads"), pl.col("tokens").sum().alias("tokens")),
         "thread_turns": threads.group_by("turns").agg(pl.len().alias("count")),
+        # Tree ids are unique per source only (an Alpaca record is a tree of its own).
+        "threads_per_tree": threads.group_by("source", "tree_id").agg(pl.len().alias("threads")).group_by("threads").agg(pl.len().alias("trees")),
         "thread_tokens": value_counts(threads, ["split"], "tokens"),
     }
     names = list(queries)
@@ -138,6 +140,7 @@ def _assemble(f: dict[str, pl.DataFrame], with_tokens: bool, max_length: int | N
                 else None
             ),
             "turns": sorted(({"turns": r["turns"], "count": r["count"]} for r in f["thread_turns"].to_dicts()), key=lambda r: r["turns"]),
+            "per_tree": sorted(({"threads": r["threads"], "trees": r["trees"]} for r in f["threads_per_tree"].to_dicts()), key=lambda r: r["threads"]),
             "chars": summaries(f["thread_chars"], [], "chars").get((), empty_summary()),
             "tokens": _merged_summary(f["thread_tokens"], "tokens") if with_tokens else None,
             "tokens_total": int(thread_row["tokens_total"] or 0) if with_tokens else None,

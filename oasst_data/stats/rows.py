@@ -62,6 +62,7 @@ TREE_SCHEMA = pa.schema(
 THREAD_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
+        ("tree_id", pa.string()),
         ("lang", pa.string()),
         ("split", pa.string()),
         ("turns", pa.int32()),

@@ -163,6 +163,19 @@ def export_sections(report: dict) -> list[Section]:
         lengths.add("tokens", *_summary_cells(t["tokens"]))
     out.append(lengths)
 
+    if t["turns"]:
+        turns = Section("thread_turns", "Turns per thread", ["turns", "threads"])
+        for row in t["turns"]:
+            turns.add(str(row["turns"]), count(row["count"]))
+        out.append(turns)
+    if t["per_tree"]:
+        per_tree = Section("threads_per_tree", "Threads per tree", ["threads", "trees"])
+        for row in t["per_tree"]:
+            per_tree.add(str(row["threads"]), count(row["trees"]))
+        trees = sum(row["trees"] for row in t["per_tree"])
+        per_tree.caption = f"{count(trees)} trees gave threads, {decimal(sum(row['threads'] * row['trees'] for row in t['per_tree']) / trees)} each on average"
+        out.append(per_tree)
+
     funnel = funnel_section(e["funnel"], "funnel", "Drop funnel (these filters)")
     if funnel is not None:
         out.append(funnel)

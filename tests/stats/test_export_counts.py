@@ -126,6 +126,10 @@ def test_threads_and_funnel_with_default_filters(report):
     t = e["threads"]
     # The 12 threads of tests/test_threads_differential.py: 9 of 2 turns, m5 and a3 of 4, c7 of 8.
     assert t["turns"] == [{"turns": 2, "count": 9}, {"turns": 4, "count": 2}, {"turns": 8, "count": 1}]
+    # Two each: t-basic (m5, m3), t-prompter-leaves (a1, a3), t-unranked-siblings, t-mixed-lang;
+    # one each: t-synthetic-deep, t-deleted-prompter-leaf, t-deep-chain, t-marker-text; none:
+    # t-synthetic-trailing-prompter (its only leaf is synthetic).
+    assert t["per_tree"] == [{"threads": 1, "trees": 4}, {"threads": 2, "trees": 4}]
     assert sum(t["by_split"].values()) == 12
     # Characters of the threads' texts: 51 29 18 31 18 20 20 20 27 45 48 86.
     assert (t["chars"]["sum"], t["chars"]["min"], t["chars"]["max"]) == (413, 18, 86)
@@ -260,3 +264,10 @@ def test_trees_set_aside_as_bad_records_are_not_described(tmp_path):
     assert skipped["funnel"]["bad_records"] == 2
     assert skipped["totals"] == expected["totals"]
     assert skipped["depth"] == expected["depth"] and skipped["languages"] == expected["languages"]
+
+
+def test_threads_per_tree_count_each_alpaca_record_as_a_tree():
+    report = export_stats([TREES], [str(ALPACA)])
+    alpaca = next(s for s in report["export"]["sources"] if s["source"] == "alpaca")
+    assert alpaca["threads"] == 4
+    assert report["export"]["threads"]["per_tree"] == [{"threads": 1, "trees": 4 + 4}, {"threads": 2, "trees": 4}]

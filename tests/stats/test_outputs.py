@@ -166,6 +166,9 @@ def test_markdown_tables_are_well_formed(reports):
     assert "| messages | 46 |" in text
     assert "### Drop funnel (these filters)" in text
     assert "- dropped: top_k" in text
+    # Only the JSON used to hold these two distributions (top_k=2 leaves 10 threads of 7 trees).
+    assert "### Turns per thread\n\n| turns | threads |\n| :--- | ---: |\n| 2 | 7 |\n| 4 | 2 |\n| 8 | 1 |\n" in text
+    assert "### Threads per tree\n\n| threads | trees |\n| :--- | ---: |\n| 1 | 4 |\n| 2 | 3 |\n\n*7 trees gave threads, 1.4 each on average*" in text
 
 
 def test_markdown_rows_stay_whole_when_a_value_holds_a_line_break(tmp_path):
