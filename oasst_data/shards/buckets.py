@@ -1,8 +1,12 @@
 """Length buckets: chosen from the token-length distribution, or given explicitly.
 
-Padding waste of a batch = 1 - sum(lengths) / (batch_size * max(lengths)). For B rows drawn
-at random (with replacement) from a bucket whose sorted lengths have empirical CDF F,
-E[max] = sum_v v * (F(v)^B - F(v-)^B), so the expected waste is exact, with no sampling.
+Padding waste = padded tokens / all tokens, each batch padded to its longest row. The expected
+waste is that of the trainer's sampler, exactly, with no sampling: a bucket's N rows are
+shuffled and cut into N // B batches of B rows and one of N % B. Each batch of k rows is a
+uniform k-subset, so P(max <= v) = C(c_v, k) / C(N, k) with c_v the rows of length <= v, and
+E[padded tokens] = (N // B) * B * E[max_B] + (N % B) * E[max_{N % B}]. (Drawing rows with
+replacement instead reads small buckets low: it may miss the bucket's longest row, a real
+batch of the whole bucket never does.)
 """
 
 from __future__ import annotations
@@ -26,21 +30,57 @@ class Bucket:
 
 
 def expected_padding_waste(lengths: np.ndarray | Sequence[int], batch_size: int) -> float:
-    """Expected share of padded tokens in a batch of `batch_size` random rows (with replacement)."""
-    values = np.asarray(lengths, dtype=np.float64)
+    """Expected share of padded tokens when these rows are shuffled and cut into batches of
+    `batch_size` (the last one holding the rest), as the trainer's sampler batches a bucket."""
+    values = np.asarray(lengths, dtype=np.int64)
     if values.size == 0:
         return 0.0
     distinct, counts = np.unique(values, return_counts=True)
-    return _waste_from_histogram(distinct, counts, batch_size)
+    return waste_of_histogram(distinct, counts, batch_size)
 
 
-def _waste_from_histogram(distinct: np.ndarray, counts: np.ndarray, batch_size: int) -> float:
-    total = counts.sum()
-    cdf = np.cumsum(counts) / total
-    previous = np.concatenate(([0.0], cdf[:-1]))
-    expected_max = float(np.sum(distinct * (cdf**batch_size - previous**batch_size)))
-    mean = float(np.sum(distinct * counts) / total)
-    return 1.0 - mean / expected_max if expected_max > 0 else 0.0
+_log_factorial_table = np.zeros(1)
+
+
+def _log_factorials(n: int) -> np.ndarray:
+    """log(k!) for k = 0..n at least; grown on demand and kept (bucket choice asks thousands of times)."""
+    global _log_factorial_table
+    if len(_log_factorial_table) <= n:
+        size = max(n + 1, 2 * len(_log_factorial_table))
+        table = np.zeros(size)
+        np.cumsum(np.log(np.arange(1, size, dtype=np.float64)), out=table[1:])
+        _log_factorial_table = table
+    return _log_factorial_table
+
+
+def _expected_max(distinct: np.ndarray, cumulative: np.ndarray, total: int, k: int) -> float:
+    """E[max length] of k rows drawn without replacement; `cumulative[i]` rows are <= distinct[i]."""
+    log_factorial = _log_factorials(total)
+    enough = cumulative >= k
+    # C(c, k) / C(total, k) = c! (total - k)! / ((c - k)! total!); zero while c < k.
+    log_p = log_factorial[cumulative] - log_factorial[np.where(enough, cumulative - k, 0)] + log_factorial[total - k] - log_factorial[total]
+    p_at_most = np.where(enough, np.exp(np.minimum(log_p, 0.0)), 0.0)
+    p_at_most[-1] = 1.0  # every row is <= the longest: exact, not exp of a rounded 0
+    previous = np.concatenate(([0.0], p_at_most[:-1]))
+    return float(np.sum(distinct * (p_at_most - previous)))
+
+
+def waste_of_histogram(distinct: np.ndarray, counts: np.ndarray, batch_size: int) -> float:
+    """`expected_padding_waste` of the rows given as ascending distinct lengths and their counts."""
+    distinct = np.asarray(distinct, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0 or batch_size <= 1:
+        return 0.0
+    k = min(int(batch_size), total)
+    full_batches, rest = divmod(total, k)
+    cumulative = np.cumsum(counts)
+    padded = full_batches * k * _expected_max(distinct, cumulative, total, k)
+    if rest:
+        padded += rest * _expected_max(distinct, cumulative, total, rest)
+    real = float(np.sum(distinct * counts))
+    # padded >= real; clamp the rounding noise of equal lengths (never report -0.0%).
+    return max(0.0, 1.0 - real / padded) if padded > 0 else 0.0
 
 
 def rows_per_token_budget(batch_tokens: int, longest: int) -> int:
@@ -80,7 +120,7 @@ def choose_buckets(
         while end < len(distinct):
             candidate_rows = rows + int(counts[end])
             rows_per_batch = rows_per_token_budget(batch_tokens, int(distinct[end])) if batch_tokens else batch_size
-            waste = _waste_from_histogram(distinct[start : end + 1].astype(np.float64), counts[start : end + 1], rows_per_batch)
+            waste = waste_of_histogram(distinct[start : end + 1], counts[start : end + 1], rows_per_batch)
             if waste > max_waste and rows >= min_rows:
                 break
             rows = candidate_rows

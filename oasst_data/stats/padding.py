@@ -1,17 +1,17 @@
-"""Expected padding waste of random batches, exactly, from a length histogram.
+"""Expected padding waste of the trainer's batches, exactly, from a length histogram.
 
-A batch of B rows pads every row to the batch's longest: waste = 1 - sum(lengths) / (B * max).
-For B rows drawn at random with replacement from lengths with empirical CDF F,
-E[max] = sum_v v * (F(v)^B - F(v-)^B), and the expected waste is taken as
-1 - mean / E[max] (the share of padded tokens over many batches). No sampling, and only the
-distinct lengths and their counts are needed, never the rows.
+The model is the sampler's (`oasst_data.shards.buckets`): rows shuffled and cut into batches
+of B, the last holding the rest, each padded to its longest row. Only the distinct lengths
+and their counts are needed, never the rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..shards.buckets import rows_per_token_budget
+import numpy as np
+
+from ..shards.buckets import rows_per_token_budget, waste_of_histogram
 
 BATCH_SIZES = (1, 4, 8)
 
@@ -19,22 +19,10 @@ BATCH_SIZES = (1, 4, 8)
 def expected_waste(histogram: Mapping[int, int], batch_size: int) -> float:
     """Expected padding share for random batches of `batch_size` rows; {length: rows} in."""
     items = sorted((int(length), int(rows)) for length, rows in histogram.items() if rows > 0)
-    total = sum(rows for _, rows in items)
-    if total == 0 or batch_size <= 1:
+    if not items:
         return 0.0
-    cumulative = 0
-    previous_cdf = 0.0
-    expected_max = 0.0
-    weighted = 0
-    for length, rows in items:
-        cumulative += rows
-        cdf = cumulative / total
-        expected_max += length * (cdf**batch_size - previous_cdf**batch_size)
-        previous_cdf = cdf
-        weighted += length * rows
-    mean = weighted / total
-    # E[max] >= mean; clamp the rounding noise of equal lengths (never report -0.0%).
-    return max(0.0, 1.0 - mean / expected_max) if expected_max > 0 else 0.0
+    distinct, counts = zip(*items)
+    return waste_of_histogram(np.array(distinct), np.array(counts), batch_size)
 
 
 def bucketed_waste(histograms: Sequence[Mapping[int, int]], batch_size: int | None = None, batch_tokens: int | None = None) -> float:

@@ -6,12 +6,16 @@ fixtures/tokenizer --out DIR`), as a user would.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import random
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oasst_data.config import ThreadConfig
 from oasst_data.errors import OasstDataError
@@ -126,27 +130,55 @@ def test_truncation_in_a_build_is_what_the_export_predicts(tmp_path):
 
 
 def test_expected_waste_by_hand():
-    # Lengths {2, 4}, batches of 2 drawn with replacement: max is 2 with p 1/4, else 4.
-    # E[max] = 2/4 + 4*3/4 = 3.5; mean 3; waste 1 - 3/3.5 = 1/7.
-    assert expected_waste({2: 1, 4: 1}, 2) == pytest.approx(1 / 7)
+    # Lengths {2, 4} in one batch of 2: always padded to 4; waste 1 - 6/8.
+    assert expected_waste({2: 1, 4: 1}, 2) == pytest.approx(1 / 4)
+    # {1, 1, 3}, batches of 2 then 1: the pair holds the 3 with p 2/3 (pads to 6) or not (2);
+    # the single row never pads. E[padded] = 2/3 * (6 + 1) + 1/3 * (2 + 3) = 19/3; waste 1 - 5/(19/3).
+    assert expected_waste({1: 2, 3: 1}, 2) == pytest.approx(1 - 15 / 19)
     assert expected_waste({2: 1, 4: 1}, 1) == 0.0
     assert expected_waste({7: 5}, 8) == 0.0
     assert expected_waste({}, 4) == 0.0
-    # Two buckets of equal lengths waste nothing bucketed, against 1/7 mixed.
+    # Two buckets of equal lengths waste nothing bucketed, against 1/4 mixed.
     assert bucketed_waste([{2: 1}, {4: 1}], 2) == 0.0
 
 
-def test_expected_waste_agrees_with_the_build_module_and_with_sampling():
+def test_a_bucket_no_bigger_than_a_batch_always_pads_to_its_longest_row():
+    # One batch holds all 8 rows, so it pads to 50 however they are shuffled. Rows drawn with
+    # replacement (the model used before) miss the 50 in 1 - (7/8)^8 = 66% of batches: 24% instead of 58%.
+    histogram = {10: 7, 50: 1}
+    assert expected_waste(histogram, 8) == pytest.approx(1 - 120 / 400)
+    assert expected_waste(histogram, 16) == pytest.approx(1 - 120 / 400)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(1, 7))
+def test_expected_waste_is_the_mean_over_every_shuffle(lengths, batch_size):
+    """The trainer's sampler shuffles a bucket and cuts it into batches: average all shuffles."""
+    real = padded = 0
+    for order in itertools.permutations(lengths):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            real += sum(batch)
+            padded += len(batch) * max(batch)
+    histogram = dict(collections.Counter(lengths))
+    assert expected_waste(histogram, batch_size) == pytest.approx(1 - real / padded, abs=1e-9)
+    assert expected_padding_waste(lengths, batch_size) == pytest.approx(1 - real / padded, abs=1e-9)
+
+
+def test_expected_waste_agrees_with_the_samplers_batches():
+    from oasst_data.train.sampler import BucketBatchSampler, FixedRows
+
     rng = random.Random(5)
-    lengths = [rng.randint(1, 300) for _ in range(400)]
-    histogram: dict[int, int] = {}
-    for length in lengths:
-        histogram[length] = histogram.get(length, 0) + 1
-    for size in (1, 4, 8):
-        assert expected_waste(histogram, size) == pytest.approx(expected_padding_waste(lengths, size), abs=1e-9)
-    sample = np.random.default_rng(0).choice(np.array(lengths), size=(20000, 4))
-    sampled = 1 - sample.sum() / (4 * sample.max(axis=1)).sum()
-    assert expected_waste(histogram, 4) == pytest.approx(sampled, abs=0.01)
+    lengths = np.array([rng.randint(1, 300) for _ in range(402)])
+    histogram = dict(collections.Counter(lengths.tolist()))
+    sampler = BucketBatchSampler(lengths, np.zeros(len(lengths), np.int64), FixedRows(4), seed=3)
+    real = padded = 0
+    for epoch in range(400):
+        for batch in sampler.epoch_plan(epoch):
+            rows = lengths[batch]
+            real += int(rows.sum())
+            padded += len(rows) * int(rows.max())
+    assert expected_waste(histogram, 4) == pytest.approx(1 - real / padded, abs=0.003)
 
 
 def test_a_build_directory_is_detected_and_checked(build, tmp_path):
