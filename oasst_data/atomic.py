@@ -9,7 +9,9 @@ import glob
 import logging
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,29 +65,97 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class LockedTemp:
+    """A hidden temp file beside `target` (unique name), under an flock for as long as it is open.
+
+    The kernel drops the lock when the process dies, however it dies, so a later writer of
+    `target` can tell a temp file left by a killed run (`remove_abandoned_temps`) from one in
+    use. The lock sits on a descriptor of its own: closing the writing handle keeps it.
+    """
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        fd, temp = tempfile.mkstemp(prefix=temp_prefix(self.target), suffix=TEMP_SUFFIX, dir=self.target.parent)
+        os.fchmod(fd, 0o666 & ~PROCESS_UMASK)  # mkstemp creates 0600: give the mode open() would, as other outputs get
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd: int | None = fd
+        self.path = Path(temp)
+
+    def publish(self) -> None:
+        """Rename the finished temp file to `target`, then let the lock go."""
+        os.replace(self.path, self.target)
+        fsync_dir(self.target.parent)
+        self.release()
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+TEMP_SUFFIX = ".tmp"
+# A live writer locks its temp file right after creating it; an unlocked one this much older
+# than now was left by a run that died (the margin also covers clocks of network filesystems).
+ABANDONED_TEMP_AGE_S = 60.0
+
+
+def temp_prefix(target: Path) -> str:
+    return f".{Path(target).name}."
+
+
+def remove_abandoned_temps(target: Path) -> list[Path]:
+    """Delete the temp files of `target` left by runs that were killed (lock free, not touched
+    for `ABANDONED_TEMP_AGE_S`); returns them. Temp files of running writers are left alone."""
+    target = Path(target)
+    removed: list[Path] = []
+    if fcntl is None or not target.parent.is_dir():
+        return removed
+    now = time.time()
+    for temp in sorted(target.parent.glob(glob.escape(temp_prefix(target)) + "*" + TEMP_SUFFIX)):
+        try:
+            fd = os.open(temp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if now - os.fstat(fd).st_mtime < ABANDONED_TEMP_AGE_S or not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+            log.warning("removed %s, left by a run that did not finish writing %s (killed?)", temp, target)
+        except OSError:
+            continue  # a running writer holds it
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
-    """Write to `path` atomically: readers see the old file or the complete new one, never half."""
+    """Write to `path` atomically: readers see the old file or the complete new one, never half.
+    Temp files a killed writer of `path` left are removed first."""
     path = Path(path)
     if path.is_dir():
         raise OasstDataError(f"{path}: is a directory; give a file name to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_abandoned_temps(path)
+        temp = LockedTemp(path)
     except OSError as error:
         raise OasstDataError(f"{path}: cannot write here: {error.strerror or error}") from None
-    os.fchmod(fd, 0o666 & ~PROCESS_UMASK)  # mkstemp creates 0600: give the mode open() would, as other outputs get
-    os.close(fd)
-    temp_path = Path(temp)
     try:
-        with naming_failed_writes(path), open(temp_path, mode, encoding=None if "b" in mode else encoding) as handle:
+        with naming_failed_writes(path), open(temp.path, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-        fsync_dir(path.parent)
+        temp.publish()
     except BaseException:
-        temp_path.unlink(missing_ok=True)
+        temp.discard()
         raise
 
 

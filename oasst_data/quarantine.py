@@ -8,11 +8,10 @@ import enum
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-from .atomic import PROCESS_UMASK, naming_failed_writes
+from .atomic import LockedTemp, naming_failed_writes, remove_abandoned_temps
 from .errors import BadRecordError
 
 log = logging.getLogger(__name__)
@@ -40,8 +39,10 @@ class BadRecordHandler:
         self.count = 0
         self.by_source: Counter[str] = Counter()
         self._handle = None
-        self._temp: Path | None = None
+        self._temp: LockedTemp | None = None
         self._finished = False
+        if self.policy is OnBadRecord.SKIP and quarantine_path is not None:
+            remove_abandoned_temps(quarantine_path)
 
     def __call__(self, error: BadRecordError) -> None:
         if self.policy is OnBadRecord.FAIL:
@@ -54,10 +55,8 @@ class BadRecordHandler:
         if self._handle is None:
             self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
             # A name of its own (two runs may share a --quarantine path), hidden until renamed.
-            fd, temp = tempfile.mkstemp(prefix=f".{self.quarantine_path.name}.", suffix=".tmp", dir=self.quarantine_path.parent)
-            os.fchmod(fd, 0o666 & ~PROCESS_UMASK)
-            self._temp = Path(temp)
-            self._handle = os.fdopen(fd, "w", encoding="utf-8")
+            self._temp = LockedTemp(self.quarantine_path)
+            self._handle = open(self._temp.path, "w", encoding="utf-8")
         entry: dict = {"source": error.source, "line": error.line, "reason": error.reason}
         raw = error.raw if error.raw is not None else b""
         try:
@@ -93,7 +92,7 @@ class BadRecordHandler:
             return
         self._finished = False
         if self._temp is not None:
-            os.replace(self._temp, self.quarantine_path)
+            self._temp.publish()
             self._temp = None
         elif self.policy is OnBadRecord.SKIP and not self.count:
             if self.quarantine_path is not None and self.quarantine_path.is_file():
@@ -108,7 +107,7 @@ class BadRecordHandler:
             with contextlib.suppress(OSError):  # a full disk fails the flush: the file goes anyway
                 handle.close()
         if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
+            self._temp.discard()
             self._temp = None
             kept = f" (the file an earlier run left at {self.quarantine_path} is kept)" if self.quarantine_path.is_file() else ""
             log.info("the run did not finish: its quarantine was discarded%s", kept)

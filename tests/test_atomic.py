@@ -195,3 +195,72 @@ def test_atomic_open_names_its_target_when_the_disk_fills(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == str(tmp_path / "manifest.json"), done.stderr
     assert list(tmp_path.iterdir()) == []  # the temp file is gone too
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from oasst_data.errors import BadRecordError
+    from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+    from oasst_data.atomic import atomic_open
+    target = Path(sys.argv[1])
+    if sys.argv[2] == "atomic_open":
+        with atomic_open(target) as handle:
+            handle.write("half")
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    else:
+        handler = BadRecordHandler(OnBadRecord.SKIP, target)
+        handler(BadRecordError("in.jsonl", 1, "broken", b"{"))
+        handler._handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = os.stat(path).st_mtime - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.mark.parametrize("writer", ["atomic_open", "quarantine"])
+def test_the_next_writer_removes_a_temp_file_a_killed_run_left(tmp_path, writer):
+    target = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target), writer], cwd=REPO, timeout=60)
+    assert done.returncode == -9
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".out.jsonl.") and left.name.endswith(".tmp")
+    # Just killed: too recent to tell from a writer that has not locked its file yet.
+    atomic.remove_abandoned_temps(target)
+    assert left.exists()
+    _age(left, atomic.ABANDONED_TEMP_AGE_S + 1)
+    if writer == "atomic_open":
+        with atomic_open(target) as handle:
+            handle.write("whole")
+        assert target.read_text() == "whole"
+    else:
+        from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+
+        BadRecordHandler(OnBadRecord.SKIP, target).close()
+        assert not target.exists()
+    assert not left.exists()
+
+
+def test_a_temp_file_in_use_is_left_alone_however_old(tmp_path):
+    target = tmp_path / "out.json"
+    temp = atomic.LockedTemp(target)
+    _age(temp.path, 3600)
+    assert atomic.remove_abandoned_temps(target) == []
+    assert temp.path.exists()
+    temp.release()  # the writer died: its lock is gone
+    assert atomic.remove_abandoned_temps(target) == [temp.path]
+    assert not temp.path.exists()
+    # Other files beside it, and other targets' temp files, are never touched.
+    other = tmp_path / ".out.json.d.tmp.keep"
+    sibling = tmp_path / ".other.json.x1.tmp"
+    for path in (other, sibling):
+        path.write_text("x")
+        _age(path, 3600)
+    assert atomic.remove_abandoned_temps(target) == []
+    assert other.exists() and sibling.exists()
