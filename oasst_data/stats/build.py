@@ -100,6 +100,7 @@ def shard_stats(out_dir: str | Path, top_languages: int = TOP_LANGUAGES, batch_s
             "sources": rows.group_by("split", "source").agg(*_counts()),
             "languages": rows.group_by("lang", "split").agg(*_counts()),
             "lengths": rows.group_by("split", "bucket", "length").agg(pl.len().alias("rows")),
+            "turns": rows.group_by("split", "num_turns").agg(pl.len().alias("rows")),
         }
         names = list(queries)
         frames = dict(zip(names, pl.collect_all([queries[n] for n in names], engine="streaming")))
@@ -188,6 +189,10 @@ def _assemble(out_dir: Path, manifest: dict, f: dict[str, pl.DataFrame], max_len
         "padding": padding,
         **({"token_budget_padding": token_budget_padding} if token_budget_padding else {}),
         "sources": sources,
+        "turns": [
+            {"split": r["split"], "turns": int(r["num_turns"]), "rows": int(r["rows"])}
+            for r in sorted(f["turns"].to_dicts(), key=lambda r: (split_key(r["split"]), r["num_turns"]))
+        ],
         "languages": languages,
         "languages_other": languages_other,
         "length_histogram": length_histogram(per_split, max_length),

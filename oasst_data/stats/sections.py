@@ -260,6 +260,13 @@ def shard_sections(report: dict) -> list[Section]:
         sources.add(row["split"], row["source"], count(row["rows"]), count(row["tokens"]), count(row["trainable_tokens"]))
     out.append(sources)
 
+    split_names = [row["split"] for row in s["splits"]]
+    turns = Section("turns", "Turns per row", ["turns", *split_names])
+    rows_at = {(row["split"], row["turns"]): row["rows"] for row in s["turns"]}
+    for n in sorted({row["turns"] for row in s["turns"]}):
+        turns.add(str(n), *[count(rows_at.get((split, n), 0)) for split in split_names])
+    out.append(turns)
+
     langs = Section("languages", "Languages", ["lang", "rows", "tokens", "trainable"])
     for row in s["languages"]:
         langs.add(lang_name(row["lang"]), count(row["rows"]), count(row["tokens"]), count(row["trainable_tokens"]))

@@ -292,3 +292,14 @@ def test_a_build_or_temp_folder_whose_path_holds_glob_characters(build, tmp_path
 def shard_report_of(folder) -> dict:
     report = shard_stats(folder)
     return {key: value for key, value in report["shards"].items() if key != "build"}
+
+
+def test_turns_per_row_are_the_exports_turns_per_thread(shard_report):
+    turns = shard_report["shards"]["turns"]
+    for split in shard_report["shards"]["splits"]:
+        assert sum(row["rows"] for row in turns if row["split"] == split["split"]) == split["rows"]
+    merged = collections.Counter()
+    for row in turns:
+        merged[row["turns"]] += row["rows"]
+    exported = export_stats([TREES])["export"]["threads"]["turns"]
+    assert sorted(merged.items()) == [(row["turns"], row["count"]) for row in exported] == [(2, 9), (4, 2), (8, 1)]
