@@ -108,7 +108,7 @@ def filters() -> None:
     """List the tree and thread filters, in checking order, with their options and drop reasons."""
     from rich.table import Table
 
-    from oasst_data.filters import REGISTRY
+    from oasst_data.filters import OTHER_DROP_REASONS, REGISTRY
 
     table = Table(
         title="Filters, in checking order (the first that drops an item names its reason)",
@@ -124,6 +124,18 @@ def filters() -> None:
         name = f"[bold]{spec.name}[/]{' *' if spec.reference else ''}\n[dim]{spec.summary}[/]"
         table.add_row(name, spec.level, spec.option, "\n".join(spec.reasons))
     out_console.print(table)
+    others = Table(
+        title="Other drop reasons (no option; counted in the same funnel)",
+        title_justify="left",
+        caption="The filters above apply to Open-Assistant trees and threads; Alpaca records are kept as they are (lang en).",
+        caption_justify="left",
+    )
+    others.add_column("reason", no_wrap=True)
+    others.add_column("level", no_wrap=True)
+    others.add_column("meaning", ratio=1)
+    for other in OTHER_DROP_REASONS:
+        others.add_row(other.reason, other.level, other.summary)
+    out_console.print(others)
 
 
 def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> None:

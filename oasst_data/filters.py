@@ -251,6 +251,26 @@ REGISTRY: tuple[FilterSpec, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class OtherDropReason:
+    """A drop the funnel counts that no selection option controls."""
+
+    reason: str
+    level: str
+    summary: str
+
+
+# The rest of the funnel's reasons, so `oasst-data filters` explains every one it can print.
+OTHER_DROP_REASONS: tuple[OtherDropReason, ...] = (
+    OtherDropReason("duplicate_tree", "tree", "a tree id read before (overlapping inputs); a bad record: the first copy is kept"),
+    OtherDropReason("duplicate_thread", "tree", "a thread record ending at a message read before; a bad record"),
+    OtherDropReason("invalid_tree", "tree", "roles do not alternate from a prompter root; a bad record"),
+    OtherDropReason("empty_text", "Alpaca record", "a blank instruction or output (Alpaca records pass no other filter)"),
+    OtherDropReason("overflow", "row (build)", "longer than --max-length with --overflow drop"),
+    OtherDropReason("no trainable token", "row (build)", "no assistant token left after truncation"),
+)
+
+
 def build_filters(config) -> tuple[list[TreeFilter], list[ThreadFilter]]:
     """The enabled filters of `config` (a ThreadConfig), in registry order."""
     tree_filters: list[TreeFilter] = []

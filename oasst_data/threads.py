@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import ThreadConfig
 from .conversation import Role, Source, Split, Thread, Turn
 from .errors import BadRecordError
-from .filters import build_filters
+from .filters import build_filters, parse_langs
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
@@ -75,6 +75,7 @@ class ThreadExtractor:
         self._threads_seen: dict[str, tuple[str, int]] = {}
         # Input lines of the trees set aside whole (QUARANTINED_TREE_DROPS), each quarantined.
         self._quarantined_tree_lines = 0
+        self._warned_alpaca_lang = False
 
     @property
     def funnel(self) -> Funnel:
@@ -200,6 +201,13 @@ class ThreadExtractor:
 
     def alpaca_threads(self, source: str, progress: ProgressHook | None = None) -> Iterator[Thread]:
         funnel = self.funnels.setdefault(Source.ALPACA.value, Funnel())
+        langs = parse_langs(self.config.lang)
+        if not self._warned_alpaca_lang and "*" not in langs and "en" not in langs:
+            self._warned_alpaca_lang = True
+            log.warning(
+                "--lang %s selects Open-Assistant trees only: Alpaca records (English) are all kept; "
+                "leave out --alpaca to train without them", self.config.lang,
+            )
         reader = AlpacaReader(source, self.handler)
         seen = self._alpaca_seen
         try:

@@ -160,7 +160,9 @@ def _decode_detected(data: bytes, source: str, line: int) -> ExportMessageTree |
             raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
         return deep
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
-        raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
+        # An export line is an object; a line opening an array is most likely Alpaca data.
+        hint = " (a JSON array: Alpaca data? give it with --alpaca)" if data.lstrip()[:1] == b"[" else ""
+        raise BadRecordError(source, line, _describe_decode_error(error, data) + hint, data) from None
     raise BadRecordError(
         source, line, "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)", data
     )

@@ -36,11 +36,11 @@ def _help(text: str, **kwargs):
 class TrainConfig:
     """Everything `oasst-data train` needs: data, model, batching, optimisation, output."""
 
-    shards: str | None = _help("Output directory of `oasst-data build` (manifest.json and data/).", default=None)
+    shards: str | None = _help("Output directory of `oasst-data build` (manifest.json and data/). Required.", default=None)
     model: str = _help("Causal LM: Hugging Face name or local folder.", default="EleutherAI/pythia-12b-deduped")
     random_init: bool = _help("Build the model from its config with random weights (benchmarks, tests); loads no weights.", default=False)
     tokenizer: str | None = _help("Tokenizer name or folder; must have the shards' fingerprint (default: the one saved with the shards, else the manifest's name).", default=None)
-    output_dir: str | None = _help("Where checkpoints, logs and the final model go.", default=None)
+    output_dir: str | None = _help("Where checkpoints, logs and the final model go. Required.", default=None)
     dtype: str = _help("fp16 / bf16 mixed precision, fp32, or auto (bf16 on a GPU that has it, else fp32).", default="auto")
     attn_implementation: str = _help("auto (flash_attention_2 when installed, else sdpa), sdpa, flash_attention_2 or eager.", default="auto")
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass (less memory, ~30% more compute).", default=False)
@@ -67,7 +67,7 @@ class TrainConfig:
     save_steps: int = _help("Save a checkpoint every N optimizer steps (0: only the final model).", default=500)
     save_total_limit: int | None = _help("Keep at most this many checkpoints (default: all).", default=None)
     logging_steps: int = _help("Log the training loss every N optimizer steps.", default=10)
-    deepspeed: str | None = _help("DeepSpeed config: 'zero2' (the seed's, shipped), a JSON path, or none.", default=None)
+    deepspeed: str | None = _help("DeepSpeed config: 'zero2' (the seed's, shipped), a JSON path, or none (the default; the reference-pythia-12b preset sets zero2).", default=None)
     report_to: list[str] = _help("Also log to: tensorboard, wandb (comma-separated) or none.", default_factory=lambda: ["none"])
     run_name: str | None = _help("Run name for TensorBoard / Weights & Biases.", default=None)
     seed: int = _help("Seed of model init, dropout and the batch order (0 to 2**32-1).", default=42)

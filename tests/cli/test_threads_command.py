@@ -196,3 +196,60 @@ def test_a_quarantine_in_a_read_only_folder_is_refused_before_the_run(tmp_path, 
     assert result.exit_code == 1
     assert f"{locked / 'q.jsonl'}: --quarantine cannot be written: {locked} is not writable" in " ".join(result.output.split())
     assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_filters_command_explains_every_reason_a_funnel_can_count(tmp_path):
+    """Reasons no option controls (duplicates, invalid trees, empty Alpaca text, the build's row
+    drops) used to be printed by funnels but explained nowhere."""
+    from oasst_data.filters import OTHER_DROP_REASONS, REGISTRY
+
+    listed = {reason.split(":")[0] for spec in REGISTRY for reason in spec.reasons} | {o.reason for o in OTHER_DROP_REASONS}
+    bad_roles = {"message_tree_id": "t-bad", "tree_state": "ready_for_export", "prompt": {
+        "message_id": "b1", "text": "x", "role": "assistant", "lang": "en", "review_result": True, "replies": []}}
+    invalid = tmp_path / "invalid.jsonl"
+    invalid.write_text(json.dumps(bad_roles) + "\n")
+    copies = []
+    for name in ("trees.jsonl", "threads.jsonl"):
+        copy = tmp_path / f"copy-{name}"
+        copy.write_bytes((FIXTURES / "oasst" / name).read_bytes())
+        copies += [str(FIXTURES / "oasst" / name), str(copy)]
+    seen: set[str] = set()
+    for options in (["--lang", "*"], ["--top-k", "1"], ["--max-label", "spam=0.1"], ["--synthetic", "only", "--lang-scope", "all"]):
+        result = runner.invoke(app, ["threads", *copies, str(invalid), "--alpaca", str(FIXTURES / "alpaca" / "alpaca.json"),
+                                     "--on-bad-record", "skip", "--json", "--out", str(tmp_path / "t.jsonl"), *options])
+        assert result.exit_code == 0, result.output
+        funnel = json.loads(result.stdout)["funnel"]
+        seen |= {reason.split(":")[0] for reason in [*funnel["tree_drops"], *funnel["thread_drops"]]}
+    assert {"duplicate_tree", "duplicate_thread", "invalid_tree", "empty_text", "top_k", "max_label"} <= seen
+    assert seen <= listed, seen - listed
+    shown = runner.invoke(app, ["filters"], terminal_width=200).stdout
+    for reason in listed:
+        assert reason in shown
+    assert "Alpaca records are kept as they are" in " ".join(shown.split())
+
+
+def test_a_lang_without_english_warns_that_alpaca_records_are_kept(caplog):
+    from oasst_data.config import ThreadConfig
+    from oasst_data.threads import ThreadExtractor
+
+    sources = [ALPACA, str(FIXTURES / "alpaca" / "alpaca.json")]
+    for lang, warned in (("de", True), ("de,en", False), ("*", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="oasst_data"):
+            threads = list(ThreadExtractor(ThreadConfig(lang=lang)).run([], alpaca=sources))
+        assert len(threads) == 8  # the Alpaca records are kept whatever --lang says
+        messages = [r.getMessage() for r in caplog.records if "Alpaca records (English) are all kept" in r.getMessage()]
+        assert len(messages) == (1 if warned else 0)  # once per run, not per source
+
+
+@pytest.mark.parametrize("text", ['[{"instruction": "a", "output": "b"}]\n', '[\n  {"instruction": "a", "output": "b"}\n]\n'])
+def test_alpaca_data_given_as_an_export_gets_a_hint(tmp_path, text):
+    source = tmp_path / "alpaca.json"
+    source.write_text(text)
+    result = runner.invoke(app, ["threads", str(source), "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1
+    assert f"{source}:1:" in result.output and "Alpaca data? give it with --alpaca" in result.output
+    # An object line that is no export record gets no such hint.
+    source.write_text('{"instruction": "a", "output": "b"}\n')
+    result = runner.invoke(app, ["threads", str(source), "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1 and "--alpaca" not in result.output
