@@ -135,13 +135,39 @@ def remove_abandoned_temps(target: Path) -> list[Path]:
     return removed
 
 
+def write_target(path: Path) -> tuple[Path, bool]:
+    """Where writing the file `path` goes, and whether in place.
+
+    A device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written in place: renaming
+    a temp file over it would replace it, and as root that turns /dev/null into a plain file.
+    A symlink to a file (or to nothing yet) is followed: the file it names is replaced, the
+    link stays. Anything else is the path itself, replaced atomically.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: /dev/stdout is one, to /proc/self/fd/1
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return path, True
+    if path.is_symlink():
+        return Path(os.path.realpath(path)), False
+    return path, False
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
     """Write to `path` atomically: readers see the old file or the complete new one, never half.
-    Temp files a killed writer of `path` left are removed first."""
+    Temp files a killed writer of `path` left are removed first. A device or FIFO is written in
+    place, a symlink's file replaced (`write_target`)."""
     path = Path(path)
     if path.is_dir():
         raise OasstDataError(f"{path}: is a directory; give a file name to write")
+    path, in_place = write_target(path)
+    if in_place:
+        with naming_failed_writes(path), open(path, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_temps(path)

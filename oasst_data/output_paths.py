@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .atomic import write_target
 from .errors import OasstDataError
 
 
@@ -46,7 +47,12 @@ def _check_writable(option: str, path: Path) -> None:
     when the run writes it: a quarantine's first bad record may come hours in)."""
     if path.is_dir():
         raise OasstDataError(f"{path}: is a directory (given as {option}); give a file name")
-    folder = path.parent
+    target, in_place = write_target(path)
+    if in_place:  # a device or FIFO, written as it is: its folder does not matter
+        if not os.access(target, os.W_OK):
+            raise OasstDataError(f"{path}: {option} cannot be written")
+        return
+    folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # missing folders are made: the nearest existing one must be writable
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):

@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .atomic import LockedTemp, naming_failed_writes, remove_abandoned_temps
+from .atomic import LockedTemp, naming_failed_writes, remove_abandoned_temps, write_target
 from .errors import BadRecordError
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,10 @@ class BadRecordHandler:
         self._handle = None
         self._temp: LockedTemp | None = None
         self._finished = False
-        if self.policy is OnBadRecord.SKIP and quarantine_path is not None:
-            remove_abandoned_temps(quarantine_path)
+        # The file written: a symlink's file; a device or FIFO (--quarantine /dev/null) in place.
+        self._target, self._in_place = write_target(quarantine_path) if quarantine_path is not None else (None, False)
+        if self.policy is OnBadRecord.SKIP and self._target is not None and not self._in_place:
+            remove_abandoned_temps(self._target)
 
     def __call__(self, error: BadRecordError) -> None:
         if self.policy is OnBadRecord.FAIL:
@@ -53,10 +55,13 @@ class BadRecordHandler:
         if self.quarantine_path is None:
             return
         if self._handle is None:
-            self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-            # A name of its own (two runs may share a --quarantine path), hidden until renamed.
-            self._temp = LockedTemp(self.quarantine_path)
-            self._handle = open(self._temp.path, "w", encoding="utf-8")
+            if self._in_place:
+                self._handle = open(self._target, "w", encoding="utf-8")
+            else:
+                self._target.parent.mkdir(parents=True, exist_ok=True)
+                # A name of its own (two runs may share a --quarantine path), hidden until renamed.
+                self._temp = LockedTemp(self._target)
+                self._handle = open(self._temp.path, "w", encoding="utf-8")
         entry: dict = {"source": error.source, "line": error.line, "reason": error.reason}
         raw = error.raw if error.raw is not None else b""
         try:
@@ -78,7 +83,8 @@ class BadRecordHandler:
         if self._handle is not None:
             with naming_failed_writes(self.quarantine_path):
                 self._handle.flush()
-                os.fsync(self._handle.fileno())
+                if not self._in_place:  # a pipe cannot fsync
+                    os.fsync(self._handle.fileno())
                 self._handle.close()
             self._handle = None
         self._finished = True
@@ -94,10 +100,14 @@ class BadRecordHandler:
         if self._temp is not None:
             self._temp.publish()
             self._temp = None
-        elif self.policy is OnBadRecord.SKIP and not self.count:
-            if self.quarantine_path is not None and self.quarantine_path.is_file():
-                self.quarantine_path.unlink()
+        elif self.policy is OnBadRecord.SKIP and not self.count and self._target is not None and not self._in_place:
+            if not self._target.is_file():
+                return
+            if is_quarantine_file(self._target):
+                self._target.unlink()
                 log.info("removed %s, left by an earlier run: this one skipped no record", self.quarantine_path)
+            else:
+                log.warning("left %s as it is: it is no quarantine file of an earlier run (this one skipped no record)", self.quarantine_path)
 
     def discard(self) -> None:
         """Drop this run's file, written or waiting (a file an earlier run left is kept)."""
@@ -109,5 +119,19 @@ class BadRecordHandler:
         if self._temp is not None:
             self._temp.discard()
             self._temp = None
-            kept = f" (the file an earlier run left at {self.quarantine_path} is kept)" if self.quarantine_path.is_file() else ""
+            kept = f" (the file an earlier run left at {self.quarantine_path} is kept)" if self._target.is_file() else ""
             log.info("the run did not finish: its quarantine was discarded%s", kept)
+
+
+QUARANTINE_KEYS = frozenset({"source", "line", "reason"})
+
+
+def is_quarantine_file(path: Path) -> bool:
+    """Whether `path` starts with a quarantine line (so a run may delete it as its own)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 20)
+        entry = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(entry, dict) and QUARANTINE_KEYS <= entry.keys()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -264,3 +265,28 @@ def test_a_temp_file_in_use_is_left_alone_however_old(tmp_path):
         _age(path, 3600)
     assert atomic.remove_abandoned_temps(target) == []
     assert other.exists() and sibling.exists()
+
+
+def test_a_device_or_fifo_is_written_in_place_never_replaced(tmp_path):
+    # As root, renaming a temp file over /dev/null turned it into a plain file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    with atomic_open(fifo) as handle:
+        handle.write("through the pipe\n")
+    assert reader.communicate(timeout=30)[0] == b"through the pipe\n"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with atomic_open(Path(os.devnull)) as handle:
+        handle.write("gone")
+    assert stat.S_ISCHR(os.lstat(os.devnull).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temp file beside it
+
+
+def test_a_symlink_is_followed_its_file_replaced_and_the_link_kept(tmp_path):
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "data" / "real.json")  # dangling: the file is made where it points
+    for text in ("first", "second"):
+        with atomic_open(link) as handle:
+            handle.write(text)
+        assert link.is_symlink() and (tmp_path / "data" / "real.json").read_text() == text

@@ -147,9 +147,10 @@ def test_a_run_that_stops_midway_leaves_the_earlier_quarantine(tmp_path):
     from oasst_data.quarantine import BadRecordHandler, OnBadRecord
 
     earlier = tmp_path / "q.jsonl"
-    earlier.write_text('{"line": 3}\n')
+    entry = '{"source": "in.jsonl", "line": 3, "reason": "malformed JSON", "raw": "{"}\n'
+    earlier.write_text(entry)
     BadRecordHandler(OnBadRecord.SKIP, earlier).close(finished=False)
-    assert earlier.read_text() == '{"line": 3}\n'
+    assert earlier.read_text() == entry
     BadRecordHandler(OnBadRecord.FAIL, earlier).close()  # strict runs write no quarantine, so touch none
     assert earlier.is_file()
     BadRecordHandler(OnBadRecord.SKIP, earlier).close()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import random
+import stat
 import subprocess
 import sys
 import zlib
@@ -689,3 +691,24 @@ def test_damaged_inputs_give_clean_errors_or_counted_bad_records(tmp_path_factor
     _, funnel = extract_threads(inputs, alpaca, ThreadConfig(lang="*", tree_states="*", on_bad_record="skip", quarantine=folder / "q.jsonl"))
     assert funnel.records_read == funnel.records_used + funnel.bad_records
     assert not funnel.check()
+
+
+def test_a_clean_run_removes_only_a_quarantine_file_it_can_recognise(tmp_path):
+    """--quarantine pointed at some other file used to delete it when the run skipped nothing."""
+    precious = tmp_path / "notes.txt"
+    precious.write_text("not a quarantine\n")
+    old = tmp_path / "old-quarantine.jsonl"
+    old.write_text(json.dumps({"source": "x.jsonl", "line": 3, "reason": "malformed JSON", "raw": "{"}) + "\n")
+    for path, kept in ((precious, True), (old, False)):
+        result = threads_cli(str(FIXTURES / "oasst" / "trees.jsonl"), "--out", str(tmp_path / "t.jsonl"), "--on-bad-record", "skip", "--quarantine", str(path))
+        assert result.exit_code == 0, result.output
+        assert path.exists() is kept
+    assert precious.read_text() == "not a quarantine\n"
+
+
+def test_a_quarantine_can_go_to_a_device(tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text("{broken\n")
+    result = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"), "--on-bad-record", "skip", "--quarantine", os.devnull)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISCHR(os.lstat(os.devnull).st_mode)
