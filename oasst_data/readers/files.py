@@ -98,6 +98,7 @@ class _ZstdRaw(_DecompressingRaw):
         self._frame = self._context.decompressobj()
         self._frame_started = False
         self._slice = _ZSTD_FIRST_SLICE  # compressed bytes per decompress call, sized to the ratio
+        self._broken: zstandard.ZstdError | None = None  # raised once the bytes before it are read
 
     _TRUNCATED = "zstd stream ended before the end of its frame (truncated file)"
 
@@ -105,12 +106,24 @@ class _ZstdRaw(_DecompressingRaw):
         return self._frame_started and not self._frame.eof
 
     def _fill(self) -> None:
+        if self._broken is not None:
+            raise self._broken
         if not self._have_input():
             return
+        produced: list[bytes] = []
+        try:
+            self._decompress_slices(produced)
+        except zstandard.ZstdError as error:
+            if not any(produced):
+                raise
+            # Hand over what came before the break (whole frames of records); raise next time.
+            self._broken = error
+        self._pending = b"".join(produced)
+
+    def _decompress_slices(self, produced: list[bytes]) -> None:
         # decompress() has no output cap: feed it slices sized so that one gives about a call's
         # worth of output at the ratio seen so far, so highly compressible input (1000:1 for
         # repeated records) stays in bounded memory, as gzip's does.
-        produced = []
         size = 0
         while self._input and size < _MAX_INFLATE:
             piece, self._input = self._input[: self._slice], self._input[self._slice :]
@@ -130,7 +143,6 @@ class _ZstdRaw(_DecompressingRaw):
             size += out_size
             if out_size:
                 self._slice = max(_ZSTD_MIN_SLICE, min(_CHUNK, _MAX_INFLATE * fed // out_size))
-        self._pending = b"".join(produced)
 
 
 # Compressed bytes for the first zstd decompress call (then sized by the ratio seen), and the least.

@@ -322,6 +322,30 @@ def test_zstd_with_garbage_and_not_gzip_at_all(tmp_path):
         assert_one_line_error(threads_cli(str(source), "--out", str(tmp_path / "t.jsonl")), source, 1, "cannot read further")
 
 
+
+@pytest.mark.parametrize("damage", ["junk_after_the_last_frame", "corrupt_second_frame"])
+def test_every_line_of_the_zstd_frames_before_a_bad_one_is_read(tmp_path, damage):
+    """A zstd error used to drop all the output of the read call it broke: one call holds up to
+    2 MiB, so a small file with junk after its one good frame lost every record."""
+    data = varied_trees(120)
+    frame = zstandard.ZstdCompressor(level=3).compress(data)
+    if damage == "junk_after_the_last_frame":
+        broken = frame + b"\x00junk"
+    else:
+        second = bytearray(zstandard.ZstdCompressor(level=3).compress(data))
+        second[len(second) // 2] ^= 0xFF
+        broken = frame + bytes(second)
+    source = tmp_path / "export.jsonl.zst"
+    source.write_bytes(broken)
+    complete_lines = data.count(b"\n")
+    handler = BadRecordHandler(OnBadRecord.SKIP)
+    reader = OasstExportReader([source], handler)
+    assert sum(1 for _ in reader) >= complete_lines  # the first frame's lines, and any of the second's before the break
+    assert handler.count == 1
+    with pytest.raises(BadRecordError) as stopped:
+        list(OasstExportReader([source]))
+    assert stopped.value.line > complete_lines and "cannot read further" in stopped.value.reason
+
 # --- flat messages: orphans, duplicates, cycles -----------------------------------------------------
 
 
