@@ -38,7 +38,7 @@ def train(
     model: Annotated[Optional[str], _opt("--model", "model", _DATA)] = None,
     tokenizer: Annotated[Optional[str], _opt("--tokenizer", "tokenizer", _DATA)] = None,
     random_init: Annotated[Optional[bool], _opt("--random-init/--pretrained", "random_init", _DATA)] = None,
-    output_dir: Annotated[Optional[Path], _opt("--output-dir", "output_dir", _RUN)] = None,
+    output_dir: Annotated[Optional[str], _opt("--output-dir", "output_dir", _RUN)] = None,
     preset: Annotated[
         Optional[list[str]],
         typer.Option("--preset", help="Preset name (e.g. reference-pythia-12b) or YAML file; repeatable, later ones win.", rich_help_panel=_RUN),
@@ -83,7 +83,7 @@ def train(
             model=model,
             tokenizer=tokenizer,
             random_init=random_init,
-            output_dir=str(output_dir) if output_dir else None,
+            output_dir=output_dir,
             dtype=dtype,
             attn_implementation=attn_implementation,
             gradient_checkpointing=gradient_checkpointing,

@@ -95,6 +95,11 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
             "-- if this machine is offline or the hub is unreachable, pass --tokenizer PATH "
             "(a local folder with tokenizer.json)"
         ) from None
+    except Exception as error:  # noqa: BLE001 - damaged files: JSON errors, KeyError, the Rust library's bare Exception
+        detail = (str(error).splitlines() or [""])[0]
+        raise OasstDataError(
+            f"cannot load tokenizer {name_or_path!r}: its files are damaged or not a tokenizer ({type(error).__name__}: {detail})"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerUnavailableError(f"tokenizer {name_or_path!r} has no fast (Rust) version")
     tokenizer.add_special_tokens({"additional_special_tokens": list(MARKERS)})

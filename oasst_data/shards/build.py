@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # Far beyond any context length, still small enough for int32 token offsets and numpy sums.
 MAX_LENGTH_LIMIT = 1 << 24
 MIN_SHARD_MB = 0.001  # 1 KiB: below, a target of 0 bytes
+MAX_SHARD_MB = float(1 << 30)  # 1 PiB: "no limit" in practice, and a byte count that fits an int64
 
 
 def _help(text: str, **kwargs):
@@ -80,8 +81,10 @@ class BuildConfig:
             raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
         if self.max_length > MAX_LENGTH_LIMIT:
             raise ConfigError(f"max_length must be at most {MAX_LENGTH_LIMIT:,}, got {self.max_length:,}")
-        if not math.isfinite(self.shard_size_mb) or self.shard_size_mb < MIN_SHARD_MB:
-            raise ConfigError(f"shard_size_mb must be a number of MiB, at least {MIN_SHARD_MB}, got {self.shard_size_mb}")
+        if not math.isfinite(self.shard_size_mb) or not MIN_SHARD_MB <= self.shard_size_mb <= MAX_SHARD_MB:
+            raise ConfigError(
+                f"shard_size_mb must be a number of MiB from {MIN_SHARD_MB} to {MAX_SHARD_MB:.0f}, got {self.shard_size_mb}"
+            )
         if self.shard_rows is not None and self.shard_rows < 1:
             raise ConfigError(f"shard_rows must be at least 1, got {self.shard_rows}")
         if not 0 < self.max_padding_waste < 1:  # also refuses nan

@@ -21,6 +21,8 @@ from ..config_values import convert_value
 from ..errors import ConfigError
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+# More epochs than any run makes; the Trainer's step count (epochs x batches) overflows long before 1e308.
+MAX_EPOCHS = 1_000_000
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
 BATCHING = ("buckets", "random")
 MAX_SEED = 2**32 - 1
@@ -95,6 +97,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("give num_train_epochs > 0 or max_steps > 0")
+        if self.num_train_epochs > MAX_EPOCHS:
+            raise ConfigError(f"num_train_epochs must be at most {MAX_EPOCHS:,}, got {self.num_train_epochs} (bound the run with max_steps)")
         _positive("logging_steps", self.logging_steps)
         if self.save_total_limit is not None:
             _positive("save_total_limit", self.save_total_limit)

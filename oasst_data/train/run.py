@@ -47,9 +47,15 @@ def deepspeed_config(value: str | None, cuda: bool, dtype: str) -> str | None:
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config {value!r}: no such file (use 'zero2' for the shipped ZeRO-2 config)")
     try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"DeepSpeed config {path}: not valid JSON: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"DeepSpeed config {path}: expected a JSON object of settings, got {type(loaded).__name__}")
+    zero = loaded.get("zero_optimization", {})
+    stage = zero.get("stage", 0) if isinstance(zero, dict) else None
+    if stage not in (0, 1, 2, 3, "auto") or isinstance(stage, bool):
+        raise ConfigError(f"DeepSpeed config {path}: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     if not deepspeed_installed():
         raise ConfigError("DeepSpeed is not installed (it is in the train extra): pip install deepspeed, or pass --deepspeed none")
     if not cuda and dtype != "fp32":
@@ -141,6 +147,19 @@ def check_report_targets(targets: list[str]) -> None:
             raise ConfigError(f"--report-to {target} needs the {packages[0]} package: pip install {packages[0]}")
 
 
+def check_output_dir(cfg: TrainConfig) -> None:
+    """Refuse an output folder that would overwrite an input: the model's or the tokenizer's folder
+    (the final save writes config.json, weights and tokenizer files there), or the build or a
+    folder inside it (a rebuild with --overwrite would delete the model and its checkpoints)."""
+    out = Path(os.path.realpath(cfg.output_dir))
+    shards = Path(os.path.realpath(cfg.shards))
+    if out == shards or shards in out.parents:
+        raise ConfigError(f"--output-dir {cfg.output_dir}: lies in the build {cfg.shards}; write the model elsewhere")
+    for option, value in (("--model", cfg.model), ("--tokenizer", cfg.tokenizer)):
+        if value and Path(value).is_dir() and out == Path(os.path.realpath(value)):
+            raise ConfigError(f"--output-dir {cfg.output_dir}: is the {option} folder; the final save would overwrite it")
+
+
 def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
     if value is None:
         return None
@@ -150,10 +169,35 @@ def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
         last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
         if last is None:
             raise ConfigError(f"--resume last: no checkpoint-* folder in {output_dir}")
+        check_checkpoint(Path(last))
         return last
     if not Path(value).is_dir():
         raise ConfigError(f"--resume {value}: no such checkpoint folder")
+    check_checkpoint(Path(value))
     return value
+
+
+# What a Trainer checkpoint holds the weights in (one file, or an index of several; or DeepSpeed's folders).
+_CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def check_checkpoint(folder: Path) -> None:
+    """Refuse a folder the Trainer cannot resume from, before the model is loaded: not a
+    checkpoint, a damaged trainer_state.json, or no weights (a save that was interrupted)."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        raise ConfigError(f"--resume {folder}: not a checkpoint (no trainer_state.json); give a checkpoint-N folder of an earlier run")
+    try:
+        loaded = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{state}: cannot read the checkpoint's state: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{state}: not a trainer state (expected a JSON object)")
+    if not any((folder / name).is_file() for name in _CHECKPOINT_WEIGHTS) and not any(folder.glob("global_step*")):
+        raise ConfigError(
+            f"--resume {folder}: the checkpoint holds no model weights (a save that was interrupted?); "
+            "resume an earlier checkpoint, or delete this one"
+        )
 
 
 def check_context(cfg: TrainConfig, model_config, splits: list) -> None:
@@ -281,6 +325,7 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         raise ConfigError("give --shards DIR (the output of `oasst-data build`)")
     if not cfg.output_dir:
         raise ConfigError("give --output-dir DIR")
+    check_output_dir(cfg)
     check_report_targets(cfg.report_to)
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype)
@@ -351,9 +396,11 @@ def _open_shards(cfg: TrainConfig):
     """(tokenizer, build, validation rows or None): the build opened against the tokenizer's fingerprint."""
     from ..shards.load import load_manifest
     from ..tokenizer import TokenizerUnavailableError, load_tokenizer
-    from .shards import describe, open_build
+    from .shards import check_checksums, describe, open_build
 
     manifest = load_manifest(cfg.shards)
+    if cfg.verify_checksums:  # before anything is read: the saved tokenizer's files too
+        check_checksums(Path(cfg.shards))
     recorded = manifest.get("tokenizer", {})
     saved = Path(cfg.shards) / recorded["saved"]["folder"] if recorded.get("saved") else None
     if cfg.tokenizer:
@@ -375,7 +422,7 @@ def _open_shards(cfg: TrainConfig):
         tokenizer_name,
         vocab_size=len(tokenizer.tokenizer),
         max_length=cfg.max_length,
-        verify_checksums=cfg.verify_checksums,
+        verify_checksums=False,  # done above
     )
     validation = build.validation if build.validation is not None and len(build.validation) else None
     log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")

@@ -109,7 +109,7 @@ def open_build(
             raise ShardsError(f"{path}/manifest.json: no {key!r} entry")
     check_tokenizer(manifest, fingerprint, tokenizer_name, path)
     if verify_checksums:
-        _verify(path)
+        check_checksums(path)
     splits = {}
     for split in ("train", "validation"):
         entries = [s for s in manifest["shards"] if s["split"] == split]
@@ -123,7 +123,8 @@ def open_build(
     return OpenedBuild(path=path, manifest=manifest, train=splits["train"], validation=splits["validation"])
 
 
-def _verify(path: Path) -> None:
+def check_checksums(path: Path) -> None:
+    """Refuse a build whose shards or saved tokenizer files differ from the manifest's sha256."""
     from ..shards.verify import verify_shards
 
     damage = verify_shards(path).damage()

@@ -87,6 +87,8 @@ def training_arguments(
         logging_first_step=True,
         fp16=dtype == "fp16",
         bf16=dtype == "bf16",
+        # transformers takes bf16 without a GPU only when told the run is on the CPU.
+        use_cpu=dtype == "bf16" and not torch.cuda.is_available() and deepspeed is None,
         **recompute,
         deepspeed=deepspeed,
         report_to=cfg.report_to,

@@ -504,6 +504,7 @@ def test_the_tokenizer_travels_with_the_shards(fixture_build, tmp_path):
         (dict(shard_size_mb=1e-9), "shard_size_mb must be a number of MiB"),
         (dict(shard_size_mb=float("inf")), "shard_size_mb must be a number of MiB"),
         (dict(shard_size_mb=float("nan")), "shard_size_mb must be a number of MiB"),
+        (dict(shard_size_mb=1e308), "shard_size_mb must be a number of MiB from 0.001 to 1073741824"),  # was an OverflowError after tokenizing
         (dict(max_length=1 << 63), "max_length must be at most"),
         (dict(shard_rows=0), "shard_rows must be at least 1"),
         (dict(max_padding_waste=-1.0), r"max_padding_waste must be in \(0, 1\)"),

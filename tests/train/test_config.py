@@ -288,3 +288,8 @@ def test_one_process_driving_several_gpus_is_refused():
     check_one_device_per_process(1)
     with pytest.raises(ConfigError, match="sees 8 GPUs: launch one process per GPU .*--num_gpus 8"):
         check_one_device_per_process(8)
+
+
+def test_a_huge_epoch_count_is_refused():
+    with pytest.raises(ConfigError, match="num_train_epochs must be at most 1,000,000"):
+        resolve_config([], num_train_epochs=1e308)

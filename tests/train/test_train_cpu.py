@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 import numpy as np
@@ -285,3 +286,69 @@ def test_cli_trains_and_fails_in_one_line(fixture_shards, tiny_model, tmp_path, 
     assert "Traceback" not in missing.output and len(missing.output.strip().splitlines()) <= 2
     fp16 = runner.invoke(app, [*base, "--tokenizer", str(FIXTURE_TOKENIZER), "--output-dir", str(tmp_path / "z"), "--dtype", "fp16"])
     assert fp16.exit_code == 1 and "fp16" in fp16.output and "Traceback" not in fp16.output
+
+
+def test_bf16_trains_on_a_cpu(fixture_shards, tiny_model, tmp_path):
+    # transformers refused bf16 without a GPU ("Your setup doesn't support bf16/gpu") unless told use_cpu.
+    outcome = train(config(fixture_shards, tiny_model, tmp_path / "bf16", dtype="bf16", max_steps=2, eval_steps=0))
+    assert outcome.trainer.args.bf16 and outcome.trainer.state.global_step == 2
+
+
+def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_training(fixture_shards, tiny_model, tmp_path):
+    """Each used to end in a traceback from transformers or DeepSpeed, or to overwrite an input."""
+    import shutil
+
+    whole = tmp_path / "run"
+    train(config(fixture_shards, tiny_model, whole, max_steps=2, save_steps=1, eval_steps=0))
+    good = whole / "checkpoint-2"
+    assert (good / "trainer_state.json").is_file()
+    not_a_checkpoint = tmp_path / "plain"
+    not_a_checkpoint.mkdir()
+    damaged_state = tmp_path / "damaged" / "checkpoint-2"
+    shutil.copytree(good, damaged_state)
+    (damaged_state / "trainer_state.json").write_text("{not json")
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(whole, interrupted)
+    newest = interrupted / "checkpoint-3"
+    newest.mkdir()
+    (newest / "trainer_state.json").write_text((good / "trainer_state.json").read_text())  # no weights: the save broke
+    model_copy = tmp_path / "model"
+    shutil.copytree(tiny_model, model_copy)
+    list_json = tmp_path / "list.json"
+    list_json.write_text("[]")
+    stage_9 = tmp_path / "stage9.json"
+    stage_9.write_text(json.dumps({"zero_optimization": {"stage": 9}}))
+    cases = [
+        (dict(resume=str(not_a_checkpoint)), "not a checkpoint (no trainer_state.json)"),
+        (dict(resume=str(damaged_state)), "cannot read the checkpoint's state"),
+        (dict(resume="last", output_dir=str(interrupted)), "checkpoint-3: the checkpoint holds no model weights"),
+        (dict(output_dir=str(fixture_shards / "model")), "lies in the build"),
+        (dict(output_dir=str(fixture_shards)), "lies in the build"),
+        (dict(output_dir=str(model_copy), model_folder=model_copy), "is the --model folder"),
+        (dict(deepspeed=str(list_json)), "expected a JSON object of settings, got list"),
+        (dict(deepspeed=str(stage_9)), "zero_optimization.stage must be 0, 1, 2 or 3, got 9"),
+    ]
+    before = sorted(p.name for p in fixture_shards.iterdir()), (model_copy / "config.json").read_bytes()
+    for overrides, message in cases:
+        model = overrides.pop("model_folder", tiny_model)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train(config(fixture_shards, model, tmp_path / "unused", max_steps=1, **overrides))
+    assert (sorted(p.name for p in fixture_shards.iterdir()), (model_copy / "config.json").read_bytes()) == before
+    assert not (tmp_path / "unused").exists()
+    # The previous checkpoint of the interrupted run still resumes.
+    resumed = train(config(fixture_shards, tiny_model, interrupted, max_steps=3, save_steps=0, eval_steps=0, resume=str(interrupted / "checkpoint-2")))
+    assert resumed.trainer.state.global_step == 3
+
+
+def test_a_damaged_saved_tokenizer_is_named_by_its_checksum(fixture_shards, tiny_model, tmp_path):
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(fixture_shards, build)
+    tokenizer_json = build / "tokenizer" / "tokenizer.json"
+    tokenizer_json.write_bytes(tokenizer_json.read_bytes()[:1000])
+    with pytest.raises(Exception, match="checksum differs: tokenizer/tokenizer.json"):
+        train(config(build, tiny_model, tmp_path / "out", tokenizer=None, max_steps=1))
+    # Without the checksums, loading it is still one clear error, not a JSONDecodeError.
+    with pytest.raises(Exception, match="its files are damaged or not a tokenizer"):
+        train(config(build, tiny_model, tmp_path / "out", tokenizer=None, max_steps=1, verify_checksums=False))
