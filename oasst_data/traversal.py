@@ -34,15 +34,20 @@ def _article(word: str) -> str:
 
 
 def validate_roles(root: ExportMessage) -> None:
-    """Raise InvalidTreeError unless the root is a prompter and roles alternate on every edge."""
+    """Raise InvalidTreeError unless the root is a prompter, roles alternate on every edge and no
+    message id appears twice (a thread is named by its last message's id)."""
     if root.role != "prompter":
         raise InvalidTreeError(f"root message {root.message_id} is {root.role}, expected prompter")
     stack = [root]
+    seen = {root.message_id}
     while stack:
         node = stack.pop()
         replies = node.replies
         if replies:
             for reply in replies:
+                if reply.message_id in seen:
+                    raise InvalidTreeError(f"message id {reply.message_id} appears twice in the tree")
+                seen.add(reply.message_id)
                 if reply.role == node.role:
                     raise InvalidTreeError(
                         f"message {reply.message_id} is {_article(reply.role)} {reply.role} reply to {_article(node.role)} {node.role} "

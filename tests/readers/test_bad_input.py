@@ -736,3 +736,27 @@ def test_a_quarantine_can_go_to_a_device(tmp_path):
     result = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"), "--on-bad-record", "skip", "--quarantine", os.devnull)
     assert result.exit_code == 0, result.output
     assert stat.S_ISCHR(os.lstat(os.devnull).st_mode)
+
+
+def test_a_message_id_twice_in_one_tree_is_an_invalid_tree(tmp_path):
+    """Flat messages refused a repeated id; a nested tree took it, and the shards got two rows of one id."""
+    def message(message_id, role, replies=()):
+        return {"message_id": message_id, "text": f"text of {message_id}", "role": role, "lang": "en",
+                "review_result": True, "replies": list(replies)}
+
+    repeated = {"message_tree_id": "t-repeat", "tree_state": "ready_for_export",
+                "prompt": message("r1", "prompter", [message("r2", "assistant"), message("r2", "assistant")])}
+    deeper = {"message_tree_id": "t-deeper", "tree_state": "ready_for_export",
+              "prompt": message("d1", "prompter", [message("d2", "assistant", [message("d1", "prompter", [message("d3", "assistant")])])])}
+    rows = [TREE_LINES[0], (json.dumps(repeated) + "\n").encode(), (json.dumps(deeper) + "\n").encode()]
+    source = tmp_path / "export.jsonl"
+    source.write_bytes(b"".join(rows))
+    result = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"))
+    assert_one_line_error(result, source, 2, "invalid tree t-repeat: message id r2 appears twice in the tree")
+    report, entries, _ = skip_run(tmp_path / "t.jsonl", str(source))
+    assert [(e["line"], e["reason"]) for e in entries] == [
+        (2, "invalid tree t-repeat: message id r2 appears twice in the tree"),
+        (3, "invalid tree t-deeper: message id d1 appears twice in the tree"),
+    ]
+    assert report["funnel"]["tree_drops"] == {"invalid_tree": 2}
+    assert_accounted(report, entries)
