@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -244,7 +245,7 @@ class StagingFolder:
     def _swap_into_place(self) -> None:
         target, staging = self.target, self.path
         if _exchange(staging, target):
-            shutil.rmtree(staging)  # the old build, now under the staging name
+            _remove_replaced(staging, target)  # the old build, now under the staging name
             return
         aside = staging.with_name(staging.name + OLD_SUFFIX)
         os.rename(target, aside)
@@ -254,7 +255,7 @@ class StagingFolder:
             os.rename(aside, target)  # put the old build back
             raise
         fsync_dir(target.parent)
-        shutil.rmtree(aside)
+        _remove_replaced(aside, target)
 
     def discard(self) -> None:
         if self.path is not None:
@@ -266,6 +267,26 @@ class StagingFolder:
             self.lock_path.unlink(missing_ok=True)  # still locked while unlinked: no one can take it
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _remove_replaced(old: Path, target: Path) -> None:
+    """Delete the replaced build. The new one is in place whatever happens here, so a file that
+    cannot be deleted (a read-only folder of another user) is a warning naming what is left."""
+    failures: list[str] = []
+
+    def note(function, path, error) -> None:
+        error = error[1] if isinstance(error, tuple) else error  # onerror gets exc_info, onexc the exception
+        failures.append(f"{path}: {error.strerror if isinstance(error, OSError) and error.strerror else error}")
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(old, onexc=note)
+    else:
+        shutil.rmtree(old, onerror=note)
+    if failures:
+        log.warning(
+            "%s is the new build; the old one it replaced could not be deleted completely and is left at %s "
+            "(%s%s): delete it by hand", target, old, failures[0], f", +{len(failures) - 1} more" if len(failures) > 1 else "",
+        )
 
 
 LOCK_SUFFIX = ".lock"

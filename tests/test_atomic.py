@@ -290,3 +290,32 @@ def test_a_symlink_is_followed_its_file_replaced_and_the_link_kept(tmp_path):
         with atomic_open(link) as handle:
             handle.write(text)
         assert link.is_symlink() and (tmp_path / "data" / "real.json").read_text() == text
+
+
+def test_an_old_build_that_cannot_be_deleted_is_a_warning_the_new_one_stays(tmp_path, monkeypatch, caplog):
+    """It was an error naming no folder ('README.md: Permission denied'), with the new build already
+    in place. (A file of another user in a read-only folder; root deletes anything, so the refusal
+    is the kernel's answer played by os.unlink.)"""
+    target = tmp_path / "out"
+    (target / "data").mkdir(parents=True)
+    (target / "data" / "old.parquet").write_text("old")
+    (target / "manifest.json").write_text("old")
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.fspath(path).endswith("old.parquet"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_unlink(path, *args, **kwargs)
+
+    staging = StagingFolder(target).create()
+    (staging.path / "manifest.json").write_text("new")
+    monkeypatch.setattr(os, "unlink", unlink)
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        staging.publish(overwrite=True)
+    monkeypatch.undo()
+    assert (target / "manifest.json").read_text() == "new"
+    (left,) = [p for p in tmp_path.iterdir() if p.name != "out"]
+    assert left.name.startswith(".out.staging-") and (left / "data" / "old.parquet").exists()
+    message = caplog.records[-1].getMessage()
+    assert f"the old one it replaced could not be deleted completely and is left at {left}" in message
+    assert "old.parquet: Permission denied" in message
