@@ -242,6 +242,13 @@ class AlpacaReader:
             return None
         names = {str(split): split for split in by_split}
         files = sorted(Path(f) for f in by_split[names[self._choose_split(list(names))]])
+        formats = sorted({_data_format(f) for f in files})
+        if len(formats) > 1:
+            # load_dataset would read the files of one format (the most common) and drop the rest.
+            raise OasstDataError(
+                f"{self.source}: its files are of several formats ({', '.join(formats)}), and a folder is read as one "
+                "format only: give the files to --alpaca one by one, or keep one format per folder"
+            )
         if not files or not all(_is_json_file(f) for f in files):
             return None
         return files
@@ -271,6 +278,12 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
         text = str(source)
         if Path(text).exists():
             key: object = os.path.realpath(text)
+            for other, given in seen.items():
+                # A file and a folder holding it: the folder's reader reads the file too.
+                if isinstance(other, str) and (Path(other) in Path(key).parents or Path(key) in Path(other).parents):
+                    raise OasstDataError(
+                        f"{text}: given twice (also inside or around {given}); its records would be counted and trained on twice"
+                    )
         else:
             key = ("hub", DEFAULT_ALPACA_DATASET if text in ("alpaca", "default") else text)
         if key in seen:
@@ -278,11 +291,17 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
         seen[key] = text
 
 
-def _is_json_file(path: Path) -> bool:
+def _data_format(path: Path) -> str:
+    """A data file's format by its suffix, compression left out (JSON and JSON Lines are one)."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".zst", ".zstd"):
+    if suffixes and suffixes[-1] in (".gz", ".zst", ".zstd", ".bz2", ".xz"):
         suffixes = suffixes[:-1]
-    return bool(suffixes) and suffixes[-1] in (".json", ".jsonl")
+    suffix = suffixes[-1] if suffixes else "(no suffix)"
+    return ".json" if suffix == ".jsonl" else suffix
+
+
+def _is_json_file(path: Path) -> bool:
+    return _data_format(path) == ".json"
 
 
 def _saved_to_disk(folder: Path) -> bool:

@@ -664,3 +664,27 @@ def test_a_json_folder_keeps_the_splits_of_datasets_and_errors_by_file_and_line(
     assert seen[0].raw == b"{broken\n"
     assert "reading split 'train' only; not read: test" in caplog.text
     assert offline_datasets == []
+
+
+def test_a_file_inside_a_folder_given_too_is_an_alpaca_source_given_twice(tmp_path):
+    """--alpaca DIR --alpaca DIR/a.json trained a.json twice: only file against file was compared."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.json").write_text((ALPACA / "alpaca.json").read_text(encoding="utf-8"), encoding="utf-8")
+    assert len(extract_threads(alpaca=[str(folder)])[0]) == 4
+    for sources in ([str(folder), str(folder / "a.json")], [str(folder / "a.json"), str(folder)]):
+        with pytest.raises(OasstDataError, match="given twice .also inside or around"):
+            extract_threads(alpaca=sources)
+
+
+@pytest.mark.parametrize("others", [["b.csv"], ["b.csv", "c.csv"]])
+def test_a_folder_of_several_formats_is_refused_not_read_in_part(tmp_path, offline_datasets, others):
+    """datasets reads a folder as one format (the most common): a.json + b.csv gave a.json's
+    records only, a.jsonl + two CSVs the CSV rows only, without a word."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
+    for name in others:
+        (folder / name).write_text("instruction,input,output\nq2,,a2\n")
+    with pytest.raises(OasstDataError, match=r"its files are of several formats \(\.csv, \.json\)"):
+        list(AlpacaReader(str(folder)))
