@@ -90,7 +90,7 @@ def test_values_are_converted_to_their_types(tmp_path):
     path = tmp_path / "good.yaml"
     path.write_text("buckets: '128,256'\nmax_length: '512'\nmax_padding_waste: 5e-2\nlang_scope: all\nval_split: 0\n")
     config = merge(config_from_file(path), {}, {})
-    assert config.buckets == [128, 256] and config.max_length == 512 and config.max_padding_waste == 0.05
+    assert config.buckets == [128, 256, 512] and config.max_length == 512 and config.max_padding_waste == 0.05
     assert config.threads.lang_scope.value == "all" and config.threads.val_split == 0.0
 
 

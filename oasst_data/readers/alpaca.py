@@ -82,6 +82,8 @@ class AlpacaReader:
             yield from self._from_file(path, self.source)
         elif path.suffix.lower() in _FILE_SUFFIXES and not path.exists():
             raise OasstDataError(f"{self.source}: no such file")
+        elif path.exists() and not path.is_dir():
+            raise OasstDataError(f"{self.source}: is not a regular file (a pipe or a device?); write it to a file first")
         else:
             yield from self._from_dataset()
         if self.unused_fields:

@@ -279,6 +279,9 @@ def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
             path = Path(text)
             if path.is_dir():
                 raise OasstDataError(f"{text}: is a directory, not a file (pass the files in it, or a glob such as '{path / '*.jsonl.gz'}')")
+            if path.exists() and not path.is_file():
+                # A pipe (`<(zcat ...)`) or a device: inputs are read more than once (sha256, stats).
+                raise OasstDataError(f"{text}: is not a regular file (a pipe or a device?); write it to a file first")
             if not path.is_file():
                 raise OasstDataError(f"{text}: no such file")
             paths.append(path)

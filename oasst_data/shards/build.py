@@ -93,6 +93,13 @@ class BuildConfig:
             raise ConfigError("workers must be at least 1")
         if isinstance(self.buckets, str):
             self.buckets = parse_buckets(self.buckets)
+        if self.buckets is not None:
+            bounds = [int(b) for b in self.buckets]
+            if not bounds or any(b < 1 for b in bounds):
+                raise ConfigError(f"buckets must be positive token counts (upper bounds), got {list(self.buckets)}")
+            # Recorded as the bounds actually used (sorted, once each, capped by max_length), so
+            # `256,128` and `128,256,256` hash alike, as they build alike.
+            self.buckets = sorted({b for b in bounds if b < self.max_length}) + [self.max_length]
         if self.bucket_batch_size < 1:
             raise ConfigError(f"bucket_batch_size must be at least 1, got {self.bucket_batch_size}")
         if self.bucket_batch_tokens is not None and self.bucket_batch_tokens < 1:

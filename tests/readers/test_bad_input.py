@@ -760,3 +760,12 @@ def test_a_message_id_twice_in_one_tree_is_an_invalid_tree(tmp_path):
     ]
     assert report["funnel"]["tree_drops"] == {"invalid_tree": 2}
     assert_accounted(report, entries)
+
+
+def test_a_pipe_given_as_input_says_so_not_no_such_file(tmp_path):
+    fifo = tmp_path / "export.jsonl"
+    os.mkfifo(fifo)
+    for options in ([str(fifo)], ["--alpaca", str(fifo)]):
+        result = threads_cli(*options, "--out", str(tmp_path / "t.jsonl"))
+        message = assert_one_line_error(result, fifo, None, ": is not a regular file (a pipe or a device?); write it to a file first")
+        assert "no such file" not in message

@@ -546,3 +546,17 @@ def test_marker_text_messages_counts_each_message_once(tmp_path, tokenize_batch)
     config = fixture_config(tokenize_batch=tokenize_batch, threads=ThreadConfig(val_split=0.3, system_prompt="be <|assistant|> kind"))
     result = build_shards(config, tmp_path / "out")
     assert result.manifest["funnel"]["marker_text_messages"] == 2
+
+
+def test_equal_bucket_bounds_however_written_give_one_config_hash(tmp_path):
+    """--buckets 256,128 and 128,256,256,4096 build the same buckets; they hashed differently."""
+    from oasst_data.shards.build import BuildConfig, parse_buckets
+
+    written = ["128,256", "256,128", "128,256,256", "128,256,4096"]
+    configs = [BuildConfig(inputs=[], tokenizer="t", buckets=parse_buckets(text), max_length=2048) for text in written]
+    assert {tuple(c.buckets) for c in configs} == {(128, 256, 2048)}
+    assert len({json.dumps(c.to_manifest(), sort_keys=True) for c in configs}) == 1
+    for bad in ("-5,100", "0"):
+        with pytest.raises(ConfigError, match="buckets must be positive token counts"):
+            BuildConfig(inputs=[], tokenizer="t", buckets=parse_buckets(bad))
+
