@@ -78,6 +78,8 @@ def build(
             val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record, quarantine=quarantine,
         )
         build_config = merge(file_values, flags, thread_flags)
+        if not build_config.inputs and not build_config.alpaca:  # a usage error, as in threads and stats
+            raise typer.BadParameter("give at least one INPUT file or --alpaca SOURCE (or a --config with them)")
         progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),

@@ -253,3 +253,11 @@ def test_alpaca_data_given_as_an_export_gets_a_hint(tmp_path, text):
     source.write_text('{"instruction": "a", "output": "b"}\n')
     result = runner.invoke(app, ["threads", str(source), "--out", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 1 and "--alpaca" not in result.output
+
+
+def test_no_input_is_a_usage_error_in_every_command(tmp_path):
+    tokenizer = str(FIXTURES / "tokenizer")
+    for command in (["threads", "--out", str(tmp_path / "t.jsonl")], ["stats"], ["build", "--tokenizer", tokenizer, "--out", str(tmp_path / "b")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)  # build used to exit 1
+    assert not (tmp_path / "b").exists()
