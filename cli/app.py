@@ -16,6 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from oasst_data.config import ThreadConfig
 from oasst_data.funnel import what_removed_everything
+from oasst_data.atomic import write_target
 from oasst_data.output_paths import check_outputs
 from oasst_data.readers.files import expand_inputs
 from oasst_data.report import funnel_table
@@ -23,7 +24,7 @@ from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 
 from . import build_command, stats_command, train_command
 from . import options as opt
-from .console import err_console, escape, out_console, setup_logging, user_errors
+from .console import err_console, escape, is_stdout, out_console, setup_logging, user_errors
 
 log = logging.getLogger("oasst_data")
 
@@ -81,6 +82,8 @@ def threads(
         )
         config = ThreadConfig(**overrides)
         if config.on_bad_record.value == "skip" and config.quarantine is None:
+            if write_target(out)[1]:  # /dev/stdout, a pipe: "beside it" is no place for a file
+                raise typer.BadParameter("--out is a pipe or device: give --quarantine FILE for the skipped records")
             config.quarantine = out.with_name(out.name + ".quarantine.jsonl")
         paths = expand_inputs(inputs or [])
         if not paths and not alpaca:
@@ -97,7 +100,8 @@ def threads(
 
             count = write_threads_jsonl(extractor.run(paths, alpaca or (), advance), out)
             advance()
-        report(extractor, as_json, config)
+        # Threads on stdout: the funnel goes to stderr, so the output stays JSON Lines.
+        report(extractor, as_json, config, err_console if is_stdout(out) else out_console)
         err_console.print(f"wrote {count:,} threads to {escape(str(out))}")
         if not count:
             log.warning("no thread was kept: %s", what_removed_everything(extractor.funnel.to_dict()))
@@ -138,16 +142,16 @@ def filters() -> None:
     out_console.print(others)
 
 
-def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig) -> None:
+def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig, console=out_console) -> None:
     if as_json:
         payload = {
             "funnel": extractor.funnel.to_dict(),
             "by_source": {k: v.to_dict() for k, v in sorted(extractor.funnels.items())},
             "quarantined": extractor.handler.count,
         }
-        out_console.print_json(json.dumps(payload))
+        console.print_json(json.dumps(payload))
     else:
-        out_console.print(funnel_table(extractor.funnels))
+        console.print(funnel_table(extractor.funnels))
     if extractor.handler.count:
         err_console.print(
             f"[yellow]{extractor.handler.count:,} bad records skipped[/]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -56,3 +57,12 @@ def user_errors() -> Iterator[None]:
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def is_stdout(path) -> bool:
+    """Whether `path` is this process's standard output (`--out /dev/stdout`, or its terminal or pipe)."""
+    try:
+        written, stdout = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no such path; a captured stdout
+        return False
+    return (written.st_dev, written.st_ino) == (stdout.st_dev, stdout.st_ino)

@@ -261,3 +261,20 @@ def test_no_input_is_a_usage_error_in_every_command(tmp_path):
         result = runner.invoke(app, command)
         assert result.exit_code == 2, (command, result.output)  # build used to exit 1
     assert not (tmp_path / "b").exists()
+
+
+def test_threads_to_stdout_stay_json_lines_the_funnel_goes_to_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "oasst_data_cli", "threads", TREES, "--out", "/dev/stdout"]
+    for extra in ([], ["--json"]):
+        done = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert len(lines) == 12 and all(json.loads(line)["text"] for line in lines)
+        assert "records read" in done.stderr or '"funnel"' in done.stderr
+    # Skipping needs a quarantine file: beside /dev/stdout is no place for one.
+    done = subprocess.run([*command, "--on-bad-record", "skip"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "give --quarantine FILE" in done.stderr
+    assert not os.path.exists("/dev/stdout.quarantine.jsonl")
