@@ -109,6 +109,24 @@ def temp_prefix(target: Path) -> str:
     return f".{Path(target).name}."
 
 
+def _unlocked(paths: list[Path], flags: int) -> Iterator[tuple[Path, int]]:
+    """Each of `paths` whose flock no live process holds, with a descriptor that holds it now
+    (closed when the caller moves on). A file that cannot be opened is skipped."""
+    for path in paths:
+        try:
+            fd = os.open(path, flags)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a running process holds it
+            yield path, fd
+        finally:
+            os.close(fd)
+
+
 def remove_abandoned_temps(target: Path) -> list[Path]:
     """Delete the temp files of `target` left by runs that were killed (lock free, not touched
     for `ABANDONED_TEMP_AGE_S`); returns them. Temp files of running writers are left alone."""
@@ -117,22 +135,14 @@ def remove_abandoned_temps(target: Path) -> list[Path]:
     if fcntl is None or not target.parent.is_dir():
         return removed
     now = time.time()
-    for temp in sorted(target.parent.glob(glob.escape(temp_prefix(target)) + "*" + TEMP_SUFFIX)):
-        try:
-            fd = os.open(temp, os.O_RDONLY)
-        except OSError:
+    temps = sorted(target.parent.glob(glob.escape(temp_prefix(target)) + "*" + TEMP_SUFFIX))
+    for temp, fd in _unlocked(temps, os.O_RDONLY):
+        status = os.fstat(fd)
+        if now - status.st_mtime < ABANDONED_TEMP_AGE_S or not stat.S_ISREG(status.st_mode):
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if now - os.fstat(fd).st_mtime < ABANDONED_TEMP_AGE_S or not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            temp.unlink(missing_ok=True)
-            removed.append(temp)
-            log.warning("removed %s, left by a run that did not finish writing %s (killed?)", temp, target)
-        except OSError:
-            continue  # a running writer holds it
-        finally:
-            os.close(fd)
+        temp.unlink(missing_ok=True)
+        removed.append(temp)
+        log.warning("removed %s, left by a run that did not finish writing %s (killed?)", temp, target)
     return removed
 
 
@@ -323,29 +333,17 @@ def remove_abandoned_staging(target: Path) -> list[Path]:
     removed: list[Path] = []
     if fcntl is None or not target.parent.is_dir():
         return removed
-    pattern = glob.escape(staging_prefix(target)) + "*" + LOCK_SUFFIX
-    for lock in sorted(target.parent.glob(pattern)):
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a running build holds it
-        try:
-            folder = lock.with_name(lock.name[: -len(LOCK_SUFFIX)])
-            aside = folder.with_name(folder.name + OLD_SUFFIX)
-            if aside.is_dir() and not target.exists():
-                os.rename(aside, target)
-                log.warning("restored %s from %s: a build was killed while replacing it", target, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-            if folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-                log.warning("removed %s, left by a build of %s that did not finish (killed?)", folder, target)
-            lock.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
+    locks = sorted(target.parent.glob(glob.escape(staging_prefix(target)) + "*" + LOCK_SUFFIX))
+    for lock, _ in _unlocked(locks, os.O_RDWR):
+        folder = lock.with_name(lock.name[: -len(LOCK_SUFFIX)])
+        aside = folder.with_name(folder.name + OLD_SUFFIX)
+        if aside.is_dir() and not target.exists():
+            os.rename(aside, target)
+            log.warning("restored %s from %s: a build was killed while replacing it", target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            log.warning("removed %s, left by a build of %s that did not finish (killed?)", folder, target)
+        lock.unlink(missing_ok=True)
     return removed

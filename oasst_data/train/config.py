@@ -9,6 +9,7 @@ ones winning; flags win over all presets. Open-Assistant's key `model_name` is a
 
 from __future__ import annotations
 
+import json
 import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -213,3 +214,15 @@ def resolve_config(presets: list[str] | tuple[str, ...] = (), **flags: Any) -> T
 
 
 __all__ = ["TrainConfig", "field_help", "load_preset", "preset_names", "resolve_config"]
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold one object (a checkpoint's state, a DeepSpeed config), or a
+    ConfigError naming the file and what it should have been."""
+    try:
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read {what}: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: not {what} (expected a JSON object, got {type(loaded).__name__})")
+    return loaded

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OasstDataError
-from .config import TrainConfig
+from .config import TrainConfig, read_json_object
 
 log = logging.getLogger("oasst_data.train")
 
@@ -46,12 +46,7 @@ def deepspeed_config(value: str | None, cuda: bool, dtype: str) -> str | None:
     path = packaged_deepspeed_config() if value == "zero2" else Path(value)
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config {value!r}: no such file (use 'zero2' for the shipped ZeRO-2 config)")
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"DeepSpeed config {path}: not valid JSON: {error}") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"DeepSpeed config {path}: expected a JSON object of settings, got {type(loaded).__name__}")
+    loaded = read_json_object(path, "a DeepSpeed config")
     zero = loaded.get("zero_optimization", {})
     stage = zero.get("stage", 0) if isinstance(zero, dict) else None
     if stage not in (0, 1, 2, 3, "auto") or isinstance(stage, bool):
@@ -187,12 +182,7 @@ def check_checkpoint(folder: Path) -> None:
     state = folder / "trainer_state.json"
     if not state.is_file():
         raise ConfigError(f"--resume {folder}: not a checkpoint (no trainer_state.json); give a checkpoint-N folder of an earlier run")
-    try:
-        loaded = json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{state}: cannot read the checkpoint's state: {error}") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{state}: not a trainer state (expected a JSON object)")
+    read_json_object(state, "the checkpoint's trainer state")
     if not any((folder / name).is_file() for name in _CHECKPOINT_WEIGHTS) and not any(folder.glob("global_step*")):
         raise ConfigError(
             f"--resume {folder}: the checkpoint holds no model weights (a save that was interrupted?); "

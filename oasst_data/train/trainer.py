@@ -27,7 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from ..errors import ConfigError
 from .collator import IGNORE_INDEX
-from .config import TrainConfig
+from .config import TrainConfig, read_json_object
 from .sampler import BatchPolicy, BucketBatchSampler, FixedRows, TokenBudget
 from .shards import SplitRows
 
@@ -326,12 +326,7 @@ def check_resume_plan(checkpoint: str | Path, current: dict[str, Any]) -> None:
     if not path.is_file():
         log.warning("%s has no %s: cannot check that the resumed run has its batch plan", checkpoint, BATCH_PLAN_FILE)
         return
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the checkpoint's batch plan: {error}") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path}: not a batch plan (expected a JSON object)")
+    saved = read_json_object(path, "the checkpoint's batch plan")
     differ = [f"{key} {saved[key]!r}, now {value!r}" for key, value in current.items() if key in saved and saved[key] != value]
     if differ:
         raise ConfigError(

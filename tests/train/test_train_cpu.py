@@ -320,12 +320,12 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
     stage_9.write_text(json.dumps({"zero_optimization": {"stage": 9}}))
     cases = [
         (dict(resume=str(not_a_checkpoint)), "not a checkpoint (no trainer_state.json)"),
-        (dict(resume=str(damaged_state)), "cannot read the checkpoint's state"),
+        (dict(resume=str(damaged_state)), "cannot read the checkpoint's trainer state"),
         (dict(resume="last", output_dir=str(interrupted)), "checkpoint-3: the checkpoint holds no model weights"),
         (dict(output_dir=str(fixture_shards / "model")), "lies in the build"),
         (dict(output_dir=str(fixture_shards)), "lies in the build"),
         (dict(output_dir=str(model_copy), model_folder=model_copy), "is the --model folder"),
-        (dict(deepspeed=str(list_json)), "expected a JSON object of settings, got list"),
+        (dict(deepspeed=str(list_json)), "not a DeepSpeed config (expected a JSON object, got list)"),
         (dict(deepspeed=str(stage_9)), "zero_optimization.stage must be 0, 1, 2 or 3, got 9"),
     ]
     before = sorted(p.name for p in fixture_shards.iterdir()), (model_copy / "config.json").read_bytes()
