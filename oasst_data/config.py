@@ -43,6 +43,11 @@ class ThreadConfig:
             raise ConfigError("system_prompt is empty: it would add an empty <|system|> turn to every thread (leave --system out for none)")
         if self.quarantine is not None:
             self.quarantine = Path(self.quarantine)
+        # The filters parse their own options (languages, tree states, label thresholds): build
+        # them once now, so a bad value is refused where it is given (a config file names itself).
+        from .filters import build_filters
+
+        build_filters(self)
 
     def to_dict(self) -> dict:
         out = {}

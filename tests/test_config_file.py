@@ -216,6 +216,11 @@ def test_open_assistant_inputs_are_relative_to_a_config_given_by_a_relative_path
         ("shard_size_mb: 0\n", "shard_size_mb: must be a number of MiB"),
         ("max_padding_waste: 1.5\n", r"max_padding_waste: must be in \(0, 1\)"),
         ("workers: 0\n", "workers: must be at least 1"),
+        # Checked by the filters and the bucket rules: these named a flag, not the file.
+        ("lang: ''\n", "lang: --lang needs at least one language code"),
+        ("threads:\n  max_label: [spam]\n", "max_label: --max-label expects NAME=NUMBER"),
+        ("tree_states: ' , '\n", "tree_states: --tree-states needs at least one tree state"),
+        ("buckets: [0]\n", "buckets: must be positive token counts"),
     ],
 )
 def test_a_value_out_of_range_in_a_file_names_the_file(tmp_path, monkeypatch, text, message):

@@ -199,8 +199,9 @@ def _typed(data: dict, where: str) -> dict[str, Any]:
 def resolve_config(presets: list[str] | tuple[str, ...] = (), **flags: Any) -> TrainConfig:
     """defaults < presets (in order) < flags; flags that are None are not given."""
     values: dict[str, Any] = {}
-    for preset in presets:
-        values.update(load_preset(preset))
+    loaded_presets = [(preset, load_preset(preset)) for preset in presets]
+    for _, loaded in loaded_presets:
+        values.update(loaded)
     known = {item.name for item in fields(TrainConfig)}
     for key, value in flags.items():
         if key not in known:
@@ -211,6 +212,16 @@ def resolve_config(presets: list[str] | tuple[str, ...] = (), **flags: Any) -> T
         return TrainConfig(**values)
     except TypeError as error:
         raise ConfigError(f"invalid configuration: {error}") from None
+    except ConfigError as error:
+        # Name the preset a refused value came from: the one that fails the same way on its own.
+        for preset, loaded in loaded_presets:
+            try:
+                TrainConfig(**{key: value for key, value in loaded.items() if flags.get(key) is None})
+            except ConfigError as alone:
+                if str(alone) == str(error):
+                    where = preset if Path(preset).suffix in (".yaml", ".yml") or Path(preset).is_file() else f"preset {preset}"
+                    raise ConfigError(f"{where}: {error}") from None
+        raise
 
 
 __all__ = ["TrainConfig", "field_help", "load_preset", "preset_names", "resolve_config"]

@@ -293,3 +293,13 @@ def test_one_process_driving_several_gpus_is_refused():
 def test_a_huge_epoch_count_is_refused():
     with pytest.raises(ConfigError, match="num_train_epochs must be at most 1,000,000"):
         resolve_config([], num_train_epochs=1e308)
+
+
+def test_a_bad_value_in_a_preset_file_names_the_file(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("seed: -4\nlearning_rate: 1e-5\n")
+    with pytest.raises(ConfigError, match=f"^{preset}: seed must be in"):
+        resolve_config(["reference-pythia-12b", str(preset)])
+    assert resolve_config([str(preset)], seed=3).seed == 3  # a flag that overrides it: no error
+    with pytest.raises(ConfigError, match=r"^seed must be in"):  # the flag's own error names no file
+        resolve_config([str(preset)], seed=-1)
