@@ -114,7 +114,7 @@ def _unlocked(paths: list[Path], flags: int) -> Iterator[tuple[Path, int]]:
     (closed when the caller moves on). A file that cannot be opened is skipped."""
     for path in paths:
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, flags | os.O_NONBLOCK)  # a FIFO with that name must not block the run
         except OSError:
             continue
         try:
@@ -140,7 +140,11 @@ def remove_abandoned_temps(target: Path) -> list[Path]:
         status = os.fstat(fd)
         if now - status.st_mtime < ABANDONED_TEMP_AGE_S or not stat.S_ISREG(status.st_mode):
             continue
-        temp.unlink(missing_ok=True)
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError as error:  # another user's, in a shared folder: not this run's to clean
+            log.warning("cannot remove %s, left by a run that did not finish writing %s: %s", temp, target, error.strerror or error)
+            continue
         removed.append(temp)
         log.warning("removed %s, left by a run that did not finish writing %s (killed?)", temp, target)
     return removed
@@ -161,9 +165,18 @@ def write_target(path: Path) -> tuple[Path, bool]:
         mode = None
     if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         return path, True
+    if mode is not None and _is_descriptor_path(path):
+        return path, True  # /dev/stdout while stdout is a file (`> out.jsonl`): write through it
     if path.is_symlink():
         return Path(os.path.realpath(path)), False
     return path, False
+
+
+def _is_descriptor_path(path: Path) -> bool:
+    """A name of an open descriptor (/dev/stdout, /dev/fd/N, /proc/self/fd/N): replacing what it
+    resolves to would replace the file the shell opened, and lose what `>>` appended to."""
+    text = os.path.abspath(path)
+    return text in ("/dev/stdout", "/dev/stderr") or text.startswith(("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"))
 
 
 @contextlib.contextmanager
@@ -176,7 +189,9 @@ def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
         raise OasstDataError(f"{path}: is a directory; give a file name to write")
     path, in_place = write_target(path)
     if in_place:
-        with naming_failed_writes(path), open(path, mode, encoding=None if "b" in mode else encoding) as handle:
+        # Appended: a device or pipe does not mind, and a file behind /dev/stdout keeps what the
+        # shell's `>>` left in it ("w" would truncate it through the new descriptor).
+        with naming_failed_writes(path), open(path, mode.replace("w", "a"), encoding=None if "b" in mode else encoding) as handle:
             yield handle
         return
     try:

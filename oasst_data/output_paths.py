@@ -37,6 +37,8 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
                 raise OasstDataError(f"{path}: {option} names the input {given}; writing it would destroy the input")
             if real_input.is_dir() and real_input in real.parents:
                 raise OasstDataError(f"{path}: {option} lies inside the input folder {given}; write it elsewhere")
+        if write_target(path)[1]:
+            continue  # a device or pipe is written in place: two outputs there overwrite nothing
         if real in named:
             raise OasstDataError(f"{path}: given both as {named[real]} and as {option}; one would overwrite the other")
         named[real] = option

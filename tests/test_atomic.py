@@ -319,3 +319,46 @@ def test_an_old_build_that_cannot_be_deleted_is_a_warning_the_new_one_stays(tmp_
     message = caplog.records[-1].getMessage()
     assert f"the old one it replaced could not be deleted completely and is left at {left}" in message
     assert "old.parquet: Permission denied" in message
+
+
+def test_dev_stdout_onto_a_file_is_written_through_and_appended(tmp_path):
+    """`--out /dev/stdout >> out.jsonl` resolved /dev/stdout to out.jsonl and replaced the file:
+    what was in it before was lost."""
+    out = tmp_path / "out.jsonl"
+    out.write_text("prior line\n")
+    script = "from pathlib import Path\nfrom oasst_data.atomic import atomic_open\nwith atomic_open(Path('/dev/stdout')) as handle:\n    handle.write('new line\\n')\n"
+    with open(out, "a") as stdout:
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "prior line\nnew line\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_a_stale_temp_this_user_cannot_delete_is_a_warning_not_a_failure(tmp_path, monkeypatch, caplog):
+    target = tmp_path / "out.json"
+    stale = tmp_path / ".out.json.abc123.tmp"
+    stale.write_text("x")
+    _age(stale, atomic.ABANDONED_TEMP_AGE_S + 1)
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == stale:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))  # another user's, in a sticky folder
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        with atomic_open(target) as handle:
+            handle.write("written")
+    assert target.read_text() == "written" and stale.exists()
+    assert any("cannot remove" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fifo_named_like_a_temp_file_does_not_block_the_cleanup(tmp_path):
+    target = tmp_path / "out.json"
+    os.mkfifo(tmp_path / ".out.json.fifo.tmp")
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from oasst_data.atomic import remove_abandoned_temps; print(remove_abandoned_temps(sys.argv[1]))", str(target)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

@@ -244,7 +244,7 @@ class AlpacaReader:
             return None
         names = {str(split): split for split in by_split}
         files = sorted(Path(f) for f in by_split[names[self._choose_split(list(names))]])
-        formats = sorted({_data_format(f) for f in files})
+        formats = sorted({_data_format(f) for f in files} & _RECORD_FORMATS)  # a LICENSE.txt is no data
         if len(formats) > 1:
             # load_dataset would read the files of one format (the most common) and drop the rest.
             raise OasstDataError(
@@ -276,13 +276,15 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
     counted and trained on twice, each copy with an id of its own. Local files and folders are
     compared after resolving links; hub names by name ('alpaca' and 'default' are one)."""
     seen: dict[object, str] = {os.path.realpath(path): str(path) for path in oasst_paths}
+    local_alpaca: dict[str, str] = {}
     for source in alpaca:
         text = str(source)
         if Path(text).exists():
             key: object = os.path.realpath(text)
-            for other, given in seen.items():
-                # A file and a folder holding it: the folder's reader reads the file too.
-                if isinstance(other, str) and (Path(other) in Path(key).parents or Path(key) in Path(other).parents):
+            for other, given in local_alpaca.items():
+                # An Alpaca file and an Alpaca folder holding it: the folder's reader reads it too.
+                # (An export inside an Alpaca folder is not among the files that folder reads.)
+                if Path(other) in Path(key).parents or Path(key) in Path(other).parents:
                     raise OasstDataError(
                         f"{text}: given twice (also inside or around {given}); its records would be counted and trained on twice"
                     )
@@ -291,19 +293,26 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
         if key in seen:
             raise OasstDataError(f"{text}: given twice (also as {seen[key]}); its records would be counted and trained on twice")
         seen[key] = text
+        if isinstance(key, str):
+            local_alpaca[key] = text
 
 
-def _data_format(path: Path) -> str:
+# Formats whose files `datasets` reads as records (a folder is read as one of them only).
+_RECORD_FORMATS = frozenset({".json", ".csv", ".tsv", ".parquet", ".arrow"})
+
+
+def _data_format(path: Path, compressions: tuple[str, ...] = (".gz", ".zst", ".zstd", ".bz2", ".xz")) -> str:
     """A data file's format by its suffix, compression left out (JSON and JSON Lines are one)."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".zst", ".zstd", ".bz2", ".xz"):
+    if suffixes and suffixes[-1] in compressions:
         suffixes = suffixes[:-1]
     suffix = suffixes[-1] if suffixes else "(no suffix)"
     return ".json" if suffix == ".jsonl" else suffix
 
 
 def _is_json_file(path: Path) -> bool:
-    return _data_format(path) == ".json"
+    """JSON the file readers can read: plain, or compressed as open_binary decompresses."""
+    return _data_format(path, (".gz", ".zst", ".zstd")) == ".json"
 
 
 def _saved_to_disk(folder: Path) -> bool:

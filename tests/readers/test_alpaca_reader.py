@@ -688,3 +688,26 @@ def test_a_folder_of_several_formats_is_refused_not_read_in_part(tmp_path, offli
         (folder / name).write_text("instruction,input,output\nq2,,a2\n")
     with pytest.raises(OasstDataError, match=r"its files are of several formats \(\.csv, \.json\)"):
         list(AlpacaReader(str(folder)))
+
+
+def test_folders_with_other_files_or_other_compressions_still_load(tmp_path, offline_datasets):
+    """Review of the format check: a LICENSE.txt is no second format, a .jsonl.xz goes to
+    datasets (the file readers decompress gzip and zstd only), an export beside Alpaca data in
+    one folder is not an Alpaca source given twice."""
+    import lzma
+
+    from oasst_data.readers.alpaca import check_distinct_sources
+
+    records = b"".join(json.dumps({"instruction": f"q{i}", "input": "", "output": "a"}).encode() + b"\n" for i in range(3))
+    compressed = tmp_path / "xz"
+    compressed.mkdir()
+    (compressed / "train.jsonl.xz").write_bytes(lzma.compress(records))
+    assert len(list(AlpacaReader(str(compressed)))) == 3
+    licensed = tmp_path / "licensed"
+    licensed.mkdir()
+    (licensed / "alpaca.jsonl").write_bytes(records)
+    (licensed / "LICENSE.txt").write_text("MIT")
+    assert len(list(AlpacaReader(str(licensed)))) == 3
+    export = licensed / "export.jsonl.gz"
+    export.write_bytes(gzip.compress(b""))
+    check_distinct_sources([export], [str(licensed)])  # no error

@@ -769,3 +769,25 @@ def test_a_pipe_given_as_input_says_so_not_no_such_file(tmp_path):
         result = threads_cli(*options, "--out", str(tmp_path / "t.jsonl"))
         message = assert_one_line_error(result, fifo, None, ": is not a regular file (a pipe or a device?); write it to a file first")
         assert "no such file" not in message
+
+
+def test_a_quarantine_whose_first_record_is_huge_is_still_recognised(tmp_path):
+    from oasst_data.quarantine import is_quarantine_file
+
+    quarantine = tmp_path / "q.jsonl"
+    handler = BadRecordHandler(OnBadRecord.SKIP, quarantine)
+    handler(BadRecordError('in "1".jsonl', 1, "malformed JSON", b"{" + b"x" * (2 << 20)))
+    handler.close()
+    assert quarantine.stat().st_size > 2 << 20 and is_quarantine_file(quarantine)
+    BadRecordHandler(OnBadRecord.SKIP, quarantine).close()  # a clean rerun
+    assert not quarantine.exists()
+    for text in ('{"line": 3}\n', "notes\n", ""):
+        quarantine.write_text(text)
+        assert not is_quarantine_file(quarantine)
+
+
+def test_two_outputs_on_one_device_are_not_a_conflict(tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text("{broken\n")
+    result = threads_cli(str(source), "--on-bad-record", "skip", "--out", os.devnull, "--quarantine", os.devnull)
+    assert result.exit_code == 0, result.output
