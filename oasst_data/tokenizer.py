@@ -95,6 +95,8 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
             "-- if this machine is offline or the hub is unreachable, pass --tokenizer PATH "
             "(a local folder with tokenizer.json)"
         ) from None
+    except ImportError as error:  # a tokenizer class that needs sentencepiece or protobuf
+        raise OasstDataError(f"cannot load tokenizer {name_or_path!r}: a package it needs is missing: {error}") from None
     except Exception as error:  # noqa: BLE001 - damaged files: JSON errors, KeyError, the Rust library's bare Exception
         detail = (str(error).splitlines() or [""])[0]
         raise OasstDataError(

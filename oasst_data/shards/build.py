@@ -93,9 +93,11 @@ class BuildConfig:
             raise ConfigError("workers must be at least 1")
         if isinstance(self.buckets, str):
             self.buckets = parse_buckets(self.buckets)
+        if self.buckets is not None and not len(self.buckets):
+            self.buckets = None  # an empty list has always meant: choose them from the data
         if self.buckets is not None:
             bounds = [int(b) for b in self.buckets]
-            if not bounds or any(b < 1 for b in bounds):
+            if any(b < 1 for b in bounds):
                 raise ConfigError(f"buckets must be positive token counts (upper bounds), got {list(self.buckets)}")
             # Recorded as the bounds actually used (sorted, once each, capped by max_length), so
             # `256,128` and `128,256,256` hash alike, as they build alike.

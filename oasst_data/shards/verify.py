@@ -44,21 +44,32 @@ def verify_shards(out_dir: str | Path) -> VerifyReport:
         report.checked += 1
         if sha256_file(path) != shard["sha256"]:
             report.mismatched.append(shard["path"])
-    saved = manifest.get("tokenizer", {}).get("saved")
-    if saved:  # builds before the tokenizer travelled with its shards have none
-        for name, digest in sorted(saved["files"].items()):
-            relative = f"{saved['folder']}/{name}"
-            path = out_dir / relative
-            if not path.is_file():
-                report.missing.append(relative)
-                continue
-            report.checked += 1
-            if sha256_file(path) != digest:
-                report.mismatched.append(relative)
+    saved = verify_saved_tokenizer(out_dir, manifest)
+    report.checked += saved.checked
+    report.mismatched += saved.mismatched
+    report.missing += saved.missing
     data = out_dir / "data"
     if data.is_dir():
         for path in sorted(data.rglob("*.parquet")):
             relative = path.relative_to(out_dir).as_posix()
             if relative not in listed:
                 report.unlisted.append(relative)
+    return report
+
+
+def verify_saved_tokenizer(out_dir: str | Path, manifest: dict) -> VerifyReport:
+    """The sha256 of the tokenizer files the build saved beside its shards (none before they
+    travelled with the shards), against the manifest: checked before the tokenizer is loaded."""
+    out_dir = Path(out_dir)
+    report = VerifyReport()
+    saved = manifest.get("tokenizer", {}).get("saved")
+    for name, digest in sorted((saved or {}).get("files", {}).items()):
+        relative = f"{saved['folder']}/{name}"
+        path = out_dir / relative
+        if not path.is_file():
+            report.missing.append(relative)
+            continue
+        report.checked += 1
+        if sha256_file(path) != digest:
+            report.mismatched.append(relative)
     return report

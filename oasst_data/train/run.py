@@ -386,11 +386,10 @@ def _open_shards(cfg: TrainConfig):
     """(tokenizer, build, validation rows or None): the build opened against the tokenizer's fingerprint."""
     from ..shards.load import load_manifest
     from ..tokenizer import TokenizerUnavailableError, load_tokenizer
-    from .shards import check_checksums, describe, open_build
+    from ..shards.verify import verify_saved_tokenizer
+    from .shards import ShardsError, describe, open_build
 
     manifest = load_manifest(cfg.shards)
-    if cfg.verify_checksums:  # before anything is read: the saved tokenizer's files too
-        check_checksums(Path(cfg.shards))
     recorded = manifest.get("tokenizer", {})
     saved = Path(cfg.shards) / recorded["saved"]["folder"] if recorded.get("saved") else None
     if cfg.tokenizer:
@@ -401,6 +400,12 @@ def _open_shards(cfg: TrainConfig):
         tokenizer_name = recorded.get("name")
     if not tokenizer_name:
         raise ConfigError(f"{cfg.shards}: the manifest names no tokenizer; pass --tokenizer")
+    if cfg.verify_checksums and saved is not None and tokenizer_name == str(saved):
+        # The saved tokenizer's files before it is loaded; the shards after its fingerprint is
+        # checked (a wrong --tokenizer is named before the whole build is hashed).
+        damage = verify_saved_tokenizer(cfg.shards, manifest).damage()
+        if damage:
+            raise ShardsError(f"{cfg.shards}: the saved tokenizer does not match the manifest ({damage}); rebuild, or run `oasst-data verify`")
     try:
         tokenizer = load_tokenizer(tokenizer_name)
     except TokenizerUnavailableError as error:
@@ -412,7 +417,7 @@ def _open_shards(cfg: TrainConfig):
         tokenizer_name,
         vocab_size=len(tokenizer.tokenizer),
         max_length=cfg.max_length,
-        verify_checksums=False,  # done above
+        verify_checksums=cfg.verify_checksums,
     )
     validation = build.validation if build.validation is not None and len(build.validation) else None
     log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")

@@ -88,7 +88,7 @@ def training_arguments(
         fp16=dtype == "fp16",
         bf16=dtype == "bf16",
         # transformers takes bf16 without a GPU only when told the run is on the CPU.
-        use_cpu=dtype == "bf16" and not torch.cuda.is_available() and deepspeed is None,
+        use_cpu=dtype == "bf16" and deepspeed is None and not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         **recompute,
         deepspeed=deepspeed,
         report_to=cfg.report_to,

@@ -556,6 +556,7 @@ def test_equal_bucket_bounds_however_written_give_one_config_hash(tmp_path):
     configs = [BuildConfig(inputs=[], tokenizer="t", buckets=parse_buckets(text), max_length=2048) for text in written]
     assert {tuple(c.buckets) for c in configs} == {(128, 256, 2048)}
     assert len({json.dumps(c.to_manifest(), sort_keys=True) for c in configs}) == 1
+    assert BuildConfig(inputs=[], tokenizer="t", buckets=[]).buckets is None  # as before: choose from the data
     for bad in ("-5,100", "0"):
         with pytest.raises(ConfigError, match="buckets must be positive token counts"):
             BuildConfig(inputs=[], tokenizer="t", buckets=parse_buckets(bad))

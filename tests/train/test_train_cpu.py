@@ -352,3 +352,21 @@ def test_a_damaged_saved_tokenizer_is_named_by_its_checksum(fixture_shards, tiny
     # Without the checksums, loading it is still one clear error, not a JSONDecodeError.
     with pytest.raises(Exception, match="its files are damaged or not a tokenizer"):
         train(config(build, tiny_model, tmp_path / "out", tokenizer=None, max_steps=1, verify_checksums=False))
+
+
+def test_a_wrong_tokenizer_is_named_before_the_shards_are_hashed(fixture_shards, tiny_model, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    other = AutoTokenizer.from_pretrained(str(FIXTURE_TOKENIZER))
+    other.add_tokens(["a-token-the-build-never-had"])
+    other.save_pretrained(str(tmp_path / "other-tokenizer"))
+    build = tmp_path / "build"
+    shutil.copytree(fixture_shards, build)
+    shard = sorted(build.glob("data/train/*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")  # damaged too: the tokenizer is the first thing to name
+    with pytest.raises(Exception, match="fingerprint"):
+        train(config(build, tiny_model, tmp_path / "out", tokenizer=str(tmp_path / "other-tokenizer"), max_steps=1))
+    with pytest.raises(Exception, match="shards do not match the manifest"):
+        train(config(build, tiny_model, tmp_path / "out", max_steps=1))
