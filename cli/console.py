@@ -46,6 +46,12 @@ def user_errors() -> Iterator[None]:
     except OasstDataError as error:
         err_console.print(f"[bold red]{error_label()}[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except BrokenPipeError:
+        # The reader went away (`... --out /dev/stdout | head`): stop quietly, as Unix tools do;
+        # stdout goes to /dev/null so the flush at exit does not complain again.
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None  # 128 + SIGPIPE
     except OSError as error:  # the machine's answer (disk full, permissions): no traceback either
         where = f"{error.filename}: " if error.filename else ""
         err_console.print(f"[bold red]{error_label()}[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)

@@ -278,3 +278,19 @@ def test_threads_to_stdout_stay_json_lines_the_funnel_goes_to_stderr(tmp_path):
     done = subprocess.run([*command, "--on-bad-record", "skip"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "give --quarantine FILE" in done.stderr
     assert not os.path.exists("/dev/stdout.quarantine.jsonl")
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path):
+    """`threads --out /dev/stdout | head -1` printed 'error: Broken pipe' and exited 1."""
+    import subprocess
+    import sys
+
+    alpaca = tmp_path / "many.jsonl"
+    alpaca.write_text("".join(json.dumps({"instruction": f"Question {i}? " + "x" * 200, "input": "", "output": f"Answer {i}."}) + "\n" for i in range(3000)))
+    command = [sys.executable, "-m", "oasst_data_cli", "threads", "--alpaca", str(alpaca), "--out", "/dev/stdout"]
+    producer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert producer.stdout.readline().startswith(b"{")
+    producer.stdout.close()  # the reader goes away after one line; ~700 kB were still to come
+    _, errors = producer.communicate(timeout=120)
+    assert producer.returncode == 141, errors
+    assert b"error" not in errors and b"Traceback" not in errors
