@@ -12,7 +12,7 @@ batch of the whole bucket never does.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +153,17 @@ def assign_buckets(lengths: np.ndarray, buckets: Sequence[Bucket]) -> np.ndarray
     return np.searchsorted(uppers, np.asarray(lengths, dtype=np.int64), side="left").astype(np.int32)
 
 
+def combined_waste(parts: Iterable[tuple[float, float]]) -> float:
+    """Padding share over several buckets, each batched on its own, from (tokens, waste) of
+    each: padded tokens over all tokens (a bucket of more tokens weighs more)."""
+    real = padded = 0.0
+    for tokens, waste in parts:
+        if tokens > 0:
+            real += tokens
+            padded += tokens / (1.0 - waste)
+    return max(0.0, 1.0 - real / padded) if padded else 0.0
+
+
 def padding_report(
     lengths: np.ndarray,
     bucket_of_row: np.ndarray,
@@ -163,31 +174,23 @@ def padding_report(
     """Expected padding waste per bucket and overall, against random batching over all rows;
     with `batch_tokens`, also for token-budget batches (rows per batch set by each bucket's longest row)."""
     report: dict = {"batch_sizes": list(batch_sizes), "random": {}, "bucketed": {}, "per_bucket": []}
-    for size in batch_sizes:
-        report["random"][str(size)] = round(expected_padding_waste(lengths, size), 6)
-        # Bucketed batching overall: token-weighted over buckets (padded tokens / all tokens).
-        padded = 0.0
-        real = 0.0
-        for bucket in buckets:
-            rows = lengths[bucket_of_row == bucket.index]
-            if rows.size == 0:
-                continue
-            waste = expected_padding_waste(rows, size)
-            real += float(rows.sum())
-            padded += float(rows.sum()) / (1.0 - waste) if waste < 1 else 0.0
-        report["bucketed"][str(size)] = round(1.0 - real / padded, 6) if padded else 0.0
-    real = padded = 0.0
+    parts = []  # (tokens, {batch size: waste}, token-budget waste or None) of each bucket
     for bucket in buckets:
         rows = lengths[bucket_of_row == bucket.index]
+        wastes = {size: expected_padding_waste(rows, size) for size in batch_sizes}
         entry = bucket.to_dict() | {"rows": int(rows.size)}
-        entry["expected_waste"] = {str(s): round(expected_padding_waste(rows, s), 6) for s in batch_sizes}
+        entry["expected_waste"] = {str(size): round(waste, 6) for size, waste in wastes.items()}
+        budget_waste = None
         if batch_tokens and rows.size:
             per_batch = rows_per_token_budget(batch_tokens, int(rows.max()))
-            waste = expected_padding_waste(rows, per_batch)
-            entry["token_budget"] = {"rows_per_batch": per_batch, "expected_waste": round(waste, 6)}
-            real += float(rows.sum())
-            padded += float(rows.sum()) / (1.0 - waste)
+            budget_waste = expected_padding_waste(rows, per_batch)
+            entry["token_budget"] = {"rows_per_batch": per_batch, "expected_waste": round(budget_waste, 6)}
         report["per_bucket"].append(entry)
+        parts.append((float(rows.sum()), wastes, budget_waste))
+    for size in batch_sizes:
+        report["random"][str(size)] = round(expected_padding_waste(lengths, size), 6)
+        report["bucketed"][str(size)] = round(combined_waste((tokens, wastes[size]) for tokens, wastes, _ in parts), 6)
     if batch_tokens:
-        report["token_budget"] = {"batch_tokens": batch_tokens, "bucketed": round(1.0 - real / padded, 6) if padded else 0.0}
+        bucketed = combined_waste((tokens, budget) for tokens, _, budget in parts if budget is not None)
+        report["token_budget"] = {"batch_tokens": batch_tokens, "bucketed": round(bucketed, 6)}
     return report

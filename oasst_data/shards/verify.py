@@ -36,14 +36,8 @@ def verify_shards(out_dir: str | Path) -> VerifyReport:
     report = VerifyReport()
     listed = set()
     for shard in manifest["shards"]:
-        path = out_dir / shard["path"]
         listed.add(shard["path"])
-        if not path.is_file():
-            report.missing.append(shard["path"])
-            continue
-        report.checked += 1
-        if sha256_file(path) != shard["sha256"]:
-            report.mismatched.append(shard["path"])
+        _check_file(out_dir, shard["path"], shard["sha256"], report)
     saved = verify_saved_tokenizer(out_dir, manifest)
     report.checked += saved.checked
     report.mismatched += saved.mismatched
@@ -64,12 +58,15 @@ def verify_saved_tokenizer(out_dir: str | Path, manifest: dict) -> VerifyReport:
     report = VerifyReport()
     saved = manifest.get("tokenizer", {}).get("saved")
     for name, digest in sorted((saved or {}).get("files", {}).items()):
-        relative = f"{saved['folder']}/{name}"
-        path = out_dir / relative
-        if not path.is_file():
-            report.missing.append(relative)
-            continue
-        report.checked += 1
-        if sha256_file(path) != digest:
-            report.mismatched.append(relative)
+        _check_file(out_dir, f"{saved['folder']}/{name}", digest, report)
     return report
+
+
+def _check_file(out_dir: Path, relative: str, digest: str, report: VerifyReport) -> None:
+    path = out_dir / relative
+    if not path.is_file():
+        report.missing.append(relative)
+        return
+    report.checked += 1
+    if sha256_file(path) != digest:
+        report.mismatched.append(relative)

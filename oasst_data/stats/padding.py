@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..shards.buckets import rows_per_token_budget, waste_of_histogram
+from ..shards.buckets import combined_waste, rows_per_token_budget, waste_of_histogram
 
 BATCH_SIZES = (1, 4, 8)
 
@@ -29,8 +29,7 @@ def bucketed_waste(histograms: Sequence[Mapping[int, int]], batch_size: int | No
     """Waste over all buckets when every batch is drawn from one bucket (token-weighted): batches
     of `batch_size` rows, or token-budget batches (as many rows as fit in `batch_tokens`,
     counted against the bucket's longest row, the trainer's rule)."""
-    real = 0.0
-    padded = 0.0
+    parts = []
     for histogram in histograms:
         tokens = float(sum(length * rows for length, rows in histogram.items()))
         if tokens == 0:
@@ -40,6 +39,5 @@ def bucketed_waste(histograms: Sequence[Mapping[int, int]], batch_size: int | No
             waste = expected_waste(histogram, rows_per_token_budget(batch_tokens, longest))
         else:
             waste = expected_waste(histogram, batch_size or 1)
-        real += tokens
-        padded += tokens / (1.0 - waste)
-    return max(0.0, 1.0 - real / padded) if padded else 0.0
+        parts.append((tokens, waste))
+    return combined_waste(parts)

@@ -224,9 +224,6 @@ def resolve_config(presets: list[str] | tuple[str, ...] = (), **flags: Any) -> T
         raise
 
 
-__all__ = ["TrainConfig", "field_help", "load_preset", "preset_names", "resolve_config"]
-
-
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON file that must hold one object (a checkpoint's state, a DeepSpeed config), or a
     ConfigError naming the file and what it should have been."""
@@ -237,3 +234,6 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: not {what} (expected a JSON object, got {type(loaded).__name__})")
     return loaded
+
+
+__all__ = ["TrainConfig", "field_help", "load_preset", "preset_names", "read_json_object", "resolve_config"]
