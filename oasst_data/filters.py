@@ -264,6 +264,11 @@ class OtherDropReason:
 OTHER_DROP_REASONS: tuple[OtherDropReason, ...] = (
     OtherDropReason("duplicate_tree", "tree", "a tree id read before (overlapping inputs); a bad record: the first copy is kept"),
     OtherDropReason("duplicate_thread", "tree", "a thread record ending at a message read before; a bad record"),
+    OtherDropReason(
+        "duplicate_message", "tree",
+        "a message id that another record kept by the tree filters held (a tree given both whole and as "
+        "thread records, or one id in two trees); a bad record",
+    ),
     OtherDropReason("invalid_tree", "tree", "roles do not alternate from a prompter root; a bad record"),
     OtherDropReason("empty_text", "Alpaca record", "a blank instruction or output (Alpaca records pass no other filter)"),
     OtherDropReason("overflow", "row (build)", "longer than --max-length with --overflow drop"),

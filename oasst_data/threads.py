@@ -21,6 +21,7 @@ from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
 from .readers.files import ByteCounter, expand_inputs
 from .readers.oasst import LocatedTree, OasstExportReader
 from .records import AlpacaRecord, ExportMessage
+from .repeats import Repeat, SeenRecords
 from .split import assign_split
 from .traversal import InvalidTreeError, iter_candidate_paths, trim_trailing_prompter, validate_roles
 
@@ -34,20 +35,12 @@ _ROLES = {role.value: role for role in Role}
 
 
 # Tree drops that are also bad records, set aside whole in the quarantine.
-QUARANTINED_TREE_DROPS = ("invalid_tree", "duplicate_tree", "duplicate_thread")
+QUARANTINED_TREE_DROPS = ("invalid_tree", "duplicate_tree", "duplicate_thread", "duplicate_message")
 
 
 def quarantined_trees(funnel: Funnel) -> int:
     """Trees of `funnel` set aside as bad records (counted both as a drop and as a bad record)."""
     return sum(funnel.tree_drops.get(reason, 0) for reason in QUARANTINED_TREE_DROPS)
-
-
-def _last_message(tree) -> ExportMessage:
-    """The leaf of a one-path tree (a thread record), without recursion."""
-    message = tree.prompt
-    while message.replies:
-        message = message.replies[-1]
-    return message
 
 
 def _first_drop(filters: Sequence, item) -> str | None:
@@ -67,12 +60,8 @@ class ThreadExtractor:
         self.bytes_read = ByteCounter()
         # Alpaca ids seen so far, across sources: identical records get unique ids.
         self._alpaca_seen: dict[str, int] = {}
-        # Where each message tree was first read, across files: a second copy (overlapping exports,
-        # such as an "all" export and its "ready" subset) would be trained on twice. About 150 bytes
-        # a tree. Thread records (the threads of one tree share its id) are keyed by their last
-        # message instead, which names one root-to-leaf path.
-        self._trees_seen: dict[str, tuple[str, int]] = {}
-        self._threads_seen: dict[str, tuple[str, int]] = {}
+        # Trees, threads and messages read so far, across files: a second copy would be trained on twice.
+        self._seen = SeenRecords()
         # Input lines of the trees set aside whole (QUARANTINED_TREE_DROPS), each quarantined.
         self._quarantined_tree_lines = 0
         self._warned_alpaca_lang = False
@@ -130,30 +119,23 @@ class ThreadExtractor:
 
     def tree_threads(self, located: LocatedTree, funnel: Funnel) -> Iterator[Thread]:
         tree = located.tree
-        if located.kind == "thread":
-            key = _last_message(tree).message_id
-            repeat, what, seen = "duplicate_thread", f"thread ending at message {key}", self._threads_seen
-        else:
-            key = tree.message_tree_id
-            repeat, what, seen = "duplicate_tree", f"tree {key}", self._trees_seen
-        first = seen.setdefault(key, (located.source, located.line))
-        if first != (located.source, located.line):
-            funnel.tree_drops[repeat] += 1
-            self._set_aside(
-                located,
-                f"{what} was already read at {first[0]}:{first[1]} (overlapping inputs? "
-                "give each once, or --on-bad-record skip keeps the first copy)",
-            )
+        repeat = self._seen.check_record(located)
+        if repeat is not None:
+            self._set_aside_repeat(located, repeat, funnel)
             return
         reason = _first_drop(self.tree_filters, tree)
         if reason is not None:
             funnel.tree_drops[reason] += 1
             return
         try:
-            validate_roles(tree.prompt)
+            message_ids = validate_roles(tree.prompt)
         except InvalidTreeError as error:
             funnel.tree_drops["invalid_tree"] += 1
             self._set_aside(located, f"invalid tree {tree.message_tree_id}: {error}")
+            return
+        repeat = self._seen.check_messages(located, message_ids)
+        if repeat is not None:
+            self._set_aside_repeat(located, repeat, funnel)
             return
         funnel.trees_kept += 1
         split = assign_split(tree.message_tree_id, self.config.val_split, self.config.seed)
@@ -170,6 +152,10 @@ class ThreadExtractor:
             funnel.threads += 1
             funnel.threads_by_split[split.value] += 1
             yield thread
+
+    def _set_aside_repeat(self, located: LocatedTree, repeat: Repeat, funnel: Funnel) -> None:
+        funnel.tree_drops[repeat.reason] += 1
+        self._set_aside(located, repeat.message)
 
     def _set_aside(self, located: LocatedTree, reason: str) -> None:
         """Quarantine a whole tree: one bad record per input line it was read from, same reason on each."""

@@ -33,9 +33,9 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-def validate_roles(root: ExportMessage) -> None:
-    """Raise InvalidTreeError unless the root is a prompter, roles alternate on every edge and no
-    message id appears twice (a thread is named by its last message's id)."""
+def validate_roles(root: ExportMessage) -> set[str]:
+    """The tree's message ids; InvalidTreeError unless the root is a prompter, roles alternate on
+    every edge and no message id appears twice (a thread is named by its last message's id)."""
     if root.role != "prompter":
         raise InvalidTreeError(f"root message {root.message_id} is {root.role}, expected prompter")
     stack = [root]
@@ -54,6 +54,7 @@ def validate_roles(root: ExportMessage) -> None:
                         f"({node.message_id}); roles must alternate"
                     )
             stack.extend(replies)
+    return seen
 
 
 def iter_candidate_paths(root: ExportMessage) -> Iterator[list[ExportMessage]]:

@@ -188,6 +188,13 @@ def _undeleted(tree: ExportMessageTree) -> ExportMessageTree:
 def test_split_of_a_tree_depends_only_on_its_id(forest, others, config, other_config):
     for index, tree in enumerate(others):
         tree["message_tree_id"] = f"other{index}"
+        stack = [tree["prompt"]]  # message ids are unique across trees, as in an export
+        while stack:
+            message = stack.pop()
+            message["message_id"] = f"other{index}-{message['message_id']}"
+            for reply in message["replies"]:
+                reply["parent_id"] = message["message_id"]
+            stack.extend(message["replies"])
     val_split = 0.5
     config.val_split = other_config.val_split = val_split
     alone, _ = run(forest, config)

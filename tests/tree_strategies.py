@@ -85,3 +85,20 @@ def keep_sibling_order(rows: list[dict], order: list[int]) -> list[dict]:
         queues.setdefault((row["message_tree_id"], row["parent_id"]), []).append(row)
     iterators = {key: iter(group) for key, group in queues.items()}
     return [next(iterators[(rows[i]["message_tree_id"], rows[i]["parent_id"])]) for i in order]
+
+
+def thread_records(tree: dict, with_tree_id: bool = True) -> list[dict]:
+    """Every root-to-leaf path of the tree as a thread record (as a threads export holds it), leaves in order."""
+    records = []
+    stack = [[tree["prompt"]]]
+    while stack:
+        path = stack.pop()
+        replies = path[-1]["replies"]
+        if not replies:
+            messages = [{k: v for k, v in node.items() if k != "replies"} for node in path]
+            record = {"thread_id": f"th-{messages[-1]['message_id']}", "tree_state": tree["tree_state"], "thread": messages}
+            if with_tree_id:
+                record["message_tree_id"] = tree["message_tree_id"]
+            records.append(record)
+        stack.extend(path + [reply] for reply in reversed(replies))
+    return records

@@ -296,8 +296,11 @@ def thread_as_tree(thread: ExportMessageThread) -> ExportMessageTree:
         parent.replies = [child]
     if not messages:
         raise ValueError("empty thread")
+    # The tree, not the thread, decides the split: every thread of a tree must land on the same
+    # side. Without a tree id the root's stands in (Open-Assistant names a tree by its root).
+    root = messages[0]
     return ExportMessageTree(
-        message_tree_id=thread.message_tree_id or thread.thread_id,
+        message_tree_id=thread.message_tree_id or root.message_tree_id or root.message_id,
         prompt=messages[0],
         tree_state=thread.tree_state,
     )

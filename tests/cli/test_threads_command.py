@@ -208,6 +208,12 @@ def test_filters_command_explains_every_reason_a_funnel_can_count(tmp_path):
         "message_id": "b1", "text": "x", "role": "assistant", "lang": "en", "review_result": True, "replies": []}}
     invalid = tmp_path / "invalid.jsonl"
     invalid.write_text(json.dumps(bad_roles) + "\n")
+    # A thread record of a tree also given whole: the same messages twice.
+    basic = json.loads((FIXTURES / "oasst" / "trees.jsonl").read_text().splitlines()[0])
+    path = [basic["prompt"], basic["prompt"]["replies"][0]]
+    thread = {"thread_id": "th-basic", "message_tree_id": basic["message_tree_id"], "tree_state": basic["tree_state"],
+              "thread": [{k: v for k, v in m.items() if k != "replies"} for m in path]}
+    (tmp_path / "thread-of-a-tree.jsonl").write_text(json.dumps(thread) + "\n")
     copies = []
     for name in ("trees.jsonl", "threads.jsonl"):
         copy = tmp_path / f"copy-{name}"
@@ -215,12 +221,12 @@ def test_filters_command_explains_every_reason_a_funnel_can_count(tmp_path):
         copies += [str(FIXTURES / "oasst" / name), str(copy)]
     seen: set[str] = set()
     for options in (["--lang", "*"], ["--top-k", "1"], ["--max-label", "spam=0.1"], ["--synthetic", "only", "--lang-scope", "all"]):
-        result = runner.invoke(app, ["threads", *copies, str(invalid), "--alpaca", str(FIXTURES / "alpaca" / "alpaca.json"),
+        result = runner.invoke(app, ["threads", *copies, str(invalid), str(tmp_path / "thread-of-a-tree.jsonl"), "--alpaca", str(FIXTURES / "alpaca" / "alpaca.json"),
                                      "--on-bad-record", "skip", "--json", "--out", str(tmp_path / "t.jsonl"), *options])
         assert result.exit_code == 0, result.output
         funnel = json.loads(result.stdout)["funnel"]
         seen |= {reason.split(":")[0] for reason in [*funnel["tree_drops"], *funnel["thread_drops"]]}
-    assert {"duplicate_tree", "duplicate_thread", "invalid_tree", "empty_text", "top_k", "max_label"} <= seen
+    assert {"duplicate_tree", "duplicate_thread", "duplicate_message", "invalid_tree", "empty_text", "top_k", "max_label"} <= seen
     assert seen <= listed, seen - listed
     shown = runner.invoke(app, ["filters"], terminal_width=200).stdout
     for reason in listed:

@@ -1,0 +1,135 @@
+"""Records read a second time across inputs: a tree, a thread, or one message in two places.
+
+Overlapping exports (an "all" export and its "ready" subset, one export as trees and as
+threads) would otherwise be trained on twice. What counts as read before:
+
+- a message tree whose id was read before (`duplicate_tree`);
+- a thread record ending at the message another thread record ended at (`duplicate_thread`);
+- a record holding a message id that another record the filters kept held (`duplicate_message`),
+  except thread records of one tree, which share their prefixes by construction. This is how a
+  thread record and a message tree holding the same conversation are told apart from new data,
+  and how an export that reuses a message id in two trees is caught.
+
+The first two are checked on every record, before the filters (a repeat is a repeat whatever
+the selection); the third on the records the tree filters keep, with the ids `validate_roles`
+collects anyway, so it costs no walk of its own. Memory: the ids kept, ~130 bytes a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from .readers.oasst import LocatedTree
+from .records import ExportMessage
+
+
+class _FirstRead(msgspec.Struct, frozen=True, gc=False):
+    """The record that first brought an id; shared by all the ids one record brought.
+
+    A msgspec Struct: made in C and never tracked by the garbage collector (one per record kept).
+    """
+
+    tree_id: str
+    source: str
+    line: int
+    is_thread: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A record read before: the funnel's drop reason and the sentence for the error or quarantine."""
+
+    reason: str
+    message: str
+
+
+_HINT = "(overlapping inputs? give each once, or --on-bad-record skip keeps the first copy)"
+
+
+class SeenRecords:
+    """Remembers the trees, threads and messages read; names a record read before."""
+
+    def __init__(self) -> None:
+        self._trees: dict[str, _FirstRead] = {}
+        self._threads: dict[str, _FirstRead] = {}
+        self._messages: dict[str, _FirstRead] = {}
+
+    def check_record(self, located: LocatedTree) -> Repeat | None:
+        """The repeat `located` is by its tree id (or a thread record's last message), or None after remembering it."""
+        seen, key = self._key(located)
+        earlier = seen.get(key)
+        if earlier is not None:
+            what, reason = (f"thread ending at message {key}", "duplicate_thread") if seen is self._threads else (f"tree {key}", "duplicate_tree")
+            return Repeat(reason, f"{what} was already read at {earlier.where} {_HINT}")
+        seen[key] = _first_read(located)
+        return None
+
+    def check_messages(self, located: LocatedTree, message_ids: set[str]) -> Repeat | None:
+        """The message of `located` (ids `message_ids`) read before in another record, or None after remembering them.
+
+        A repeat found here also forgets the record's key from `check_record`: the copy is set
+        aside, and a later one is named against the record that was kept.
+        """
+        messages = self._messages
+        first = _first_read(located)
+        # The common case (no id seen before) stays in C: one disjointness test, one update.
+        if messages.keys().isdisjoint(message_ids):
+            messages.update(dict.fromkeys(message_ids, first))
+            return None
+        for message_id in _message_ids(located.tree.prompt):  # in tree order, so the first repeat is named
+            earlier = messages.get(message_id)
+            if earlier is not None and not (first.is_thread and earlier.is_thread and earlier.tree_id == first.tree_id):
+                seen, key = self._key(located)
+                if seen.get(key) == first:
+                    del seen[key]
+                return Repeat("duplicate_message", _repeated_message(message_id, first, earlier))
+        messages.update(dict.fromkeys((i for i in message_ids if i not in messages), first))
+        return None
+
+    def _key(self, located: LocatedTree) -> tuple[dict[str, _FirstRead], str]:
+        if located.kind == "thread":
+            return self._threads, _leaf(located.tree.prompt).message_id
+        return self._trees, located.tree.message_tree_id
+
+
+def _first_read(located: LocatedTree) -> _FirstRead:
+    return _FirstRead(located.tree.message_tree_id, located.source, located.line, located.kind == "thread")
+
+
+def _leaf(root: ExportMessage) -> ExportMessage:
+    """The last message of a one-path tree (a thread record), without recursion."""
+    message = root
+    while message.replies:
+        message = message.replies[-1]
+    return message
+
+
+def _message_ids(root: ExportMessage) -> list[str]:
+    """Every message id of the tree, depth first with replies in order, without recursion."""
+    ids: list[str] = []
+    stack = [root]
+    while stack:
+        message = stack.pop()
+        ids.append(message.message_id)
+        replies = message.replies
+        if replies:
+            stack.extend(reversed(replies))
+    return ids
+
+
+def _repeated_message(message_id: str, first: _FirstRead, earlier: _FirstRead) -> str:
+    here = "thread record" if first.is_thread else "tree"
+    there = f"thread record of tree {earlier.tree_id}" if earlier.is_thread else f"tree {earlier.tree_id}"
+    if first.is_thread != earlier.is_thread and first.tree_id == earlier.tree_id:
+        why = "(a tree and its threads given both? give one of them, or --on-bad-record skip keeps the first)"
+    elif first.tree_id == earlier.tree_id:
+        why = _HINT
+    else:
+        why = "(a message id in two trees: a damaged export? --on-bad-record skip keeps the first)"
+    return f"message {message_id} of this {here} (tree {first.tree_id}) was already read in the {there} at {earlier.where} {why}"

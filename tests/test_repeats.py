@@ -1,0 +1,110 @@
+"""Records read twice across inputs: trees, threads, and messages in two places (oasst_data.repeats)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+
+from oasst_data.config import ThreadConfig
+from oasst_data.quarantine import OnBadRecord
+from oasst_data.threads import ThreadExtractor, extract_threads
+
+from .conftest import FIXTURES
+from .readers.test_bad_input import assert_accounted, assert_one_line_error, skip_run, threads_cli
+from .tree_strategies import export_forests, thread_records
+
+TREES = [json.loads(line) for line in (FIXTURES / "oasst" / "trees.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def keys(threads) -> list[tuple]:
+    return [(t.tree_id, t.split.value, tuple(turn.id for turn in t.turns)) for t in threads]
+
+
+def test_threads_of_one_tree_without_a_tree_id_share_its_split(tmp_path):
+    """The split is per tree: thread records without message_tree_id go by their root, not their thread_id."""
+    records = [r for tree in TREES for r in thread_records(tree, with_tree_id=False)]
+    threads, _ = extract_threads([write_jsonl(tmp_path / "threads.jsonl", records)], config=ThreadConfig(val_split=0.5))
+    splits: dict[str, set[str]] = {}
+    for thread in threads:
+        splits.setdefault(thread.tree_id, set()).add(thread.split.value)
+    by_root = {tree["prompt"]["message_id"] for tree in TREES}
+    assert set(splits) <= by_root and len(splits) >= 5
+    assert all(len(sides) == 1 for sides in splits.values()), splits
+    assert {side for sides in splits.values() for side in sides} == {"train", "validation"}
+
+
+def test_a_tree_and_its_threads_given_both_are_trained_on_once(tmp_path):
+    trees = write_jsonl(tmp_path / "trees.jsonl", TREES)
+    records = [r for tree in TREES for r in thread_records(tree)]
+    threads = write_jsonl(tmp_path / "threads.jsonl", records)
+    out = tmp_path / "t.jsonl"
+    message = assert_one_line_error(threads_cli(str(trees), str(threads), "--out", str(out)), threads, 1, "was already read in the tree")
+    assert f"{trees}:1" in message and "a tree and its threads given both" in message
+
+    alone, _, _ = skip_run(tmp_path / "alone.jsonl", str(trees))
+    report, entries, _ = skip_run(out, str(trees), str(threads))
+    assert report["funnel"]["threads"] == alone["funnel"]["threads"]
+    assert report["funnel"]["trees_kept"] == alone["funnel"]["trees_kept"]
+    # Compared among the records the tree filters keep: every thread record they keep is a repeat.
+    threads_alone, _, _ = skip_run(tmp_path / "threads-alone.jsonl", str(threads))
+    assert report["funnel"]["tree_drops"]["duplicate_message"] == len(entries) == threads_alone["funnel"]["trees_kept"] >= 10
+    assert {e["source"] for e in entries} == {str(threads)}
+    assert_accounted(report, entries)
+
+
+def test_a_message_id_in_two_trees_is_a_bad_record(tmp_path):
+    second = copy.deepcopy(TREES[0])
+    second["message_tree_id"] = "t-other"
+    second["prompt"]["message_id"] = "other-root"
+    path = write_jsonl(tmp_path / "trees.jsonl", [TREES[0], second])
+    message = assert_one_line_error(threads_cli(str(path), "--out", str(tmp_path / "t.jsonl")), path, 2, "a message id in two trees")
+    reused = TREES[0]["prompt"]["replies"][0]["message_id"]
+    assert f"message {reused} of this tree (tree t-other) was already read in the tree {TREES[0]['message_tree_id']} at {path}:1" in message
+
+
+def test_thread_records_sharing_a_prefix_are_one_tree_not_repeats(tmp_path):
+    records = [r for tree in TREES for r in thread_records(tree)]
+    assert any(len(r["thread"]) > 1 and r["thread"][0]["message_id"] == s["thread"][0]["message_id"] for r in records for s in records if r is not s)
+    _, funnel = extract_threads([write_jsonl(tmp_path / "threads.jsonl", records)], config=ThreadConfig(val_split=0.0))
+    assert not {"duplicate_message", "duplicate_thread"} & set(funnel.tree_drops)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(forest=export_forests(max_size=4))
+def test_trees_and_their_threads_in_either_order_give_the_first_inputs_threads(tmp_path, forest):
+    trees = write_jsonl(tmp_path / "trees.jsonl", forest)
+    threads = write_jsonl(tmp_path / "threads.jsonl", [r for tree in forest for r in thread_records(tree)])
+    config = ThreadConfig(val_split=0.3, tree_states=("*",), on_bad_record=OnBadRecord.SKIP, quarantine=tmp_path / "q.jsonl")
+    for first, second in [(trees, threads), (threads, trees)]:
+        alone = keys(ThreadExtractor(config).run([first]))
+        extractor = ThreadExtractor(config)
+        both = keys(extractor.run([first, second]))
+        assert both == alone
+        # Every record of the second input the filters keep is a repeat: a thread record of a tree
+        # given before it, or a tree whose first thread came before.
+        kept = ThreadExtractor(config)
+        list(kept.run([first]))
+        assert extractor.funnel.trees_kept == kept.funnel.trees_kept
+        second_kept = ThreadExtractor(config)
+        list(second_kept.run([second]))
+        assert extractor.funnel.tree_drops.get("duplicate_message", 0) == second_kept.funnel.trees_kept
+
+
+def test_a_copy_set_aside_is_not_named_as_the_first_read(tmp_path):
+    """A thread record set aside as a repeat is forgotten: a third copy is named against the tree that was kept."""
+    trees = write_jsonl(tmp_path / "trees.jsonl", TREES[:1])
+    records = thread_records(TREES[0])
+    threads = write_jsonl(tmp_path / "threads.jsonl", records)
+    again = write_jsonl(tmp_path / "again.jsonl", records)
+    report, entries, _ = skip_run(tmp_path / "t.jsonl", str(trees), str(threads), str(again))
+    assert len(entries) == 2 * len(records) and report["funnel"]["tree_drops"] == {"duplicate_message": 2 * len(records)}
+    assert all(f"at {trees}:1" in e["reason"] for e in entries)
+    assert_accounted(report, entries)
