@@ -46,7 +46,9 @@ for thread in extractor.run([path]):
     digest.update(format_training(thread.turns).encode("utf-8"))
     threads += 1
 seconds = time.perf_counter() - start
-print(json.dumps({"threads": threads, "trees": extractor.funnel.trees_read, "seconds": seconds, "digest": digest.hexdigest()}))
+import oasst_data
+print(json.dumps({"threads": threads, "trees": extractor.funnel.trees_read, "seconds": seconds, "digest": digest.hexdigest(),
+                  "package": oasst_data.__file__}))
 '''
 
 BASELINE = r'''
@@ -76,8 +78,10 @@ print(json.dumps({"threads": threads, "trees": trees, "seconds": seconds, "diges
 def measure_with_rss(code: str, *args: str, pythonpath: Path | None = None) -> dict:
     """Run `code` in a fresh interpreter: its JSON line, wall time and its own peak RSS (os.wait4)."""
     env = dict(os.environ)
-    if pythonpath is not None:  # another checkout's oasst_data shadows the installed one
-        env["PYTHONPATH"] = str(pythonpath)
+    if pythonpath is not None:
+        # Another checkout's oasst_data, ahead of the working directory that `python -c` puts first
+        # on sys.path (PYTHONPATH alone loses to it when the benchmark runs from the repository root).
+        code = f"import sys; sys.path.insert(0, {str(Path(pythonpath).resolve())!r})\n" + code
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, text=True, env=env)
@@ -112,6 +116,10 @@ def run_size(export: Path, repeat: int, before: Path | None = None) -> dict:
         runs["package"].append(measure_with_rss(PACKAGE, str(export)))
         if before:
             runs["before"].append(measure_with_rss(PACKAGE, str(export), pythonpath=before))
+    if before:
+        imported = Path(runs["before"][0]["package"]).resolve()
+        if not imported.is_relative_to(before.resolve()):
+            raise SystemExit(f"--before imported {imported}, not the checkout {before}")
     for side in sides:
         digests = {(r["threads"], r["digest"]) for r in runs[side]}
         if len(digests) != 1:
