@@ -269,7 +269,14 @@ OTHER_DROP_REASONS: tuple[OtherDropReason, ...] = (
         "a message id that another record kept by the tree filters held (a tree given both whole and as "
         "thread records, or one id in two trees); a bad record",
     ),
-    OtherDropReason("invalid_tree", "tree", "roles do not alternate from a prompter root; a bad record"),
+    OtherDropReason(
+        "duplicate_path", "thread",
+        "a thread record whose thread, its trailing prompter trimmed, an earlier record gave (sibling prompter leaves)",
+    ),
+    OtherDropReason(
+        "invalid_tree", "tree",
+        "roles do not alternate from a prompter root, an id repeats, or parent_id contradicts the nesting; a bad record",
+    ),
     OtherDropReason("empty_text", "Alpaca record", "a blank instruction or output (Alpaca records pass no other filter)"),
     OtherDropReason("overflow", "row (build)", "longer than --max-length with --overflow drop"),
     OtherDropReason("no trainable token", "row (build)", "no assistant token left after truncation"),

@@ -5,13 +5,14 @@ threads) would otherwise be trained on twice. What counts as read before:
 
 - a message tree whose id was read before (`duplicate_tree`);
 - a thread record ending at the message another thread record ended at (`duplicate_thread`);
+  and, not a bad record, one whose thread (trailing prompter trimmed) another gave (`duplicate_path`);
 - a record holding a message id that another record the filters kept held (`duplicate_message`),
   except thread records of one tree, which share their prefixes by construction. This is how a
   thread record and a message tree holding the same conversation are told apart from new data,
   and how an export that reuses a message id in two trees is caught.
 
 The first two are checked on every record, before the filters (a repeat is a repeat whatever
-the selection); the third on the records the tree filters keep, with the ids `validate_roles`
+the selection); the third on the records the tree filters keep, with the ids `validate_tree`
 collects anyway, so it costs no walk of its own. Memory: the ids kept, ~130 bytes a message.
 """
 
@@ -59,6 +60,7 @@ class SeenRecords:
         self._trees: dict[str, _FirstRead] = {}
         self._threads: dict[str, _FirstRead] = {}
         self._messages: dict[str, _FirstRead] = {}
+        self._thread_ends: set[str] = set()
 
     def check_record(self, located: LocatedTree) -> Repeat | None:
         """The repeat `located` is by its tree id (or a thread record's last message), or None after remembering it."""
@@ -91,6 +93,17 @@ class SeenRecords:
                 return Repeat("duplicate_message", _repeated_message(message_id, first, earlier))
         messages.update(dict.fromkeys((i for i in message_ids if i not in messages), first))
         return None
+
+    def first_thread_end(self, message_id: str) -> bool:
+        """Whether no thread record before gave a thread ending at `message_id` (its trailing prompter trimmed).
+
+        Thread records ending in sibling prompter leaves ([Q, A, Q2] and [Q, A, Q3]) are distinct
+        records that trim to the same thread [Q, A]: not bad records, but one thread.
+        """
+        if message_id in self._thread_ends:
+            return False
+        self._thread_ends.add(message_id)
+        return True
 
     def _key(self, located: LocatedTree) -> tuple[dict[str, _FirstRead], str]:
         if located.kind == "thread":

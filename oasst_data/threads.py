@@ -23,7 +23,7 @@ from .readers.oasst import LocatedTree, OasstExportReader
 from .records import AlpacaRecord, ExportMessage
 from .repeats import Repeat, SeenRecords
 from .split import assign_split
-from .traversal import InvalidTreeError, iter_candidate_paths, trim_trailing_prompter, validate_roles
+from .traversal import InvalidTreeError, iter_candidate_paths, trim_trailing_prompter, validate_tree
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class ThreadExtractor:
             funnel.tree_drops[reason] += 1
             return
         try:
-            message_ids = validate_roles(tree.prompt)
+            message_ids = validate_tree(tree.prompt)
         except InvalidTreeError as error:
             funnel.tree_drops["invalid_tree"] += 1
             self._set_aside(located, f"invalid tree {tree.message_tree_id}: {error}")
@@ -148,7 +148,12 @@ class ThreadExtractor:
             if reason is not None:
                 funnel.thread_drops[reason] += 1
                 continue
-            thread = self._make_thread(trim_trailing_prompter(path), tree.message_tree_id, split, turns)
+            path = trim_trailing_prompter(path)
+            if located.kind == "thread" and not self._seen.first_thread_end(path[-1].message_id):
+                # Thread records ending in sibling prompter leaves trim to one thread: trained once.
+                funnel.thread_drops["duplicate_path"] += 1
+                continue
+            thread = self._make_thread(path, tree.message_tree_id, split, turns)
             funnel.threads += 1
             funnel.threads_by_split[split.value] += 1
             yield thread

@@ -33,11 +33,17 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-def validate_roles(root: ExportMessage) -> set[str]:
-    """The tree's message ids; InvalidTreeError unless the root is a prompter, roles alternate on
-    every edge and no message id appears twice (a thread is named by its last message's id)."""
+def validate_tree(root: ExportMessage) -> set[str]:
+    """The tree's message ids; InvalidTreeError unless it is a whole tree whose shape can be trained on.
+
+    The root is a prompter without a parent, roles alternate on every edge, no message id appears
+    twice (a thread is named by its last message's id), and every `parent_id` given names the
+    message the reply is nested under (a thread record's messages form one chain).
+    """
     if root.role != "prompter":
         raise InvalidTreeError(f"root message {root.message_id} is {root.role}, expected prompter")
+    if root.parent_id:
+        raise InvalidTreeError(f"root message {root.message_id} has parent_id {root.parent_id}: the tree or thread does not start at its root")
     stack = [root]
     seen = {root.message_id}
     while stack:
@@ -52,6 +58,10 @@ def validate_roles(root: ExportMessage) -> set[str]:
                     raise InvalidTreeError(
                         f"message {reply.message_id} is {_article(reply.role)} {reply.role} reply to {_article(node.role)} {node.role} "
                         f"({node.message_id}); roles must alternate"
+                    )
+                if reply.parent_id and reply.parent_id != node.message_id:
+                    raise InvalidTreeError(
+                        f"message {reply.message_id} has parent_id {reply.parent_id} but follows {node.message_id}"
                     )
             stack.extend(replies)
     return seen

@@ -64,6 +64,8 @@ def test_a_message_id_in_two_trees_is_a_bad_record(tmp_path):
     second = copy.deepcopy(TREES[0])
     second["message_tree_id"] = "t-other"
     second["prompt"]["message_id"] = "other-root"
+    for reply in second["prompt"]["replies"]:
+        reply["parent_id"] = "other-root"
     path = write_jsonl(tmp_path / "trees.jsonl", [TREES[0], second])
     message = assert_one_line_error(threads_cli(str(path), "--out", str(tmp_path / "t.jsonl")), path, 2, "a message id in two trees")
     reused = TREES[0]["prompt"]["replies"][0]["message_id"]
@@ -108,3 +110,29 @@ def test_a_copy_set_aside_is_not_named_as_the_first_read(tmp_path):
     assert len(entries) == 2 * len(records) and report["funnel"]["tree_drops"] == {"duplicate_message": 2 * len(records)}
     assert all(f"at {trees}:1" in e["reason"] for e in entries)
     assert_accounted(report, entries)
+
+
+def test_thread_records_ending_in_sibling_prompter_leaves_give_one_thread(tmp_path):
+    """[Q, A, Q2] and [Q, A, Q3] are two records but, trailing prompters trimmed, one thread [Q, A]."""
+    messages = [{"message_id": "p1", "text": "Q", "role": "prompter", "lang": "en", "review_result": True},
+                {"message_id": "a1", "parent_id": "p1", "text": "A", "role": "assistant", "lang": "en"}]
+    records = [{"thread_id": f"th-{leaf}", "message_tree_id": "p1", "tree_state": "ready_for_export",
+                "thread": [*messages, {"message_id": leaf, "parent_id": "a1", "text": leaf, "role": "prompter", "lang": "en"}]}
+               for leaf in ("p2", "p3")]
+    threads, funnel = extract_threads([write_jsonl(tmp_path / "threads.jsonl", records)], config=ThreadConfig(val_split=0.0))
+    assert [t.id for t in threads] == ["a1"]
+    assert funnel.thread_drops == {"duplicate_path": 1} and funnel.trees_kept == 2 and funnel.bad_records == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(forest=export_forests(max_size=4))
+def test_thread_records_give_each_thread_once_and_every_thread_of_their_trees(tmp_path, forest):
+    """Every leaf's record: each thread once (unique ids), and every thread the trees give (Open-Assistant's
+    rule keeps a prompter leaf only as a first reply; records cannot tell which reply was first)."""
+    config = ThreadConfig(val_split=0.3, tree_states=("*",))
+    from_trees = keys(ThreadExtractor(config).run([write_jsonl(tmp_path / "trees.jsonl", forest)]))
+    records = [r for tree in forest for r in thread_records(tree)]
+    from_records = keys(ThreadExtractor(config).run([write_jsonl(tmp_path / "threads.jsonl", records)]))
+    ids = [key[2][-1] for key in from_records]
+    assert len(ids) == len(set(ids))
+    assert set(from_trees) <= set(from_records)

@@ -297,12 +297,13 @@ def thread_as_tree(thread: ExportMessageThread) -> ExportMessageTree:
     if not messages:
         raise ValueError("empty thread")
     # The tree, not the thread, decides the split: every thread of a tree must land on the same
-    # side. Without a tree id the root's stands in (Open-Assistant names a tree by its root).
+    # side. Without a tree id the root's stands in (Open-Assistant names a tree by its root);
+    # without a tree state, the state its root message carries (as flat messages do).
     root = messages[0]
     return ExportMessageTree(
         message_tree_id=thread.message_tree_id or root.message_tree_id or root.message_id,
         prompt=messages[0],
-        tree_state=thread.tree_state,
+        tree_state=thread.tree_state or root.tree_state,
     )
 
 
@@ -357,7 +358,8 @@ class FlatMessageAssembler:
                 children.setdefault(parent, []).append(message_id)
         for message_id in orphans:
             parent = self.messages[message_id].parent_id
-            self._reject(message_id, f"message {message_id}: its parent {parent} never appears")
+            # Nested replies and other files are not searched: flat messages are rebuilt file by file.
+            self._reject(message_id, f"message {message_id}: its parent {parent} is not a flat message of this file")
         placed: set[str] = set()
         # Descendants of orphans are unreachable too; they are reported with the orphan's id.
         for orphan in orphans:
@@ -365,7 +367,7 @@ class FlatMessageAssembler:
             while stack:
                 current = stack.pop()
                 placed.add(current)
-                self._reject(current, f"message {current}: an ancestor ({orphan}) has no parent in the input")
+                self._reject(current, f"message {current}: an ancestor ({orphan}) has no parent in this file")
                 stack.extend(children.get(current, ()))
         placed.update(orphans)
         # Under skip, each tree's message ids, so a tree set aside later is quarantined line by line.

@@ -357,11 +357,11 @@ def message_line(message_id: str, parent_id: str | None, role: str, tree_id: str
 
 FLAT_CASES = [
     # (case id, extra lines appended after the fixture messages, (line, fragment) of the first error, lines quarantined)
-    ("orphan", [message_line("o1", "nowhere", "assistant")], (13, "message o1: its parent nowhere never appears"), [13]),
+    ("orphan", [message_line("o1", "nowhere", "assistant")], (13, "message o1: its parent nowhere is not a flat message of this file"), [13]),
     (
         "orphan_with_a_reply",
         [message_line("o2", "o1", "prompter"), message_line("o1", "nowhere", "assistant")],
-        (14, "message o1: its parent nowhere never appears"),
+        (14, "message o1: its parent nowhere is not a flat message of this file"),
         [13, 14],
     ),
     ("duplicate", [MESSAGE_LINES[4]], (13, "duplicate message_id p3 (first seen on line 5)"), [13]),
@@ -475,6 +475,58 @@ def test_a_tree_with_invalid_roles_is_quarantined_one_entry_per_input_line(tmp_p
     assert (funnel["records_read"], funnel["bad_records"]) == (len(rows), len(set_aside))
     assert funnel["tree_drops"] == {"invalid_tree": 1} and funnel["threads"] == 1
     assert_accounted(report, entries)
+
+
+def _message(message_id: str, role: str, parent: str | None, **fields) -> dict:
+    return {"message_id": message_id, "text": f"text of {message_id}", "role": role, "lang": "en",
+            "review_result": True, "parent_id": parent, **fields}
+
+
+def _thread(*messages: dict, **fields) -> dict:
+    return {"thread_id": f"th-{messages[-1]['message_id']}", "thread": list(messages), **fields}
+
+
+BROKEN_SHAPES = {
+    # A reply that answers the first prompt trained as the answer to the second one.
+    "a broken chain": (
+        _thread(_message("p1", "prompter", None), _message("a1", "assistant", "p1"),
+                _message("p2", "prompter", "a1"), _message("a2", "assistant", "p1"), message_tree_id="p1"),
+        "message a2 has parent_id p1 but follows p2",
+    ),
+    # A thread that starts mid-tree: its context is missing.
+    "a root with a parent": (
+        _thread(_message("p2", "prompter", "a1"), _message("a2", "assistant", "p2"), message_tree_id="p1"),
+        "root message p2 has parent_id a1: the tree or thread does not start at its root",
+    ),
+    "a nested reply naming another parent": (
+        {"message_tree_id": "p1", "prompt": dict(_message("p1", "prompter", None), replies=[
+            dict(_message("a1", "assistant", "p1"), replies=[]), dict(_message("a2", "assistant", "a1"), replies=[])])},
+        "message a2 has parent_id a1 but follows p1",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", BROKEN_SHAPES)
+def test_a_record_whose_parent_ids_contradict_its_shape_is_an_invalid_tree(tmp_path, shape):
+    record, says = BROKEN_SHAPES[shape]
+    record = dict(record, tree_state="ready_for_export")
+    source = tmp_path / "export.jsonl"
+    source.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "t.jsonl"
+    assert_one_line_error(threads_cli(str(source), "--out", str(out)), source, 1, f"invalid tree p1: {says}")
+    report, entries, _ = skip_run(out, str(source))
+    assert report["funnel"]["tree_drops"] == {"invalid_tree": 1} and report["funnel"]["threads"] == 0
+    assert_accounted(report, entries)
+
+
+def test_a_thread_record_without_a_tree_state_takes_its_roots(tmp_path):
+    ready = {"tree_state": "ready_for_export"}
+    record = _thread(_message("p1", "prompter", None, **ready), _message("a1", "assistant", "p1", **ready))
+    growing = _thread(_message("q1", "prompter", None, tree_state="growing"), _message("b1", "assistant", "q1"))
+    source = tmp_path / "threads.jsonl"
+    source.write_text(json.dumps(record) + "\n" + json.dumps(growing) + "\n")
+    threads, funnel = extract_threads([source], config=ThreadConfig(val_split=0.0))
+    assert [t.id for t in threads] == ["a1"] and dict(funnel.tree_drops) == {"tree_state": 1}
 
 
 # --- Alpaca -----------------------------------------------------------------------------------------
@@ -634,6 +686,7 @@ def test_thread_records_of_one_tree_are_not_repeats(tmp_path):
     for number in range(3):
         for position, message in enumerate(record["thread"]):
             message["message_id"] = f"{number}-{position}"
+            message["parent_id"] = f"{number}-{position - 1}" if position else None
         lines.append(json.dumps(dict(record, thread_id=f"th-{number}")) + "\n")
     threads = tmp_path / "threads.jsonl"
     threads.write_text("".join(lines))
@@ -664,7 +717,7 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     source = tmp_path / "messages.jsonl"
     source.write_bytes(message_line("[/]", "[bold]gone", "prompter"))
     result = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"))
-    assert_one_line_error(result, source, 1, "message [/]: its parent [bold]gone never appears")
+    assert_one_line_error(result, source, 1, "message [/]: its parent [bold]gone is not a flat message of this file")
 
 
 # --- fuzzing: any damage to any input is an error or a counted bad record, never a traceback --------

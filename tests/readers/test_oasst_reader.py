@@ -22,7 +22,7 @@ from oasst_data.quarantine import BadRecordHandler, OnBadRecord
 from oasst_data.readers.oasst import OasstExportReader, decode_record, trees_from_hf_rows
 from oasst_data.records import ExportMessage, ExportMessageEvent, ExportMessageTree, LabelValue
 from oasst_data.threads import ThreadExtractor, extract_threads
-from oasst_data.traversal import iter_candidate_paths, iter_messages, validate_roles
+from oasst_data.traversal import iter_candidate_paths, iter_messages, validate_tree
 
 from ..conftest import FIXTURES
 from ..tree_strategies import export_forests, flatten, keep_sibling_order
@@ -387,7 +387,7 @@ def test_traversal_of_a_deep_chain_uses_no_recursion():
     root = None
     for row in reversed(chain_rows(50_000)):
         root = ExportMessage(**{k: v for k, v in row.items() if k != "message_tree_id"}, replies=[root] if root else [])
-    validate_roles(root)
+    validate_tree(root)
     assert sum(1 for _ in iter_messages(root)) == 50_000
     (path,) = list(iter_candidate_paths(root))
     assert len(path) == 50_000
