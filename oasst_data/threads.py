@@ -66,6 +66,13 @@ class ThreadExtractor:
         self._quarantined_tree_lines = 0
         self._warned_alpaca_lang = False
 
+    def forget_seen(self) -> None:
+        """Free the ids kept to detect repeats (~130 bytes a message), once every input is read.
+
+        A later `run` of this extractor is then not compared with what was read before.
+        """
+        self._seen = SeenRecords()
+
     @property
     def funnel(self) -> Funnel:
         total = Funnel()

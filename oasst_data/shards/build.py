@@ -296,6 +296,7 @@ def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, han
         if pending is not None:
             _flush(pending, tokenizer, spill, progress)
     spill.close()
+    extractor.forget_seen()  # before the shards are grouped and written: the ids are not needed any more
     report()
     funnel_problems = extractor.funnel.check()
     if funnel_problems:  # pragma: no cover - an internal invariant, not user input

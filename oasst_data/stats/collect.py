@@ -49,6 +49,7 @@ class RowCollector:
         self._texts: dict[str, int] = {}
         self._message_rows: list[tuple[dict, int]] = []
         self._thread_rows: list[tuple[dict, list[int], list[bool]]] = []
+        self._thread_record_messages: set[str] = set()
 
     def _key(self, text: str) -> int:
         return self._texts.setdefault(text, len(self._texts))
@@ -61,6 +62,15 @@ class RowCollector:
 
     def add_tree(self, located: LocatedTree) -> None:
         messages, labels = tree_rows(located)
+        max_depth = max(row["depth"] for row, _ in messages)
+        if located.kind == "thread":
+            # The thread records of one tree share their prefixes: each message is described once,
+            # and the summary adds up a tree's records (one row each) by tree id.
+            known = self._thread_record_messages
+            messages = [(row, text) for row, text in messages if row["message_id"] not in known]
+            new = {row["message_id"] for row, _ in messages}
+            labels = [label for label in labels if label["message_id"] in new]
+            known.update(new)
         if self.counter is None:
             self.messages.extend(row for row, _ in messages)
         else:
@@ -76,7 +86,7 @@ class RowCollector:
                 "tree_state": tree.tree_state,
                 "lang": tree.prompt.lang,
                 "messages": len(messages),
-                "max_depth": max(row["depth"] for row, _ in messages),
+                "max_depth": max_depth,
             }
         )
         self._maybe_encode()
@@ -131,6 +141,7 @@ class RowCollector:
 
     def close(self) -> None:
         self._encode()
+        self._thread_record_messages = set()
         for spill in (self.messages, self.labels, self.trees, self.threads):
             spill.close()
 

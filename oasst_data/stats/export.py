@@ -79,6 +79,7 @@ def export_stats(
                 collector.add_thread(thread)
         finally:
             collector.close()
+        extractor.forget_seen()  # before polars summarizes: the ids are not needed any more
         log.debug("spilled %d messages, %d threads", collector.messages.rows, collector.threads.rows)
         export = summarize_export(Path(folder), counter is not None, max_length if counter is not None else None)
     funnel = extractor.funnel.to_dict()

@@ -25,7 +25,12 @@ def _scan(folder: Path, name: str) -> pl.LazyFrame:
 def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = None, top_languages: int = TOP_LANGUAGES) -> dict:
     folder = Path(folder)
     messages = _scan(folder, "messages")
-    trees = _scan(folder, "trees")
+    # One row per tree, except thread records: one per record, holding the messages it was first to bring.
+    trees = (
+        _scan(folder, "trees")
+        .group_by("source", "tree_id", maintain_order=True)
+        .agg(pl.col("tree_state").first(), pl.col("lang").first(), pl.col("messages").sum(), pl.col("max_depth").max())
+    )
     threads = _scan(folder, "threads")
     labels = _scan(folder, "labels")
     assistant = pl.col("role") == "assistant"

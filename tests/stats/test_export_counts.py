@@ -168,6 +168,23 @@ def test_flat_messages_rebuild_the_same_trees():
     assert labels == {"quality": 2, "spam": 2}  # HF column layout on m3 read too
 
 
+def test_thread_records_of_the_fixture_trees_describe_the_same_trees_and_messages(report, tmp_path):
+    """One record per leaf shares prefixes: each tree and message is described once, labels too."""
+    import json
+
+    from ..tree_strategies import thread_records
+
+    trees = [json.loads(line) for line in TREES.read_text(encoding="utf-8").splitlines()]
+    records = tmp_path / "threads.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for tree in trees for r in thread_records(tree)), encoding="utf-8")
+    e = export_stats([records])["export"]
+    expected = report["export"]
+    assert (e["totals"]["trees"], e["totals"]["messages"]) == (12, 46) == (expected["totals"]["trees"], expected["totals"]["messages"])
+    for section in ("tree_states", "languages", "roles", "flags", "labels"):
+        assert e[section] == expected[section], section
+    assert e["depth"]["messages"] == expected["depth"]["messages"] and e["depth"]["trees"] == expected["depth"]["trees"]
+
+
 def test_alpaca_records_are_two_message_trees():
     e = export_stats(alpaca=[str(ALPACA)])["export"]
     # 5 records; the one with a blank output is dropped by the extractor but still described.
