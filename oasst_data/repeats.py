@@ -61,6 +61,9 @@ class SeenRecords:
         self._threads: dict[str, _FirstRead] = {}
         self._messages: dict[str, _FirstRead] = {}
         self._thread_ends: set[str] = set()
+        # Records the tree filters dropped, by key and reason: a later copy's error says so, as
+        # "skip keeps the first copy" would keep one that is not trained on.
+        self._dropped: dict[str, str] = {}
 
     def check_record(self, located: LocatedTree) -> Repeat | None:
         """The repeat `located` is by its tree id (or a thread record's last message), or None after remembering it."""
@@ -68,6 +71,10 @@ class SeenRecords:
         earlier = seen.get(key)
         if earlier is not None:
             what, reason = (f"thread ending at message {key}", "duplicate_thread") if seen is self._threads else (f"tree {key}", "duplicate_tree")
+            dropped = self._dropped.get(key)
+            if dropped is not None:
+                return Repeat(reason, f"{what} was already read at {earlier.where}, where the filters dropped it ({dropped}): "
+                                      "give the copy you want once (--on-bad-record skip keeps that first, dropped copy)")
             return Repeat(reason, f"{what} was already read at {earlier.where} {_HINT}")
         seen[key] = _first_read(located)
         return None
@@ -93,6 +100,12 @@ class SeenRecords:
                 return Repeat("duplicate_message", _repeated_message(message_id, first, earlier))
         messages.update(dict.fromkeys((i for i in message_ids if i not in messages), first))
         return None
+
+    def note_dropped(self, located: LocatedTree, reason: str) -> None:
+        """The tree filters dropped `located` (checked by `check_record`) for `reason`."""
+        seen, key = self._key(located)
+        if seen.get(key) == _first_read(located):
+            self._dropped[key] = reason
 
     def first_thread_end(self, message_id: str) -> bool:
         """Whether no thread record before gave a thread ending at `message_id` (its trailing prompter trimmed).

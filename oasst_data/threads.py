@@ -133,6 +133,7 @@ class ThreadExtractor:
         reason = _first_drop(self.tree_filters, tree)
         if reason is not None:
             funnel.tree_drops[reason] += 1
+            self._seen.note_dropped(located, reason)
             return
         try:
             message_ids = validate_tree(tree.prompt)

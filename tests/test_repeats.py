@@ -136,3 +136,12 @@ def test_thread_records_give_each_thread_once_and_every_thread_of_their_trees(tm
     ids = [key[2][-1] for key in from_records]
     assert len(ids) == len(set(ids))
     assert set(from_trees) <= set(from_records)
+
+
+def test_a_repeat_of_a_tree_the_filters_dropped_says_so(tmp_path):
+    """Exports of two dates: the first copy is still growing (dropped), the second is ready."""
+    growing = dict(copy.deepcopy(TREES[0]), tree_state="growing")
+    old, new = write_jsonl(tmp_path / "old.jsonl", [growing]), write_jsonl(tmp_path / "new.jsonl", [TREES[0]])
+    message = assert_one_line_error(threads_cli(str(old), str(new), "--out", str(tmp_path / "t.jsonl")), new, 1, "was already read")
+    assert f"at {old}:1, where the filters dropped it (tree_state): give the copy you want once" in message
+    assert_one_line_error(threads_cli(str(new), str(old), "--out", str(tmp_path / "t.jsonl")), old, 1, "overlapping inputs?")
