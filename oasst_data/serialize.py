@@ -45,7 +45,7 @@ def format_inference(turns: Sequence[Turn], eos: str = EOS) -> str:
 
 
 def contains_marker(text: str, eos: str = EOS) -> bool:
-    """True when a message's own text contains a marker or EOS string literally."""
-    if "<|" not in text:
-        return False
-    return eos in text or any(marker in text for marker in MARKERS)
+    """True when a message's own text contains a marker or the EOS string literally."""
+    if eos in text:  # before the "<|" shortcut: another tokenizer's EOS (`</s>`) does not start so
+        return True
+    return "<|" in text and any(marker in text for marker in MARKERS)

@@ -145,3 +145,22 @@ def test_a_repeat_of_a_tree_the_filters_dropped_says_so(tmp_path):
     message = assert_one_line_error(threads_cli(str(old), str(new), "--out", str(tmp_path / "t.jsonl")), new, 1, "was already read")
     assert f"at {old}:1, where the filters dropped it (tree_state): give the copy you want once" in message
     assert_one_line_error(threads_cli(str(new), str(old), "--out", str(tmp_path / "t.jsonl")), old, 1, "overlapping inputs?")
+
+
+def test_thread_records_of_two_trees_sharing_a_message_id_are_a_bad_record(tmp_path):
+    records = thread_records(TREES[0])[:1]
+    other = copy.deepcopy(records[0])
+    other["message_tree_id"] = "t-other"
+    other["thread"][-1]["message_id"] = "another-leaf"  # not the same thread: the same prefix in another tree
+    path = write_jsonl(tmp_path / "threads.jsonl", records + [other])
+    message = assert_one_line_error(threads_cli(str(path), "--out", str(tmp_path / "t.jsonl")), path, 2, "a message id in two trees")
+    assert f"in the thread record of tree {TREES[0]['message_tree_id']} at {path}:1" in message
+
+
+def test_a_shared_prefix_is_credited_to_the_first_record_that_brought_it(tmp_path):
+    records = thread_records(TREES[0])  # t-basic: [m1, m2, m4, m5] and [m1, m3]
+    assert [len(r["thread"]) for r in records] == [4, 2]
+    threads = write_jsonl(tmp_path / "threads.jsonl", records)
+    trees = write_jsonl(tmp_path / "trees.jsonl", TREES[:1])
+    message = assert_one_line_error(threads_cli(str(threads), str(trees), "--out", str(tmp_path / "t.jsonl")), trees, 1, "message m1")
+    assert f"at {threads}:1 " in message  # m1 came with line 1; line 2 only brought m3

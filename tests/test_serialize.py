@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oasst_data.conversation import Role, Source, Split, Thread, Turn
-from oasst_data.serialize import MARKERS, contains_marker, format_inference, format_training
+from oasst_data.serialize import MARKERS, contains_marker, format_inference, format_training, format_turn
 
 
 def test_markers_are_in_the_fixed_order_that_gives_ids_50277_to_50281():
@@ -22,6 +22,23 @@ def test_training_and_inference_forms():
         format_inference(turns)  # ends with the assistant: nothing to answer
 
 
+def test_text_is_kept_byte_for_byte_between_the_markers():
+    turns = [Turn(Role.PROMPTER, "  Hi\n\n"), Turn(Role.ASSISTANT, "\tHello \r\n")]
+    assert format_training(turns) == "<|prompter|>  Hi\n\n<|endoftext|><|assistant|>\tHello \r\n<|endoftext|>"
+
+
+def test_another_tokenizers_eos_closes_every_turn():
+    turns = [Turn(Role.PROMPTER, "Q"), Turn(Role.ASSISTANT, "A"), Turn(Role.PROMPTER, "Q2")]
+    assert format_training(turns[:2], eos="</s>") == "<|prompter|>Q</s><|assistant|>A</s>"
+    assert format_inference(turns, eos="</s>") == "<|prompter|>Q</s><|assistant|>A</s><|prompter|>Q2</s><|assistant|>"
+    assert format_turn(Role.SYSTEM, "S", eos="</s>") == "<|system|>S</s>"
+
+
+def test_an_empty_conversation_has_no_inference_prompt():
+    with pytest.raises(ValueError, match="must end with a prompter turn"):
+        format_inference([])
+
+
 def test_system_message_comes_first():
     thread = Thread("a2", "t", Source.OASST, "en", Split.TRAIN, (Turn(Role.PROMPTER, "Hi"), Turn(Role.ASSISTANT, "Hello")), system="Be kind.")
     assert thread.text() == "<|system|>Be kind.<|endoftext|><|prompter|>Hi<|endoftext|><|assistant|>Hello<|endoftext|>"
@@ -33,6 +50,11 @@ def test_system_message_comes_first():
 )
 def test_contains_marker(text, expected):
     assert contains_marker(text) is expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [("a </s> b", True), ("a <|endoftext|> b", False), ("<|prompter|>", True), ("plain", False)])
+def test_contains_marker_with_another_tokenizers_eos(text, expected):
+    assert contains_marker(text, eos="</s>") is expected
 
 
 def test_thread_validates_its_shape():

@@ -89,6 +89,12 @@ def test_languages_and_scope():
     scoped, funnel = extract_threads([TREES], config=ThreadConfig(lang_scope="all", val_split=0.0))
     assert "x2" not in texts(scoped) and "x3" in texts(scoped)
     assert funnel.thread_drops["lang_all"] == 1
+    # Any language, every message: nothing is dropped for its language.
+    anything, funnel = extract_threads([TREES], config=ThreadConfig(lang="*", lang_scope="all", val_split=0.0))
+    assert {"x2", "g2"} <= set(texts(anything)) and "lang_all" not in funnel.thread_drops
+    # Spaces around the commas are not part of a code.
+    spaced, _ = extract_threads([TREES], config=ThreadConfig(lang=" en , de ", val_split=0.0))
+    assert texts(spaced) == texts(extract_threads([TREES], config=ThreadConfig(lang="en,de", val_split=0.0))[0])
 
 
 def test_label_thresholds():
@@ -99,6 +105,26 @@ def test_label_thresholds():
     assert "m5" not in texts(threads)  # m2 quality 0.2; m3 (0.9) and unlabeled messages pass
     assert "m3" in texts(threads) and "a1" in texts(threads)
     assert funnel.thread_drops["min_label:quality"] == 1
+
+
+def test_a_label_at_its_threshold_passes():
+    """max drops values above the bound, min values below it: the bound itself is kept."""
+    kept, funnel = extract_threads([TREES], config=ThreadConfig(max_label=["spam=0.8"], min_label=["quality=0.2"], val_split=0.0))
+    assert {"m3", "m5"} <= set(texts(kept))  # m3 spam 0.8; m5's thread holds m2, quality 0.2
+    assert not [reason for reason in funnel.thread_drops if "label" in reason]
+
+
+def test_a_label_without_a_value_passes_any_threshold(tmp_path):
+    import json
+
+    tree = json.loads(TREES.read_text(encoding="utf-8").splitlines()[0])
+    tree["prompt"]["replies"][1]["labels"]["spam"] = {"value": None, "count": 0}  # m3
+    path = tmp_path / "trees.jsonl"
+    path.write_text(json.dumps(tree) + "\n", encoding="utf-8")
+    threads, funnel = extract_threads([path], config=ThreadConfig(max_label=["spam=0.5"], min_label=["spam=0.1"], val_split=0.0))
+    # m3 (no value) passes both bounds; m5's thread is dropped for m2's spam 0.0 < 0.1.
+    assert "m3" in texts(threads) and "m5" not in texts(threads)
+    assert funnel.thread_drops == {"min_label:spam": 1}
 
 
 def test_tree_states_any_keeps_growing_tree():

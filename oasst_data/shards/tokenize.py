@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..conversation import Role, Thread
-from ..serialize import ASSISTANT, PROMPTER, SYSTEM, contains_marker
+from ..serialize import ASSISTANT, EOS, PROMPTER, SYSTEM, contains_marker
 from ..tokenizer import LoadedTokenizer
 
 
@@ -64,6 +64,7 @@ class ThreadTokenizer:
         self.content_encoder = Tokenizer.from_str(loaded.tokenizer.backend_tokenizer.to_str())
         self.content_encoder.encode_special_tokens = True
         self.eos = np.array([loaded.eos_token_id], dtype=np.int32)
+        self.eos_text = loaded.tokenizer.eos_token or EOS
         self.marker = {
             Role.PROMPTER: np.array([loaded.marker_id(PROMPTER)], dtype=np.int32),
             Role.ASSISTANT: np.array([loaded.marker_id(ASSISTANT)], dtype=np.int32),
@@ -75,7 +76,8 @@ class ThreadTokenizer:
         self._marker_messages: set[tuple[str, str | int]] = set()
 
     def _count_marker_messages(self, threads, texts, keys) -> None:
-        marked = {index for index, text in enumerate(texts) if contains_marker(text)}
+        eos = self.eos_text
+        marked = {index for index, text in enumerate(texts) if contains_marker(text, eos)}
         if not marked:
             return
         seen = self._marker_messages

@@ -711,3 +711,32 @@ def test_folders_with_other_files_or_other_compressions_still_load(tmp_path, off
     export = licensed / "export.jsonl.gz"
     export.write_bytes(gzip.compress(b""))
     check_distinct_sources([export], [str(licensed)])  # no error
+
+
+# --- ids and splits ------------------------------------------------------------------------------
+
+
+def _alpaca_file(path, rows) -> str:
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return str(path)
+
+
+def test_an_alpaca_id_is_the_digest_of_instruction_input_and_output(tmp_path):
+    """Stable across runs and versions (builds name rows by it); the input is part of it."""
+    import hashlib
+
+    rows = [{"instruction": "Add.", "input": "2 and 2", "output": "4"}, {"instruction": "Add.", "input": "3 and 1", "output": "4"}]
+    threads, _ = extract_threads(alpaca=[_alpaca_file(tmp_path / "a.json", rows)], config=ThreadConfig(val_split=0.0))
+    expected = ["alpaca-" + hashlib.sha256("\x00".join((r["instruction"], r["input"], r["output"])).encode()).hexdigest()[:16] for r in rows]
+    assert [t.id for t in threads] == expected and len(set(expected)) == 2
+
+
+def test_copies_of_a_record_share_a_split_and_get_unique_ids_across_sources(tmp_path):
+    row = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
+    first = _alpaca_file(tmp_path / "a.json", [row] * 20)
+    second = _alpaca_file(tmp_path / "b.json", [row] * 20)
+    for seed in range(6):  # with val_split 0.5 some seed puts the record in each split
+        threads, _ = extract_threads(alpaca=[first, second], config=ThreadConfig(val_split=0.5, seed=seed))
+        assert len({t.split for t in threads}) == 1
+        ids = [t.id for t in threads]
+        assert len(set(ids)) == 40 and ids[1] == f"{ids[0]}-1" and ids[20] == f"{ids[0]}-20"

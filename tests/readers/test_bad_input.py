@@ -498,6 +498,19 @@ BROKEN_SHAPES = {
         _thread(_message("p2", "prompter", "a1"), _message("a2", "assistant", "p2"), message_tree_id="p1"),
         "root message p2 has parent_id a1: the tree or thread does not start at its root",
     ),
+    # Faults below the first branch: every branch is checked, not only the first.
+    "roles broken in a later branch": (
+        {"message_tree_id": "p1", "prompt": dict(_message("p1", "prompter", None), replies=[
+            dict(_message("a1", "assistant", "p1"), replies=[]),
+            dict(_message("a2", "assistant", "p1"), replies=[dict(_message("a3", "assistant", "a2"), replies=[])])])},
+        "message a3 is an assistant reply to an assistant (a2); roles must alternate",
+    ),
+    "an id repeated in a later branch": (
+        {"message_tree_id": "p1", "prompt": dict(_message("p1", "prompter", None), replies=[
+            dict(_message("a1", "assistant", "p1"), replies=[dict(_message("p2", "prompter", "a1"), replies=[])]),
+            dict(_message("a2", "assistant", "p1"), replies=[dict(_message("p2", "prompter", "a2"), replies=[])])])},
+        "message id p2 appears twice in the tree",
+    ),
     "a nested reply naming another parent": (
         {"message_tree_id": "p1", "prompt": dict(_message("p1", "prompter", None), replies=[
             dict(_message("a1", "assistant", "p1"), replies=[]), dict(_message("a2", "assistant", "a1"), replies=[])])},
