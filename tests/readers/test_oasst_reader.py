@@ -589,3 +589,13 @@ def test_the_same_file_given_twice_is_an_error(tmp_path, monkeypatch):
     for twice in (["a.jsonl", "./a.jsonl"], ["a.jsonl", "*.jsonl"]):
         with pytest.raises(OasstDataError, match=r"a.jsonl: given twice \(also as a.jsonl\)"):
             expand_inputs(twice)
+
+
+def test_a_file_and_a_symlink_to_it_are_the_same_file_given_twice(tmp_path, monkeypatch):
+    from oasst_data.readers.files import expand_inputs
+
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "a.jsonl")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OasstDataError, match=r"link.jsonl: given twice \(also as a.jsonl\)"):
+        expand_inputs(["a.jsonl", "link.jsonl"])

@@ -72,3 +72,26 @@ def test_without_a_budget_the_report_has_no_token_budget_entry():
     buckets = choose_buckets(lengths, 2048)
     report = padding_report(lengths, assign_buckets(lengths, buckets), buckets, [4])
     assert "token_budget" not in report and all("token_budget" not in entry for entry in report["per_bucket"])
+
+
+def bucket_rows(lengths: np.ndarray, buckets) -> list[int]:
+    return [int(((lengths >= b.min_length) & (lengths <= b.max_length)).sum()) for b in buckets]
+
+
+def test_a_last_bucket_of_exactly_min_rows_is_kept_and_a_smaller_one_folded():
+    short = [100] * 10
+    kept = choose_buckets(np.array(short + [1000] * 4), 2048, batch_size=4, max_waste=0.01, min_rows=4)
+    assert [(b.min_length, b.max_length) for b in kept] == [(1, 100), (101, 2048)]
+    assert bucket_rows(np.array(short + [1000] * 4), kept) == [10, 4]
+    folded = choose_buckets(np.array(short + [1000] * 3), 2048, batch_size=4, max_waste=0.01, min_rows=4)
+    assert [(b.min_length, b.max_length) for b in folded] == [(1, 2048)]
+
+
+@pytest.mark.parametrize("rows", [5000, 20000])
+def test_on_big_data_no_automatic_bucket_holds_fewer_than_a_200th_of_the_rows(rows):
+    lengths = realistic_lengths(rows)
+    floor = min(256, rows // 200)
+    for batch_tokens in (None, BUDGET):
+        buckets = choose_buckets(lengths, 2048, batch_size=4, max_waste=0.05, batch_tokens=batch_tokens)
+        counts = bucket_rows(lengths, buckets)
+        assert len(buckets) > 1 and min(counts) >= floor, counts

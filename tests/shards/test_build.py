@@ -548,6 +548,19 @@ def test_marker_text_messages_counts_each_message_once(tmp_path, tokenize_batch)
     assert result.manifest["funnel"]["marker_text_messages"] == 2
 
 
+def test_a_marker_prompt_shared_by_two_threads_is_one_marker_text_message(tmp_path):
+    """Two assistant replies make two threads with the same prompt: that prompt is one message."""
+    message = dict(lang="en", review_count=3, review_result=True, deleted=False, synthetic=False)
+    replies = [dict(message, message_id=f"r{rank}", text=f"Reply {rank}.", role="assistant", rank=rank, replies=[], parent_id="q") for rank in (0, 1)]
+    prompt = dict(message, message_id="q", text=f"What does {EOS} mean?", role="prompter", replies=replies)
+    trees = tmp_path / "trees.jsonl"
+    trees.write_text(json.dumps({"message_tree_id": "t-shared", "tree_state": "ready_for_export", "prompt": prompt}) + "\n")
+    result = build_shards(fixture_config(inputs=[str(trees)], alpaca=[], threads=ThreadConfig(val_split=0.0)), tmp_path / "out")
+    funnel = result.manifest["funnel"]
+    assert funnel["rows_written"] == 2  # two threads share the marker prompt
+    assert funnel["marker_text_messages"] == 1
+
+
 def test_equal_bucket_bounds_however_written_give_one_config_hash(tmp_path):
     """--buckets 256,128 and 128,256,256,4096 build the same buckets; they hashed differently."""
     from oasst_data.shards.build import BuildConfig, parse_buckets

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oasst_data.errors import ConfigError, OasstDataError
 from oasst_data.shards.buckets import assign_buckets, choose_buckets
 from oasst_data.train.sampler import (
     BucketBatchSampler,
@@ -230,3 +231,36 @@ def test_invariants_hold_for_any_input(lengths, n_buckets, rows_or_tokens, world
         assert batch and len(set(buckets[batch].tolist())) == 1
     single = list(BucketBatchSampler(lengths, buckets, rows_or_tokens, seed=seed))
     assert sorted(flat(single)) == list(range(len(lengths)))
+
+
+def test_resume_refuses_a_state_taken_on_a_different_number_of_batches(rows):
+    """Other data (or another batch policy) means another plan: skipping its count would be wrong."""
+    lengths, buckets = rows
+    state = BucketBatchSampler(lengths[:1000], buckets[:1000], FixedRows(4), seed=3).state_dict()
+    resumed = BucketBatchSampler(lengths, buckets, FixedRows(4), seed=3)
+    assert state["num_batches"] != resumed.num_batches
+    with pytest.raises(OasstDataError, match="num_batches was"):
+        resumed.load_state_dict(state)
+
+
+@pytest.mark.parametrize("rank, world_size", [(2, 2), (1, 1), (-1, 2)])
+def test_a_rank_outside_the_world_is_refused(rows, rank, world_size):
+    lengths, buckets = rows
+    with pytest.raises(ConfigError, match=rf"rank {rank} is not in \[0, {world_size}\)"):
+        BucketBatchSampler(lengths, buckets, FixedRows(4), rank=rank, world_size=world_size)
+
+
+def test_no_shuffle_keeps_rows_of_each_bucket_in_index_order():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 500, size=2000)
+    buckets = rng.integers(0, 5, size=2000)
+    batches = list(BucketBatchSampler(lengths, buckets, FixedRows(4), shuffle=False))
+    expected = [int(i) for bucket in range(5) for i in np.flatnonzero(buckets == bucket)]
+    assert flat(batches) == expected
+
+
+def test_padding_share_counts_the_padding_up_to_the_multiple():
+    lengths = np.array([9, 16])
+    assert padding_share([[0]], lengths) == 0.0
+    assert padding_share([[0]], lengths, pad_to_multiple_of=8) == pytest.approx(7 / 16)
+    assert padding_share([[0, 1]], lengths, pad_to_multiple_of=8) == pytest.approx(7 / 32)
