@@ -17,6 +17,11 @@ _PROMPTER = Role.PROMPTER
 _ASSISTANT = Role.ASSISTANT
 
 
+def is_blank(text: str) -> bool:
+    """Empty or only whitespace (without the copy `strip()` makes)."""
+    return not text or text.isspace()
+
+
 class Source(str, enum.Enum):
     OASST = "oasst"
     ALPACA = "alpaca"

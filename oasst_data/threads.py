@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .config import ThreadConfig
-from .conversation import Role, Source, Split, Thread, Turn
+from .conversation import Role, Source, Split, Thread, Turn, is_blank
 from .errors import BadRecordError
 from .filters import build_filters, parse_langs
 from .funnel import Funnel
@@ -64,6 +64,8 @@ class ThreadExtractor:
         self._seen = SeenRecords()
         # Input lines of the trees set aside whole (QUARANTINED_TREE_DROPS), each quarantined.
         self._quarantined_tree_lines = 0
+        # Messages with blank text in the threads given (each once per tree): kept, but worth a warning.
+        self._blank_messages = 0
         self._warned_alpaca_lang = False
 
     def forget_seen(self) -> None:
@@ -104,6 +106,7 @@ class ThreadExtractor:
         reader = OasstExportReader(paths, self.handler, self.bytes_read)
         quarantined_lines_before = self._quarantined_tree_lines
         stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
+        blank_before = self._blank_messages
         try:
             for located in reader:
                 funnel.trees_read += 1
@@ -116,6 +119,13 @@ class ThreadExtractor:
             # An invalid or repeated tree is quarantined whole: each of its lines counts as bad too
             # (one for a tree line, one a message for a tree rebuilt from flat messages).
             funnel.bad_records += self._quarantined_tree_lines - quarantined_lines_before
+        blank = self._blank_messages - blank_before
+        if blank:
+            # Open-Assistant's trainer keeps them too; a blank reply teaches the model to say nothing.
+            log.warning(
+                "%d message(s) in the threads kept have blank text (empty or whitespace); they are kept, "
+                "as Open-Assistant's trainer keeps them: `oasst-data stats` counts them", blank,
+            )
         stateless = funnel.tree_drops.get("tree_state_missing", 0) - stateless_before
         if stateless:
             log.warning(
@@ -183,6 +193,8 @@ class ThreadExtractor:
             turn = cache.get(id(message))
             if turn is None:
                 turn = cache[id(message)] = Turn(_ROLES[message.role], message.text, message.message_id)
+                if is_blank(message.text):
+                    self._blank_messages += 1
             turns.append(turn)
         return Thread(
             id=path[-1].message_id,
@@ -214,7 +226,7 @@ class ThreadExtractor:
                 funnel.trees_read += 1
                 record = located.record
                 self.saw_alpaca_record(record)
-                if not record.instruction.strip() or not record.output.strip():
+                if is_blank(record.instruction) or is_blank(record.output):
                     funnel.tree_drops["empty_text"] += 1
                     continue
                 funnel.trees_kept += 1

@@ -54,6 +54,7 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
             (pl.col("review_result") == False).sum().alias("review_result_false"),  # noqa: E712 (polars expression)
             pl.col("review_result").is_null().sum().alias("review_result_missing"),
             pl.col("marker_text").sum().alias("marker_text"),
+            pl.col("blank_text").sum().alias("blank_text"),
         ),
         "ranks": messages.select(
             assistant.sum().alias("assistants"),

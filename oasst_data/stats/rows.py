@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from ..readers.oasst import LocatedTree
 from ..records import AlpacaRecord
+from ..conversation import is_blank
 from ..serialize import contains_marker
 
 MESSAGE_SCHEMA = pa.schema(
@@ -32,6 +33,7 @@ MESSAGE_SCHEMA = pa.schema(
         ("ranked", pa.bool_()),
         ("model_name", pa.string()),
         ("marker_text", pa.bool_()),
+        ("blank_text", pa.bool_()),  # empty or only whitespace
         ("text_chars", pa.int32()),
         ("tokens", pa.int32()),  # null without a tokenizer
     ]
@@ -110,6 +112,7 @@ def tree_rows(located: LocatedTree, source: str = "oasst") -> tuple[list[tuple[d
             "ranked": message.rank is not None,
             "model_name": message.model_name,
             "marker_text": contains_marker(text),
+            "blank_text": is_blank(text),
             "text_chars": len(text),
             "tokens": None,
         }
@@ -146,6 +149,7 @@ def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str) -> li
         "assistant_replies": 1,
         "ranked_assistant_replies": 0,
         "marker_text": contains_marker(prompt),
+        "blank_text": is_blank(prompt),
         "text_chars": len(prompt),
     }
     assistant = common | {
@@ -157,6 +161,7 @@ def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str) -> li
         "assistant_replies": 0,
         "ranked_assistant_replies": 0,
         "marker_text": contains_marker(record.output),
+        "blank_text": is_blank(record.output),
         "text_chars": len(record.output),
     }
     return [prompter, assistant]

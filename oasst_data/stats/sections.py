@@ -80,6 +80,7 @@ def export_sections(report: dict) -> list[Section]:
         ("review_result false", count(flags["review_result_false"])),
         ("review_result missing", count(flags["review_result_missing"])),
         ("messages with marker text", count(flags["marker_text"])),
+        ("messages with blank text", count(flags["blank_text"])),
         ("deepest message (depth)", count(e["depth"]["max"])),
         ("leaves", count(e["branching"]["leaves"])),
     ]

@@ -599,3 +599,17 @@ def test_a_file_and_a_symlink_to_it_are_the_same_file_given_twice(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OasstDataError, match=r"link.jsonl: given twice \(also as a.jsonl\)"):
         expand_inputs(["a.jsonl", "link.jsonl"])
+
+
+def test_blank_messages_are_kept_as_open_assistant_keeps_them_and_counted(tmp_path, caplog):
+    """Open-Assistant's trainer does not drop a blank reply: neither do threads, but they warn, and stats count."""
+    from oasst_data.stats import export_stats
+
+    tree = json.loads((OASST / "trees.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    tree["prompt"]["replies"][1]["text"] = " \n "  # m3
+    path = write_jsonl(tmp_path / "trees.jsonl", [tree])
+    with caplog.at_level("WARNING", logger="oasst_data.threads"):
+        threads, _ = extract_threads([path], config=ThreadConfig(val_split=0.0))
+    assert [t.id for t in threads] == ["m5", "m3"]
+    assert "1 message(s) in the threads kept have blank text" in caplog.text
+    assert export_stats([path])["export"]["flags"]["blank_text"] == 1

@@ -94,7 +94,7 @@ def test_depth_and_branching_distributions(report):
 def test_flags_ranks_and_synthetic_models(report):
     e = report["export"]
     # synthetic: s4, q2; deleted: d3; review_result false: v1; marker text: k1, k2.
-    assert e["flags"] == {"synthetic": 2, "deleted": 1, "review_result_false": 1, "review_result_missing": 0, "marker_text": 2}
+    assert e["flags"] == {"synthetic": 2, "deleted": 1, "review_result_false": 1, "review_result_missing": 0, "marker_text": 2, "blank_text": 0}
     # Ranked assistants: m2 m3 m5 a1 a2 s2 s5 d2 d4 x2 x3 k2. Unranked with a sibling: u2, u3.
     # Parents with 2+ assistant replies: m1 p1 s1 d1 u1 x1; all but u1 fully ranked.
     assert e["ranks"] == {
@@ -193,6 +193,7 @@ def test_alpaca_records_are_two_message_trees():
     # Prompts: 25 + (16 + 1 + 7) + 14 + (20 + 1 + 3) + 24; outputs: 7 + 1 + 5 + 4 + 3.
     assert (roles["prompter"]["sum"], roles["assistant"]["sum"]) == (111, 20)
     assert e["funnel"]["tree_drops"] == {"empty_text": 1}
+    assert e["flags"]["blank_text"] == 1  # the blank output
     assert e["sources"] == [{"source": "alpaca", "trees": 5, "messages": 10, "threads": 4}]
     assert e["tree_states"] == [{"tree_state": None, "trees": 5, "messages": 10}]
 
