@@ -266,8 +266,8 @@ OTHER_DROP_REASONS: tuple[OtherDropReason, ...] = (
     OtherDropReason("duplicate_thread", "tree", "a thread record ending at a message read before; a bad record"),
     OtherDropReason(
         "duplicate_message", "tree",
-        "a message id that another record kept by the tree filters held (a tree given both whole and as "
-        "thread records, or one id in two trees); a bad record",
+        "a message id another record held (a tree given both whole and as thread records, or one id "
+        "in two trees), whatever the selection; a bad record",
     ),
     OtherDropReason(
         "duplicate_path", "thread",

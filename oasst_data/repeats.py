@@ -6,18 +6,21 @@ threads) would otherwise be trained on twice. What counts as read before:
 - a message tree whose id was read before (`duplicate_tree`);
 - a thread record ending at the message another thread record ended at (`duplicate_thread`);
   and, not a bad record, one whose thread (trailing prompter trimmed) another gave (`duplicate_path`);
-- a record holding a message id that another record the filters kept held (`duplicate_message`),
-  except thread records of one tree, which share their prefixes by construction. This is how a
-  thread record and a message tree holding the same conversation are told apart from new data,
-  and how an export that reuses a message id in two trees is caught.
+- a record holding a message id that another record held (`duplicate_message`), except thread
+  records of one tree, which share their prefixes by construction. This is how a thread record
+  and a message tree holding the same conversation are told apart from new data, and how an
+  export that reuses a message id in two trees is caught.
 
-The first two are checked on every record, before the filters (a repeat is a repeat whatever
-the selection); the third on the records the tree filters keep, with the ids `validate_tree`
-collects anyway, so it costs no walk of its own. Memory: the ids kept, ~130 bytes a message.
+Every record is checked, whatever the selection: a repeat is a bad record whether or not the
+filters would keep it, so `stats` describes the same export under any filter. A kept record's
+ids come from the walk `validate_tree` makes anyway. A record set aside (a repeat, an invalid
+tree) is forgotten, so a later copy is compared with the record that was kept.
+Memory: the ids, ~130 bytes a message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import msgspec
@@ -61,9 +64,9 @@ class SeenRecords:
         self._threads: dict[str, _FirstRead] = {}
         self._messages: dict[str, _FirstRead] = {}
         self._thread_ends: set[str] = set()
-        # Records the tree filters dropped, by key and reason: a later copy's error says so, as
-        # "skip keeps the first copy" would keep one that is not trained on.
-        self._dropped: dict[str, str] = {}
+        # Records the tree filters dropped, by (is a thread record, key) and reason: a later copy's
+        # error says so, as "skip keeps the first copy" would keep one that is not trained on.
+        self._dropped: dict[tuple[bool, str], str] = {}
 
     def check_record(self, located: LocatedTree) -> Repeat | None:
         """The repeat `located` is by its tree id (or a thread record's last message), or None after remembering it."""
@@ -71,7 +74,7 @@ class SeenRecords:
         earlier = seen.get(key)
         if earlier is not None:
             what, reason = (f"thread ending at message {key}", "duplicate_thread") if seen is self._threads else (f"tree {key}", "duplicate_tree")
-            dropped = self._dropped.get(key)
+            dropped = self._dropped.get((seen is self._threads, key))
             if dropped is not None:
                 return Repeat(reason, f"{what} was already read at {earlier.where}, where the filters dropped it ({dropped}): "
                                       "give the copy you want once (--on-bad-record skip keeps that first, dropped copy)")
@@ -79,14 +82,16 @@ class SeenRecords:
         seen[key] = _first_read(located)
         return None
 
-    def check_messages(self, located: LocatedTree, message_ids: set[str]) -> Repeat | None:
-        """The message of `located` (ids `message_ids`) read before in another record, or None after remembering them.
+    def check_messages(self, located: LocatedTree, message_ids: Collection[str] | None = None) -> Repeat | None:
+        """The message of `located` read before in another record, or None after remembering its ids.
 
-        A repeat found here also forgets the record's key from `check_record`: the copy is set
-        aside, and a later one is named against the record that was kept.
+        `message_ids` are the record's ids when known (`validate_tree` returns them), else the
+        tree is walked. A repeat found here also forgets the record's key (`forget_record`).
         """
         messages = self._messages
         first = _first_read(located)
+        if message_ids is None:
+            message_ids = _message_ids(located.tree.prompt)
         # The common case (no id seen before) stays in C: one disjointness test, one update.
         if messages.keys().isdisjoint(message_ids):
             messages.update(dict.fromkeys(message_ids, first))
@@ -94,18 +99,22 @@ class SeenRecords:
         for message_id in _message_ids(located.tree.prompt):  # in tree order, so the first repeat is named
             earlier = messages.get(message_id)
             if earlier is not None and not (first.is_thread and earlier.is_thread and earlier.tree_id == first.tree_id):
-                seen, key = self._key(located)
-                if seen.get(key) == first:
-                    del seen[key]
+                self.forget_record(located)
                 return Repeat("duplicate_message", _repeated_message(message_id, first, earlier))
         messages.update(dict.fromkeys((i for i in message_ids if i not in messages), first))
         return None
+
+    def forget_record(self, located: LocatedTree) -> None:
+        """`located` (remembered by `check_record`) is set aside: a later copy is not its repeat."""
+        seen, key = self._key(located)
+        if seen.get(key) == _first_read(located):
+            del seen[key]
 
     def note_dropped(self, located: LocatedTree, reason: str) -> None:
         """The tree filters dropped `located` (checked by `check_record`) for `reason`."""
         seen, key = self._key(located)
         if seen.get(key) == _first_read(located):
-            self._dropped[key] = reason
+            self._dropped[(seen is self._threads, key)] = reason
 
     def first_thread_end(self, message_id: str) -> bool:
         """Whether no thread record before gave a thread ending at `message_id` (its trailing prompter trimmed).

@@ -64,8 +64,8 @@ class ThreadExtractor:
         self._seen = SeenRecords()
         # Input lines of the trees set aside whole (QUARANTINED_TREE_DROPS), each quarantined.
         self._quarantined_tree_lines = 0
-        # Messages with blank text in the threads given (each once per tree): kept, but worth a warning.
-        self._blank_messages = 0
+        # Ids of the messages with blank text in the threads given: kept, but worth a warning.
+        self._blank_messages: set[str] = set()
         self._warned_alpaca_lang = False
 
     def forget_seen(self) -> None:
@@ -106,7 +106,7 @@ class ThreadExtractor:
         reader = OasstExportReader(paths, self.handler, self.bytes_read)
         quarantined_lines_before = self._quarantined_tree_lines
         stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
-        blank_before = self._blank_messages
+        blank_before = len(self._blank_messages)
         try:
             for located in reader:
                 funnel.trees_read += 1
@@ -119,7 +119,7 @@ class ThreadExtractor:
             # An invalid or repeated tree is quarantined whole: each of its lines counts as bad too
             # (one for a tree line, one a message for a tree rebuilt from flat messages).
             funnel.bad_records += self._quarantined_tree_lines - quarantined_lines_before
-        blank = self._blank_messages - blank_before
+        blank = len(self._blank_messages) - blank_before
         if blank:
             # Open-Assistant's trainer keeps them too; a blank reply teaches the model to say nothing.
             log.warning(
@@ -142,6 +142,11 @@ class ThreadExtractor:
             return
         reason = _first_drop(self.tree_filters, tree)
         if reason is not None:
+            # A repeat is a bad record whatever the selection (so stats describe one export).
+            repeat = self._seen.check_messages(located)
+            if repeat is not None:
+                self._set_aside_repeat(located, repeat, funnel)
+                return
             funnel.tree_drops[reason] += 1
             self._seen.note_dropped(located, reason)
             return
@@ -149,6 +154,7 @@ class ThreadExtractor:
             message_ids = validate_tree(tree.prompt)
         except InvalidTreeError as error:
             funnel.tree_drops["invalid_tree"] += 1
+            self._seen.forget_record(located)  # set aside: a valid copy later is not its repeat
             self._set_aside(located, f"invalid tree {tree.message_tree_id}: {error}")
             return
         repeat = self._seen.check_messages(located, message_ids)
@@ -194,7 +200,7 @@ class ThreadExtractor:
             if turn is None:
                 turn = cache[id(message)] = Turn(_ROLES[message.role], message.text, message.message_id)
                 if is_blank(message.text):
-                    self._blank_messages += 1
+                    self._blank_messages.add(message.message_id)
             turns.append(turn)
         return Thread(
             id=path[-1].message_id,

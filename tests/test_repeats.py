@@ -53,9 +53,8 @@ def test_a_tree_and_its_threads_given_both_are_trained_on_once(tmp_path):
     report, entries, _ = skip_run(out, str(trees), str(threads))
     assert report["funnel"]["threads"] == alone["funnel"]["threads"]
     assert report["funnel"]["trees_kept"] == alone["funnel"]["trees_kept"]
-    # Compared among the records the tree filters keep: every thread record they keep is a repeat.
-    threads_alone, _, _ = skip_run(tmp_path / "threads-alone.jsonl", str(threads))
-    assert report["funnel"]["tree_drops"]["duplicate_message"] == len(entries) == threads_alone["funnel"]["trees_kept"] >= 10
+    # Every thread record is a repeat, those of trees the filters drop too.
+    assert report["funnel"]["tree_drops"]["duplicate_message"] == len(entries) == len(records)
     assert {e["source"] for e in entries} == {str(threads)}
     assert_accounted(report, entries)
 
@@ -90,14 +89,12 @@ def test_trees_and_their_threads_in_either_order_give_the_first_inputs_threads(t
         extractor = ThreadExtractor(config)
         both = keys(extractor.run([first, second]))
         assert both == alone
-        # Every record of the second input the filters keep is a repeat: a thread record of a tree
-        # given before it, or a tree whose first thread came before.
+        # Every record of the second input is a repeat, whatever the filters: a thread record of a
+        # tree given before it, or a tree whose first thread came before.
         kept = ThreadExtractor(config)
         list(kept.run([first]))
         assert extractor.funnel.trees_kept == kept.funnel.trees_kept
-        second_kept = ThreadExtractor(config)
-        list(second_kept.run([second]))
-        assert extractor.funnel.tree_drops.get("duplicate_message", 0) == second_kept.funnel.trees_kept
+        assert extractor.funnel.tree_drops.get("duplicate_message", 0) == len(second.read_text().splitlines())
 
 
 def test_a_copy_set_aside_is_not_named_as_the_first_read(tmp_path):
@@ -164,3 +161,52 @@ def test_a_shared_prefix_is_credited_to_the_first_record_that_brought_it(tmp_pat
     trees = write_jsonl(tmp_path / "trees.jsonl", TREES[:1])
     message = assert_one_line_error(threads_cli(str(threads), str(trees), "--out", str(tmp_path / "t.jsonl")), trees, 1, "message m1")
     assert f"at {threads}:1 " in message  # m1 came with line 1; line 2 only brought m3
+
+
+def test_stats_describe_a_tree_given_twice_once_whatever_the_filters(tmp_path):
+    """A repeat is a bad record before any selection: --lang en and --lang de describe one export."""
+    from oasst_data.stats import export_stats
+
+    trees = write_jsonl(tmp_path / "trees.jsonl", TREES)
+    threads = write_jsonl(tmp_path / "threads.jsonl", [r for tree in TREES for r in thread_records(tree)])
+    alone = export_stats([trees])["export"]["totals"]["messages"]
+    for lang in ("en", "de", "*"):
+        config = ThreadConfig(lang=lang, tree_states=("*",), on_bad_record=OnBadRecord.SKIP, quarantine=tmp_path / f"q-{lang}.jsonl")
+        report = export_stats([trees, threads], config=config)
+        assert report["export"]["totals"]["messages"] == alone, lang
+        assert report["export"]["funnel"]["tree_drops"]["duplicate_message"] == len(threads.read_text().splitlines())
+
+
+def test_a_valid_copy_after_an_invalid_one_is_kept(tmp_path):
+    """The invalid first copy is set aside and forgotten: skip keeps the valid one, not nothing."""
+    broken = copy.deepcopy(TREES[0])
+    broken["prompt"]["replies"][0]["role"] = "prompter"
+    bad, good = write_jsonl(tmp_path / "bad.jsonl", [broken]), write_jsonl(tmp_path / "good.jsonl", [TREES[0]])
+    report, entries, _ = skip_run(tmp_path / "t.jsonl", str(bad), str(good))
+    alone, _, _ = skip_run(tmp_path / "alone.jsonl", str(good))
+    assert report["funnel"]["threads"] == alone["funnel"]["threads"] > 0
+    assert [e["source"] for e in entries] == [str(bad)] and report["funnel"]["tree_drops"] == {"invalid_tree": 1}
+
+
+def test_a_dropped_thread_record_does_not_mark_a_kept_tree_as_dropped(tmp_path):
+    """Tree ids and thread leaves are different keys: a thread record ending at a message named X is not tree X."""
+    root = {"message_id": "X", "text": "Q", "role": "prompter", "lang": "en", "review_result": True}
+    tree_q = dict(copy.deepcopy(TREES[0]), message_tree_id="X")  # its messages are m1..m5
+    first = write_jsonl(tmp_path / "first.jsonl", [{"thread_id": "th", "tree_state": "growing", "thread": [root]}])
+    trees = write_jsonl(tmp_path / "trees.jsonl", [tree_q])
+    again = write_jsonl(tmp_path / "again.jsonl", [tree_q])
+    result = threads_cli(str(first), str(trees), str(again), "--out", str(tmp_path / "t.jsonl"), "--on-bad-record", "skip",
+                         "--quarantine", str(tmp_path / "q.jsonl"))
+    assert result.exit_code == 0, result.output
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert len(reasons) == 1 and "where the filters dropped it" not in reasons[0] and f"at {trees}:1" in reasons[0]
+
+
+def test_a_blank_message_shared_by_thread_records_is_warned_about_once(tmp_path, caplog):
+    root = {"message_id": "q", "text": " ", "role": "prompter", "lang": "en", "review_result": True}
+    records = [{"thread_id": f"th-{n}", "message_tree_id": "q", "tree_state": "ready_for_export",
+                "thread": [root, {"message_id": f"a{n}", "parent_id": "q", "text": f"A{n}", "role": "assistant", "lang": "en"}]}
+               for n in range(3)]
+    with caplog.at_level("WARNING", logger="oasst_data.threads"):
+        threads, _ = extract_threads([write_jsonl(tmp_path / "threads.jsonl", records)], config=ThreadConfig(val_split=0.0))
+    assert len(threads) == 3 and "1 message(s) in the threads kept have blank text" in caplog.text
