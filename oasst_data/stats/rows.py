@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ..conversation import is_blank
 from ..readers.oasst import LocatedTree
 from ..records import AlpacaRecord
-from ..conversation import is_blank
 from ..serialize import EOS, contains_marker
 
 MESSAGE_SCHEMA = pa.schema(
