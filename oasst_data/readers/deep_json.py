@@ -96,7 +96,10 @@ def loads(text: str) -> Any:
         match = (_STRING if char == '"' else _SCALAR).match(text, pos)
         if match is None:
             raise DeepJSONError("expected a value", pos)
-        value = _string(match.group(), pos) if char == '"' else json.loads(match.group())
+        try:
+            value = _string(match.group(), pos) if char == '"' else json.loads(match.group())
+        except ValueError:  # an integer past Python's 4,300-digit limit (msgspec: out of range too)
+            raise DeepJSONError("number out of range", pos) from None
         if type(value) is float and not math.isfinite(value):
             raise DeepJSONError("number out of range", pos)  # as msgspec says; json.loads gives inf
         attach(value)

@@ -485,6 +485,20 @@ def test_a_bad_message_deep_in_a_deep_line_is_named(tmp_path, damage, says):
     assert str(caught.value).startswith(f"{path}:1: ")
 
 
+def test_a_deep_line_with_an_integer_past_pythons_digit_limit_is_a_bad_record(tmp_path):
+    """The deep-line decoder met Python's 4,300-digit int limit as a bare ValueError (found by fuzzing)."""
+    tree = chain_tree(3_000)
+    message_at(tree, 2500)["rank"] = "RANK"
+    path = tmp_path / "deep.jsonl"
+    path.write_text(nested_line(tree).replace('"RANK"', "1" + "0" * 4300))
+    with pytest.raises(BadRecordError, match=re.escape("number out of range")) as caught:
+        extract_threads([path])
+    assert str(caught.value).startswith(f"{path}:1: ")
+    skipped = ThreadConfig(on_bad_record=OnBadRecord.SKIP, quarantine=tmp_path / "q.jsonl")
+    threads, funnel = extract_threads([path], config=skipped)
+    assert threads == [] and funnel.bad_records == 1 == len((tmp_path / "q.jsonl").read_text().splitlines())
+
+
 # --- several files and globs ------------------------------------------------------------------------
 
 
