@@ -146,7 +146,11 @@ def _leaf(root: ExportMessage) -> ExportMessage:
 
 
 def _message_ids(root: ExportMessage) -> list[str]:
-    """Every message id of the tree, depth first with replies in order, without recursion."""
+    """Every message id of the tree, depth first with replies in order, without recursion.
+
+    Not `traversal.iter_messages`: its (message, depth) tuples made extraction ~4% slower, and
+    every tree the filters drop is walked here.
+    """
     ids: list[str] = []
     stack = [root]
     while stack:
