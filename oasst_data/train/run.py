@@ -119,6 +119,40 @@ def _configure_cpu_deepspeed_state() -> None:
         PartialState(backend="gloo")
     finally:
         del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    remove_shm_allreduce_buffer()
+
+
+def shm_allreduce_buffer() -> Path:
+    """This rank's DeepSpeed CPU all-reduce buffer in /dev/shm (the name its shm.cpp gives it)."""
+    env = os.environ
+    name = f"deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR', '')}_{env.get('MASTER_PORT', '')}_{env.get('RANK', '0')}"
+    return Path("/dev/shm") / name
+
+
+def remove_shm_allreduce_buffer() -> bool:
+    """Unlink this rank's all-reduce buffer once every rank has mapped every other's.
+
+    On CPUs under its launcher (LOCAL_SIZE = world size), DeepSpeed's init creates a 66 MB
+    shared-memory file per rank and never unlinks it: each run left its files in /dev/shm, which
+    is memory (18 GB after a day of test runs here, then the OOM killer). Each rank maps the
+    others' files during that init; after the barrier no rank opens one again, and a mapping
+    outlives its name. Returns whether a file was removed.
+    """
+    import torch.distributed as dist
+
+    # DeepSpeed's own test, the same on every rank (so is the barrier): no LOCAL_SIZE (no launcher)
+    # or ranks on several machines mean no buffer.
+    local_size = os.environ.get("LOCAL_SIZE")
+    if local_size is None or local_size != os.environ.get("WORLD_SIZE", "1"):
+        return False
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    buffer = shm_allreduce_buffer()
+    try:
+        buffer.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def deepspeed_installed() -> bool:

@@ -99,6 +99,8 @@ def test_gpu_smoke_script_dry_run_runs_every_step(tmp_path, request):
     )
     done = subprocess.run(["bash", str(BENCHMARKS / "gpu_smoke.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    # DeepSpeed's CPU all-reduce files (66 MB a rank) are removed by the trainer, not left in /dev/shm.
+    assert sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*")) == []
     for name in ("budget", "random4", "buckets4", "budget-no-deepspeed", "random4-no-deepspeed"):
         result = json.loads((out / f"{name}.json").read_text())
         assert result["measured_steps"] == 2 and result["real_tokens_per_s"] > 0 and 0 <= result["padding_share"] < 1

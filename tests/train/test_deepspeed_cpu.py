@@ -39,6 +39,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def shm_buffers_left(command: list[str]) -> list[str]:
+    """DeepSpeed's CPU all-reduce files in /dev/shm that a launch on `command`'s master port left."""
+    if "--master_port" not in command:
+        return []
+    port = command[command.index("--master_port") + 1]
+    return sorted(path.name for path in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"))
+
+
 def oasst_train(launcher: list[str], shards: Path, model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(
         os.environ,
@@ -73,6 +81,8 @@ def oasst_train(launcher: list[str], shards: Path, model: Path, out: Path, *extr
     (out.parent / f"{out.name}.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(command[:8])} ... exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
+    # 66 MB of memory a rank, never freed: a day of test runs filled /dev/shm and ran out of memory.
+    assert shm_buffers_left(command) == []
     return done
 
 
@@ -155,6 +165,7 @@ def test_zero2_steps_with_the_mean_over_every_trained_token_of_the_step(deepspee
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         pytest.fail(f"the gradient probe exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}")
+    assert shm_buffers_left(command) == []
     result = json.loads((tmp_path / "probe.json").read_text())
     assert result["micro_batches_per_rank"] == [2] * RANKS  # the seed preset accumulates 2 batches per rank
     assert len(set(result["trained_tokens_per_batch"])) > 1, result  # unequal batches: the normalisation matters
