@@ -176,6 +176,11 @@ def check_report_targets(targets: list[str]) -> None:
             raise ConfigError(f"--report-to {target} needs the {packages[0]} package: pip install {packages[0]}")
 
 
+# What makes a folder an earlier run's: the Trainer's checkpoint folders, and the record of the run.
+PREFIX_CHECKPOINT = "checkpoint-"
+RUN_RECORD = "oasst_train.json"
+
+
 def check_output_dir(cfg: TrainConfig) -> None:
     """Refuse an output folder that would overwrite an input: the model's or the tokenizer's folder
     (the final save writes config.json, weights and tokenizer files there), or the build or a
@@ -187,6 +192,16 @@ def check_output_dir(cfg: TrainConfig) -> None:
     for option, value in (("--model", cfg.model), ("--tokenizer", cfg.tokenizer)):
         if value and Path(value).is_dir() and out == Path(os.path.realpath(value)):
             raise ConfigError(f"--output-dir {cfg.output_dir}: is the {option} folder; the final save would overwrite it")
+    if cfg.resume is None and out.is_dir():
+        # A fresh run there would mix its checkpoints with the earlier run's, and a later
+        # `--resume last` would pick whichever has the highest step.
+        earlier = sorted(path.name for path in out.iterdir() if path.name.startswith(PREFIX_CHECKPOINT) or path.name == RUN_RECORD)
+        if earlier:
+            shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+            raise ConfigError(
+                f"--output-dir {cfg.output_dir}: holds an earlier training run ({shown}); "
+                "--resume last continues it, or give a new folder to start over"
+            )
 
 
 def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
@@ -552,4 +567,4 @@ def _write_run_record(cfg: TrainConfig, manifest: dict, plan: dict, dtype: str) 
         },
         "plan": plan,
     }
-    (out / "oasst_train.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

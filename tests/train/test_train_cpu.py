@@ -316,6 +316,9 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
     shutil.copytree(tiny_model, model_copy)
     list_json = tmp_path / "list.json"
     list_json.write_text("[]")
+    finished = tmp_path / "finished"  # a run that saved only its final model
+    finished.mkdir()
+    (finished / "oasst_train.json").write_text("{}")
     stage_9 = tmp_path / "stage9.json"
     stage_9.write_text(json.dumps({"zero_optimization": {"stage": 9}}))
     cases = [
@@ -325,6 +328,9 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
         (dict(output_dir=str(fixture_shards / "model")), "lies in the build"),
         (dict(output_dir=str(fixture_shards)), "lies in the build"),
         (dict(output_dir=str(model_copy), model_folder=model_copy), "is the --model folder"),
+        # A fresh run there would mix checkpoints with the earlier run's (`--resume last` takes the highest step).
+        (dict(output_dir=str(whole)), "holds an earlier training run (checkpoint-1, checkpoint-2, oasst_train.json); --resume last continues it"),
+        (dict(output_dir=str(finished)), "holds an earlier training run (oasst_train.json)"),
         (dict(deepspeed=str(list_json)), "not a DeepSpeed config (expected a JSON object, got list)"),
         (dict(deepspeed=str(stage_9)), "zero_optimization.stage must be 0, 1, 2 or 3, got 9"),
     ]
