@@ -81,10 +81,12 @@ def threads(
             val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record, quarantine=quarantine,
         )
         config = ThreadConfig(**overrides)
-        if config.on_bad_record.value == "skip" and config.quarantine is None:
-            if write_target(out)[1]:  # /dev/stdout, a pipe: "beside it" is no place for a file
+        if config.quarantine is None:
+            if not write_target(out)[1]:
+                # Also under fail: a strict run that finishes removes the quarantine an earlier run left there.
+                config.quarantine = out.with_name(out.name + ".quarantine.jsonl")
+            elif config.on_bad_record.value == "skip":  # /dev/stdout, a pipe: "beside it" is no place for a file
                 raise typer.BadParameter("--out is a pipe or device: give --quarantine FILE for the skipped records")
-            config.quarantine = out.with_name(out.name + ".quarantine.jsonl")
         paths = expand_inputs(inputs or [])
         if not paths and not alpaca:
             raise typer.BadParameter("give at least one INPUT file or --alpaca SOURCE")

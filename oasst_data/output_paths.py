@@ -39,9 +39,34 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
                 raise OasstDataError(f"{path}: {option} lies inside the input folder {given}; write it elsewhere")
         if write_target(path)[1]:
             continue  # a device or pipe is written in place: two outputs there overwrite nothing
+        build = _enclosing_build(real)
+        if build is not None:
+            raise OasstDataError(
+                f"{path}: {option} lies inside the oasst-data build {build}; a file written there would break it "
+                "(its files are checked against its manifest.json): write it elsewhere"
+            )
         if real in named:
             raise OasstDataError(f"{path}: given both as {named[real]} and as {option}; one would overwrite the other")
         named[real] = option
+
+
+def is_a_build(folder: Path) -> bool:
+    """A manifest.json that an oasst-data build wrote (even a damaged build counts)."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("package") == "oasst-data"
+
+
+def _enclosing_build(real: Path) -> Path | None:
+    """The oasst-data build `real` is (or would be) a file of, if any."""
+    for folder in real.parents:
+        if (folder / "manifest.json").is_file() and is_a_build(folder):
+            return folder
+    return None
 
 
 def _check_writable(option: str, path: Path) -> None:

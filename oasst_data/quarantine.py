@@ -101,7 +101,7 @@ class BadRecordHandler:
         if self._temp is not None:
             self._temp.publish()
             self._temp = None
-        elif self.policy is OnBadRecord.SKIP and not self.count and self._target is not None and not self._in_place:
+        elif not self.count and self._target is not None and not self._in_place:  # a strict run that finished skipped none too
             if not self._target.is_file():
                 return
             if is_quarantine_file(self._target):

@@ -24,7 +24,7 @@ from ..config import ThreadConfig
 from ..conversation import Thread
 from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel, what_removed_everything
-from ..output_paths import check_outputs, check_replaced_folder
+from ..output_paths import check_outputs, check_replaced_folder, is_a_build
 from ..quarantine import BadRecordHandler, OnBadRecord
 from ..readers.files import expand_inputs
 from ..threads import ThreadExtractor
@@ -196,7 +196,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
             raise OasstDataError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
         # --overwrite deletes the folder: only an earlier build's (`--out .` must not cost a checkout,
         # nor a browser extension's folder its files: it has a manifest.json too).
-        if not _is_a_build(out_dir):
+        if not is_a_build(out_dir):
             raise OasstDataError(
                 f"{out_dir}: not an oasst-data build (no oasst-data manifest.json), so --overwrite will not delete it; "
                 "give a new or empty folder, or remove this one yourself"
@@ -207,17 +207,6 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
         return StagingFolder(out_dir).create()
     except OSError as error:
         raise OasstDataError(f"{out_dir}: cannot write here: {error.strerror or error}") from None
-
-
-def _is_a_build(folder: Path) -> bool:
-    """A manifest.json that an oasst-data build wrote (even a damaged build may be replaced)."""
-    import json
-
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("package") == "oasst-data"
 
 
 def build_shards(
@@ -234,8 +223,9 @@ def build_shards(
     quarantine = config.threads.quarantine
     # A local tokenizer folder is an input too: nothing may be written into it or replace it.
     read = [*paths, *config.alpaca, config.tokenizer]
-    check_outputs({"--quarantine": quarantine}, read)
+    # The folder first: a quarantine inside an earlier build of DIR is named as inside the folder replaced.
     check_replaced_folder(out_dir, read, {"--quarantine": quarantine})
+    check_outputs({"--quarantine": quarantine}, read)
     loaded = load_tokenizer(config.tokenizer)
     staging = _prepare_output(out_dir, overwrite)
     handler = _bad_record_handler(config, staging.path)

@@ -72,6 +72,25 @@ def test_stats_never_writes_into_the_build_it_reads(work):
     refused(["stats", "b", "trees.jsonl"], "b: a build directory is read alone")
 
 
+def test_no_command_writes_into_a_build_it_does_not_read(work):
+    """A stats file or threads written over a build's manifest or a shard broke the build silently."""
+    assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b"]).exit_code == 0
+    files = {path: path.read_bytes() for path in (work / "b").rglob("*") if path.is_file()}
+    for args, option in [
+        (["stats", "trees.jsonl", "-q", "--json", "b/manifest.json"], "--json"),
+        (["stats", "trees.jsonl", "-q", "--html", "b/data/report.html"], "--html"),
+        (["threads", "trees.jsonl", "--out", "b/data/train/new.jsonl"], "--out"),
+        (["build", "trees.jsonl", *TOKENIZER, "--out", "c", "--on-bad-record", "skip", "--quarantine", "b/q.jsonl"], "--quarantine"),
+    ]:
+        refused(args, f"{option} lies inside the oasst-data build {work / 'b'}")
+    assert {path: path.read_bytes() for path in (work / "b").rglob("*") if path.is_file()} == files
+    assert not (work / "c").exists()
+    # A folder that merely has a manifest.json (a browser extension's, say) is no build.
+    (work / "ext").mkdir()
+    (work / "ext" / "manifest.json").write_text('{"name": "an extension"}')
+    assert runner.invoke(app, ["threads", "trees.jsonl", "--out", "ext/t.jsonl"]).exit_code == 0
+
+
 def test_overwrite_replaces_an_earlier_build_only(work, monkeypatch):
     assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b"]).exit_code == 0
     assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b", "--overwrite"]).exit_code == 0
@@ -141,6 +160,16 @@ def test_a_rerun_that_skips_nothing_removes_the_quarantine_an_earlier_run_left(w
     again = runner.invoke(app, ["threads", "bad.jsonl", "--out", "t.jsonl", "--on-bad-record", "skip"])
     assert again.exit_code == 0, again.output
     assert not quarantine.exists() and "bad records skipped" not in again.output
+    # A strict run (the default) that finishes met no bad record either: the file would tell of another run.
+    entry = '{"source": "bad.jsonl", "line": 13, "reason": "malformed JSON", "raw": "{broken"}\n'
+    quarantine.write_text(entry)
+    strict = runner.invoke(app, ["threads", "bad.jsonl", "--out", "t.jsonl"])
+    assert strict.exit_code == 0, strict.output
+    assert not quarantine.exists()
+    (work / "bad.jsonl").write_bytes((work / "trees.jsonl").read_bytes() + b"{broken\n")
+    quarantine.write_text(entry)
+    stopped = runner.invoke(app, ["threads", "bad.jsonl", "--out", "t.jsonl"])
+    assert stopped.exit_code == 1 and quarantine.read_text() == entry, stopped.output  # a run that stops leaves it
 
 
 def test_a_run_that_stops_midway_leaves_the_earlier_quarantine(tmp_path):
@@ -151,9 +180,12 @@ def test_a_run_that_stops_midway_leaves_the_earlier_quarantine(tmp_path):
     earlier.write_text(entry)
     BadRecordHandler(OnBadRecord.SKIP, earlier).close(finished=False)
     assert earlier.read_text() == entry
-    BadRecordHandler(OnBadRecord.FAIL, earlier).close()  # strict runs write no quarantine, so touch none
-    assert earlier.is_file()
+    BadRecordHandler(OnBadRecord.FAIL, earlier).close(finished=False)  # a strict run stopped by a bad record
+    assert earlier.read_text() == entry
     BadRecordHandler(OnBadRecord.SKIP, earlier).close()
+    assert not earlier.exists()
+    earlier.write_text(entry)
+    BadRecordHandler(OnBadRecord.FAIL, earlier).close()  # a strict run that finished met no bad record either
     assert not earlier.exists()
 
 
