@@ -11,7 +11,7 @@ import enum
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .records import ExportMessage, ExportMessageTree
@@ -140,7 +140,7 @@ class AllLangFilter(ThreadFilter):
         return None if all(m.lang in self.langs for m in path) else "lang_all"
 
 
-@dataclass(frozen=True)
+@dataclass
 class LabelThreshold(ThreadFilter):
     """Drop the thread when a message's mean label value is above max (or below min).
 
@@ -150,10 +150,17 @@ class LabelThreshold(ThreadFilter):
     label: str
     bound: float
     is_max: bool
+    # Whether a message checked had this label with a value. One that never did kept every
+    # thread: exports without labels (the en_100 sample) or a label name no export uses.
+    met: bool = field(default=False, compare=False)
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return f"{'max' if self.is_max else 'min'}_label:{self.label}"
+
+    @property
+    def option(self) -> str:
+        return f"{'--max-label' if self.is_max else '--min-label'} {self.label}={self.bound:g}"
 
     def check(self, path):
         for message in path:
@@ -163,6 +170,7 @@ class LabelThreshold(ThreadFilter):
             entry = labels.get(self.label)
             if entry is None or entry.value is None:
                 continue
+            self.met = True
             if (entry.value > self.bound) if self.is_max else (entry.value < self.bound):
                 return self.name
         return None
@@ -189,10 +197,16 @@ def parse_label_thresholds(items: Sequence[str], is_max: bool) -> list[LabelThre
         flag = "--max-label" if is_max else "--min-label"
         if not sep or not name.strip() or bound is None or not math.isfinite(bound):  # nan would keep everything
             raise ConfigError(f"{flag} expects NAME=NUMBER (e.g. spam=0.5), got {item!r}")
-        if name.strip() not in OASST_LABELS:  # a typo would filter nothing; a new export's label is fine
-            log.warning("%s %s: %r is not one of Open-Assistant's labels (%s)", flag, item, name.strip(), ", ".join(sorted(OASST_LABELS)))
+        if not 0 <= bound <= 1:  # outside, a threshold drops every labelled message's thread, or none
+            raise ConfigError(f"{flag} {item}: label values are means of 0-1 votes, so the threshold must lie in [0, 1]")
         thresholds.append(LabelThreshold(name.strip(), bound, is_max))
     return thresholds
+
+
+def warn_about_unknown_labels(thread_filters: Sequence[ThreadFilter]) -> None:
+    """A typo in a label name would filter nothing (a new export's label is fine, so a warning)."""
+    for unknown in (f for f in thread_filters if isinstance(f, LabelThreshold) and f.label not in OASST_LABELS):
+        log.warning("%s: %r is not one of Open-Assistant's labels (%s)", unknown.option, unknown.label, ", ".join(sorted(OASST_LABELS)))
 
 
 # The label names of Open-Assistant's exports (oasst1/oasst2 message "labels").

@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import ThreadConfig
 from .conversation import Role, Source, Split, Thread, Turn, is_blank
 from .errors import BadRecordError
-from .filters import build_filters, parse_langs
+from .filters import LabelThreshold, build_filters, parse_langs, warn_about_unknown_labels
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
@@ -56,6 +56,7 @@ class ThreadExtractor:
         self.config = config or ThreadConfig()
         self.handler = handler or BadRecordHandler(self.config.on_bad_record, self.config.quarantine)
         self.tree_filters, self.thread_filters = build_filters(self.config)
+        warn_about_unknown_labels(self.thread_filters)
         self.funnels: dict[str, Funnel] = {}
         self.bytes_read = ByteCounter()
         # Alpaca ids seen so far, across sources: identical records get unique ids.
@@ -107,6 +108,7 @@ class ThreadExtractor:
         quarantined_lines_before = self._quarantined_tree_lines
         stateless_before = funnel.tree_drops.get("tree_state_missing", 0)
         blank_before = len(self._blank_messages)
+        candidates_before = funnel.candidates
         try:
             for located in reader:
                 funnel.trees_read += 1
@@ -126,6 +128,12 @@ class ThreadExtractor:
                 "%d message(s) in the threads kept have blank text (empty or whitespace); they are kept, "
                 "as Open-Assistant's trainer keeps them: `oasst-data stats` counts them", blank,
             )
+        if funnel.candidates > candidates_before:
+            for unmet in (f for f in self.thread_filters if isinstance(f, LabelThreshold) and not f.met):
+                log.warning(
+                    "%s: no message of the threads checked has label %r (with a value), so it dropped nothing",
+                    unmet.option, unmet.label,
+                )
         stateless = funnel.tree_drops.get("tree_state_missing", 0) - stateless_before
         if stateless:
             log.warning(

@@ -154,14 +154,26 @@ def test_an_empty_list_option_names_itself(tmp_path):
         assert result.exit_code == 1 and message in result.output, result.output
 
 
-def test_label_thresholds_refuse_nan_and_warn_about_unknown_labels(tmp_path):
+def test_label_thresholds_refuse_nan_and_out_of_range_and_warn_about_unknown_or_unmet_labels(tmp_path):
     out = ["--out", str(tmp_path / "t.jsonl")]
     nan = runner.invoke(app, ["threads", TREES, "--max-label", "spam=nan", *out])
     assert nan.exit_code == 1 and "--max-label expects NAME=NUMBER" in nan.output  # nan compares false: it would keep all
     typo = runner.invoke(app, ["threads", TREES, "--max-label", "spma=0.1", *out])
     assert typo.exit_code == 0 and "'spma' is not one of Open-Assistant's labels" in " ".join(typo.output.split())
     known = runner.invoke(app, ["threads", TREES, "--max-label", "spam=0.5", *out])
-    assert known.exit_code == 0 and "not one of" not in known.output
+    assert known.exit_code == 0 and "not one of" not in known.output and "dropped nothing" not in known.output
+    assert " ".join(typo.output.split()).count("'spma' is not one of") == 1  # once, though the options are parsed twice
+    # A label no message carries (a typo, or an export without labels) filters nothing: said so.
+    unmet = " ".join(typo.output.split())
+    assert "--max-label spma=0.1: no message of the threads checked has label 'spma' (with a value), so it dropped nothing" in unmet
+    humor = runner.invoke(app, ["threads", TREES, "--min-label", "humor=0.5", "--max-label", "spam=0.5", *out])
+    said = " ".join(humor.output.split())
+    assert humor.exit_code == 0 and "has label 'humor'" in said and "has label 'spam'" not in said
+    # Label values are means of 0-1 votes: a threshold outside drops every labelled message's thread, or none.
+    for bound in ("quality=2", "quality=-0.1"):
+        outside = runner.invoke(app, ["threads", TREES, "--min-label", bound, *out])
+        assert outside.exit_code == 1 and "the threshold must lie in [0, 1]" in outside.output, outside.output
+    assert runner.invoke(app, ["threads", TREES, "--min-label", "quality=1", "--max-label", "spam=0", *out]).exit_code == 0
 
 
 def test_an_empty_system_prompt_is_refused(tmp_path):
