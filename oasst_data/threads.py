@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .filters import LabelThreshold, build_filters, parse_langs, warn_about_unkn
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
-from .readers.files import ByteCounter, expand_inputs
+from .readers.files import ByteCounter, as_sources, expand_inputs
 from .readers.oasst import LocatedTree, OasstExportReader
 from .records import AlpacaRecord, ExportMessage
 from .repeats import Repeat, SeenRecords
@@ -90,6 +91,7 @@ class ThreadExtractor:
         progress: ProgressHook | None = None,
     ) -> Iterator[Thread]:
         paths = expand_inputs(inputs)
+        alpaca = [os.fspath(source) for source in as_sources(alpaca)]
         check_distinct_sources(paths, alpaca)
         finished = False
         try:

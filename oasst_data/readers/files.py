@@ -261,14 +261,24 @@ def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | No
             raise BadRecordError(name, number + 1, f"cannot read further: {error}") from None
 
 
-def expand_inputs(patterns: Iterable[str | os.PathLike]) -> list[Path]:
+def as_sources(value: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list:
+    """One path (or Alpaca name), several, or None, as a list: from Python, `extract_threads("a.jsonl")`
+    must read one file, not one "file" per character."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    return list(value)
+
+
+def expand_inputs(patterns: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list[Path]:
     """Expand files and globs in order; a pattern that matches nothing is an error.
 
     An existing file is taken literally even when its name holds glob characters (`a[1].jsonl`),
     so expanding an already expanded list changes nothing.
     """
     paths: list[Path] = []
-    for pattern in patterns:
+    for pattern in as_sources(patterns):
         text = os.fspath(pattern)
         if glob.has_magic(text) and not Path(text).is_file():
             matches = sorted(glob.glob(text, recursive=True))

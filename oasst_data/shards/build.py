@@ -26,7 +26,7 @@ from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel, what_removed_everything
 from ..output_paths import check_outputs, check_replaced_folder, is_a_build
 from ..quarantine import BadRecordHandler, OnBadRecord
-from ..readers.files import expand_inputs
+from ..readers.files import as_sources, expand_inputs
 from ..threads import ThreadExtractor
 from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer, save_tokenizer
 from .buckets import Bucket, buckets_from_bounds, choose_buckets, padding_report
@@ -74,6 +74,9 @@ class BuildConfig:
     workers: int = _help("Threads for tokenization (1 = no overlap of reading and tokenizing). Output does not depend on it.", default=2)
 
     def __post_init__(self) -> None:
+        # A bare string is one source (not one per character); paths are kept as text for the manifest.
+        self.inputs = [os.fspath(source) for source in as_sources(self.inputs)]
+        self.alpaca = [os.fspath(source) for source in as_sources(self.alpaca)]
         if isinstance(self.threads, dict):
             self.threads = ThreadConfig(**self.threads)
         self.overflow = Overflow(self.overflow)

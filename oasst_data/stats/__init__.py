@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import ThreadConfig
 from ..errors import OasstDataError
+from ..readers.files import as_sources
 from .build import is_build_dir, shard_stats
 from .export import STATS_FORMAT, export_stats
 from .html import render_html
@@ -33,6 +34,7 @@ def collect_stats(
     **kwargs,
 ) -> dict:
     """Stats of a build directory (one path holding manifest.json) or of export files."""
+    paths, alpaca = as_sources(paths), as_sources(alpaca)
     builds = [p for p in paths if is_build_dir(p)]
     if builds:
         if len(paths) != 1 or alpaca:

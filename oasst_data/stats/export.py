@@ -13,6 +13,7 @@ aggregates the spilled rows lazily. Memory is bounded by a batch of rows, not th
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
@@ -21,7 +22,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import ThreadConfig
 from ..errors import OasstDataError
-from ..readers.files import expand_inputs
+from ..readers.files import as_sources, expand_inputs
 from .collect import RowCollector, StatsExtractor
 from .export_summary import summarize_export
 from .tokens import TokenCounter
@@ -66,7 +67,7 @@ def export_stats(
     """
     config = _stats_config(config or ThreadConfig())
     paths = expand_inputs(inputs)
-    alpaca = list(alpaca)
+    alpaca = [os.fspath(source) for source in as_sources(alpaca)]
     if not paths and not alpaca:
         raise OasstDataError("nothing to describe: give at least one export file or an Alpaca source")
     counter = TokenCounter.load(tokenizer) if isinstance(tokenizer, str) else tokenizer
