@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +89,9 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
     """
     from transformers import AutoTokenizer
 
+    problem = local_folder_problem(name_or_path, "--tokenizer", "tokenizer.json")
+    if problem is not None:
+        raise TokenizerUnavailableError(f"cannot load tokenizer {name_or_path!r}: {problem}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except OSError as error:  # offline and not cached, missing path, or no tokenizer files there
@@ -129,6 +134,69 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
         pad_token_id=int(pad),
         fingerprint=tokenizer_fingerprint(tokenizer),
     )
+
+
+def local_folder_problem(name_or_path: str, option: str, needs: str) -> str | None:
+    """Why `name_or_path`, a local path, is no folder to load from, and what to pass to `option`
+    instead; None for a folder, or for a name that may be a Hub repo id.
+
+    transformers sends any name that is not a folder to the Hub, so a misspelt local path was
+    reported as a network problem, or as a malformed repo id. `needs` names the file the folder
+    must hold (tokenizer.json, config.json).
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return None
+    if path.is_file():
+        return f"is a file: give the folder holding {needs} instead, such as {option} {path.parent}"
+    if not _means_local(name_or_path):
+        return None
+    return f"no such folder{_missing_detail(path)}; pass {option} a local folder with {needs}, or a Hub name"
+
+
+def _means_local(name_or_path: str) -> bool:
+    """True when the name cannot be a Hub repo id, or reads as a path (it starts at a local folder)."""
+    if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
+        return True
+    first = name_or_path.split("/", 1)[0]
+    if "/" in name_or_path and Path(first).is_dir():
+        return True
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return False
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        return True
+    return False
+
+
+def _missing_detail(path: Path) -> str:
+    """The first missing folder on the path, and a near name beside it (a typo is the usual cause)."""
+    if str(path).startswith("~") and path.expanduser().is_dir():
+        # A quoted ~, or one after `--tokenizer=`, reaches us unexpanded.
+        return f" ('~' was not expanded: give the full path {path.expanduser()})"
+    path = path.expanduser()
+    missing = path
+    for ancestor in reversed(path.parents):
+        if not ancestor.is_dir():
+            missing = ancestor
+            break
+    detail = "" if missing == path else f"{missing} does not exist"
+    near = _near_name(missing)
+    if near is not None:
+        detail += ("; " if detail else "") + f"did you mean {near}?"
+    return f" ({detail})" if detail else ""
+
+
+def _near_name(missing: Path) -> str | None:
+    try:
+        names = [entry.name for entry in os.scandir(missing.parent) if entry.is_dir()]
+    except OSError:
+        return None
+    matches = difflib.get_close_matches(missing.name, names, n=1, cutoff=0.8)
+    return str(missing.parent / matches[0]) if matches else None
 
 
 def save_tokenizer(loaded: LoadedTokenizer, folder: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Saving the tokenizer beside the shards: a full disk is one clear error, not a traceback."""
+"""Loading and saving the tokenizer: a misspelt path, a damaged file or a full disk is one clear error, not a traceback."""
 
 from __future__ import annotations
 
@@ -39,3 +39,54 @@ def test_damaged_tokenizer_files_are_one_clear_error(tmp_path, damage):
     (folder / name).write_bytes(change((folder / name).read_bytes()))
     with pytest.raises(OasstDataError, match="its files are damaged or not a tokenizer"):
         load_tokenizer(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        # The first component is a local folder: a path, not a Hub repo id.
+        ("fixtures/tokenizr", r"'fixtures/tokenizr': no such folder \(did you mean fixtures/tokenizer\?\); pass --tokenizer a local folder"),
+        # More than one '/': no Hub repo id has that.
+        ("shared/tokenizers/gpt-neox-20", r"no such folder \(did you mean shared/tokenizers/gpt-neox-20b\?\)"),
+        ("shared/tokenizrs/gpt-neox-20b", r"no such folder \(shared/tokenizrs does not exist; did you mean shared/tokenizers\?\)"),
+        ("./tokenizr", r"'./tokenizr': no such folder; pass --tokenizer a local folder with tokenizer.json, or a Hub name"),
+        ("fixtures/tokenizer/tokenizer.json", r"is a file: give the folder holding tokenizer.json instead, such as --tokenizer fixtures/tokenizer$"),
+    ],
+)
+def test_a_misspelt_local_tokenizer_path_is_no_hub_problem(tmp_path, monkeypatch, given, message):
+    import shutil
+
+    shutil.copytree(FIXTURE_TOKENIZER, tmp_path / "fixtures" / "tokenizer")
+    (tmp_path / "shared" / "tokenizers" / "gpt-neox-20b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OasstDataError, match=message) as raised:
+        load_tokenizer(given)
+    assert "huggingface.co" not in str(raised.value) and "Repo id" not in str(raised.value) and "offline" not in str(raised.value)
+
+
+def test_an_absolute_misspelt_tokenizer_path_names_the_near_folder(tmp_path):
+    (tmp_path / "gpt-neox-20b").mkdir()
+    with pytest.raises(OasstDataError, match=rf"'{tmp_path}/gpt-neox-20': no such folder \(did you mean {tmp_path}/gpt-neox-20b\?\)"):
+        load_tokenizer(str(tmp_path / "gpt-neox-20"))
+
+
+def test_a_hub_name_still_goes_to_the_hub(tmp_path, monkeypatch):
+    """A plausible repo id is not taken for a local path: its failure keeps the offline hint."""
+    import transformers
+
+    asked = []
+
+    def from_pretrained(name, **kwargs):
+        asked.append(name)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    monkeypatch.chdir(tmp_path)  # no local folder named EleutherAI
+    with pytest.raises(OasstDataError, match=r"couldn't connect .* -- if this machine is offline"):
+        load_tokenizer("EleutherAI/pythia-12b-deduped")
+    assert asked == ["EleutherAI/pythia-12b-deduped"]
+
+
+def test_a_local_tokenizer_folder_still_loads(monkeypatch):
+    monkeypatch.chdir(FIXTURE_TOKENIZER.parent)
+    assert load_tokenizer("tokenizer").vocab_size > 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, OasstDataError
+from ..tokenizer import local_folder_problem
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def load_config(name_or_path: str):
     """The model's transformers config (no weights), or a one-line error."""
     from transformers import AutoConfig
 
+    problem = local_folder_problem(name_or_path, "--model", "config.json")
+    if problem is not None:
+        raise OasstDataError(f"cannot load model config {name_or_path!r}: {problem}")
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:

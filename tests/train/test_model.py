@@ -37,3 +37,23 @@ def test_a_pad_token_of_its_own_is_still_recorded(tiny_llama):
     loaded = load_model(tiny_llama, vocab_size=64, pad_token_id=0, eos_token_id=EOS, random_init=True, seed=0)
     assert loaded.model.config.pad_token_id == 0
     assert loaded.model.get_input_embeddings().padding_idx == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("out/nonexistent", r"'out/nonexistent': no such folder; pass --model a local folder with config.json, or a Hub name$"),
+        ("out/tiny/config.json", r"is a file: give the folder holding config.json instead, such as --model out/tiny$"),
+        ("/no/such/model", r"no such folder \(/no does not exist\)"),
+    ],
+)
+def test_a_misspelt_local_model_path_is_no_hub_problem(tmp_path, monkeypatch, given, message):
+    from oasst_data.errors import OasstDataError
+    from oasst_data.train.model import load_config
+
+    (tmp_path / "out" / "tiny").mkdir(parents=True)
+    (tmp_path / "out" / "tiny" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OasstDataError, match=message) as raised:
+        load_config(given)
+    assert "huggingface.co" not in str(raised.value)
