@@ -19,6 +19,7 @@ from ..errors import BadRecordError, ConfigError, OasstDataError
 from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
 from .files import iter_lines
+from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
 from .jsonarray import iter_json_array, starts_with_array
 from .oasst import _describe_decode_error, _lone_surrogate_escape
 
@@ -34,6 +35,8 @@ _ALPACA_FIELDS = frozenset(("instruction", "input", "output"))
 # closing ']' is an error). In JSON Lines, a line holding an array is one bad record, not unpacked:
 # the format is one object a line, and guessing would hide a file written wrongly.
 _ARRAY_LINE_HINT = " (JSON Lines hold one object a line; an array on a line is not unpacked)"
+# A dataset's rows have no file to give as an input: the hint names what the inputs read.
+_OASST_ROW_HINT = " (an Open-Assistant record? Open-Assistant data is read from export files given as inputs, not with --alpaca)"
 
 
 @dataclass(slots=True)
@@ -139,7 +142,8 @@ class AlpacaReader:
             try:
                 record = msgspec.convert(value, AlpacaRecord)
             except msgspec.ValidationError as error:
-                self._bad(BadRecordError(name, line, f"invalid record: {error}{where}", raw))
+                hint = OASST_ARRAY_AS_ALPACA_HINT if isinstance(value, dict) and looks_like_oasst(value) else ""
+                self._bad(BadRecordError(name, line, f"invalid record: {error}{where}{hint}", raw))
                 continue
             except UnicodeEncodeError:  # a lone surrogate in a key (msgspec encodes keys to match fields)
                 reason = _lone_surrogate_escape(raw, "record") or "lone surrogate in a key (not valid Unicode text)"
@@ -170,10 +174,7 @@ class AlpacaReader:
                 record = _record_decoder.decode(line.data)
                 self._note_fields(_keys_decoder.decode(line.data))
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
-                reason = _describe_decode_error(error, line.data)
-                if isinstance(error, msgspec.ValidationError) and str(error) == "Expected `object`, got `array`":
-                    reason += _ARRAY_LINE_HINT
-                self._bad(BadRecordError(name, line.number, reason, line.data))
+                self._bad(BadRecordError(name, line.number, _line_reason(error, line.data, name, line.number), line.data))
                 continue
             yield LocatedAlpaca(record, name, line.number, line.data)
 
@@ -213,7 +214,8 @@ class AlpacaReader:
             try:
                 record = msgspec.convert(row, AlpacaRecord)
             except msgspec.ValidationError as error:
-                self._bad(BadRecordError(self.source, row_number, f"invalid record: {error}", msgspec.json.encode(row)))
+                hint = _OASST_ROW_HINT if looks_like_oasst(row) else ""
+                self._bad(BadRecordError(self.source, row_number, f"invalid record: {error}{hint}", msgspec.json.encode(row)))
                 continue
             yield LocatedAlpaca(record, self.source, row_number, None)
 
@@ -269,6 +271,24 @@ class AlpacaReader:
         if ignored:
             log.warning("%s: reading split %r only; not read: %s", self.source, chosen, ", ".join(ignored))
         return chosen
+
+
+def _line_reason(error: Exception, data: bytes, source: str, line: int) -> str:
+    """Why a JSON Lines line is no Alpaca record, with what it looks like when that is telling:
+    compressed bytes, an array, an Open-Assistant record, or a pretty-printed object's first line."""
+    compressed = compressed_reason(data, source, line)
+    if compressed is not None:
+        return compressed
+    reason = _describe_decode_error(error, data)
+    if not isinstance(error, msgspec.ValidationError):
+        return reason + pretty_printed_hint(error, data, line)
+    if str(error) == "Expected `object`, got `array`":
+        return reason + _ARRAY_LINE_HINT
+    try:
+        keys = _keys_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return reason  # not an object: no keys to tell its kind by
+    return reason + (OASST_AS_ALPACA_HINT if looks_like_oasst(keys) else "")
 
 
 def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -> None:

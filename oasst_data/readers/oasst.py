@@ -22,6 +22,7 @@ from ..quarantine import BadRecordHandler
 from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
 from . import deep_json
 from .files import ByteCounter, iter_lines
+from .hints import array_hint, compressed_reason, pretty_printed_hint
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +161,23 @@ def _decode_detected(data: bytes, source: str, line: int) -> ExportMessageTree |
             raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
         return deep
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
-        # An export line is an object; a line opening an array is most likely Alpaca data.
-        hint = " (a JSON array: Alpaca data? give it with --alpaca)" if data.lstrip()[:1] == b"[" else ""
-        raise BadRecordError(source, line, _describe_decode_error(error, data) + hint, data) from None
+        raise BadRecordError(source, line, _describe_with_hint(error, data, source, line), data) from None
     raise BadRecordError(
         source, line, "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)", data
     )
+
+
+def _describe_with_hint(error: Exception, data: bytes, source: str, line: int) -> str:
+    """The reason a line is no export record, with what it looks like when that is telling:
+    compressed bytes, a JSON array (Alpaca data, or records that should be one a line), or
+    the first line of a pretty-printed object."""
+    compressed = compressed_reason(data, source, line)
+    if compressed is not None:
+        return compressed
+    reason = _describe_decode_error(error, data)
+    if data.lstrip()[:1] == b"[":
+        return reason + array_hint(data)
+    return reason + pretty_printed_hint(error, data, line)
 
 
 def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree | None:

@@ -1,0 +1,93 @@
+"""Hints for input given in the wrong form: the wrong reader, a misnamed compressed file, or
+pretty-printed JSON where JSON Lines are read.
+
+They only reword the reason of a record that is bad anyway, so they look at bytes already read
+(the start of the line) and never change what is counted or quarantined.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from pathlib import Path
+
+import msgspec
+
+# Magic bytes that open a compressed stream, with the suffix open_binary decompresses it by.
+_COMPRESSED = ((b"\x1f\x8b", "gzip", ".gz"), (b"\x28\xb5\x2f\xfd", "zstandard", ".zst"))
+_COMPRESSED_SUFFIXES = frozenset((".gz", ".zst", ".zstd"))
+# Top-level keys only Open-Assistant records have (trees, messages, threads); "role" and "text"
+# count only together, as other chat formats have one of them.
+_OASST_KEYS = frozenset(("message_tree_id", "message_id", "parent_id", "thread_id", "thread", "tree_state"))
+_ALPACA_KEYS = frozenset(("instruction", "output"))
+# How much of a line's start is searched for keys: the first keys of its first record, without
+# scanning a one-line array of megabytes.
+_HEAD = 8192
+# An object key: a quoted name followed by ':'. A quote escaped inside a string value has a
+# backslash before it, so text that merely mentions a key is passed over.
+_KEY = re.compile(rb'(?<!\\)"([A-Za-z_]+)"\s*:')
+
+OASST_AS_ALPACA_HINT = " (an Open-Assistant record? give the file as an input, not with --alpaca)"
+# The reader of inputs reads JSON Lines only: an array of records needs rewriting first.
+OASST_ARRAY_AS_ALPACA_HINT = " (Open-Assistant records? give them as an input, not with --alpaca, written as JSON Lines: one record a line)"
+PRETTY_PRINTED_HINT = " (one record per line (JSON Lines): a pretty-printed JSON file?)"
+_ALPACA_ARRAY_HINT = " (a JSON array: Alpaca data? give it with --alpaca)"
+_OASST_ARRAY_HINT = (
+    " (a JSON array of Open-Assistant records? exports are JSON Lines, one record a line: "
+    "write each element on a line of its own, e.g. with jq -c '.[]')"
+)
+_UNKNOWN_ARRAY_HINT = " (a JSON array: Alpaca data? give it with --alpaca; Open-Assistant exports are JSON Lines, one record a line)"
+
+
+def looks_like_oasst(keys: Collection[str]) -> bool:
+    """True when these keys are those of an Open-Assistant record, not of an Alpaca one."""
+    if _ALPACA_KEYS & set(keys):
+        return False
+    return bool(_OASST_KEYS & set(keys)) or {"role", "text"} <= set(keys)
+
+
+def _head_keys(data: bytes) -> set[str]:
+    return {match.group(1).decode("ascii") for match in _KEY.finditer(data[:_HEAD])}
+
+
+def array_hint(data: bytes) -> str:
+    """For an export line that opens a JSON array: Alpaca data, or Open-Assistant records in an array.
+
+    Only the line's start is looked at: enough for the first record's first keys.
+    """
+    keys = _head_keys(data)
+    if _ALPACA_KEYS & keys:
+        return _ALPACA_ARRAY_HINT
+    if looks_like_oasst(keys):
+        return _OASST_ARRAY_HINT
+    return _UNKNOWN_ARRAY_HINT
+
+
+def pretty_printed_hint(error: Exception, data: bytes, line: int) -> str:
+    """For line 1 opening an object that ends with the line while more lines follow.
+
+    A file truncated inside its only line has no newline after it, and gets no hint.
+    """
+    if line != 1 or not isinstance(error, msgspec.DecodeError) or "truncated" not in str(error):
+        return ""
+    if data.lstrip()[:1] != b"{" or not data.endswith(b"\n"):
+        return ""
+    return PRETTY_PRINTED_HINT
+
+
+def compressed_reason(data: bytes, source: str, line: int) -> str | None:
+    """Why line 1 is no JSON when it opens with a compressed stream's magic bytes; else None.
+
+    open_binary decompresses by the name's suffix only: content sniffing would make a file's
+    meaning depend on its bytes, and other tools (datasets, zcat) go by the name too.
+    """
+    if line != 1:
+        return None
+    for magic, kind, suffix in _COMPRESSED:
+        if data.startswith(magic):
+            shown = magic.hex(" ")
+            name = Path(source).name
+            if Path(name).suffix.lower() in _COMPRESSED_SUFFIXES:
+                return f"{kind}-compressed data inside the decompressed file (it starts with {shown}): compressed twice? decompress it once more"
+            return f"looks {kind}-compressed (it starts with the bytes {shown}) but its name does not say so: name it {name}{suffix}"
+    return None
