@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from oasst_data.errors import OasstDataError
+from oasst_data.errors import ConfigError, OasstDataError
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -26,6 +27,50 @@ def setup_logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
+    )
+
+
+# Config fields whose option is not the field name with dashes (the others: val_split -> --val-split).
+_OPTION_OF_FIELD = {
+    "system_prompt": "--system",
+    "num_train_epochs": "--num-epochs",
+    "per_device_train_batch_size": "--per-device-batch-size",
+    "dataloader_num_workers": "--num-workers",
+}
+# How a config check names the field it refuses: "val_split must be in [0, 1), got 2.0".
+_FIELD_CHECK = re.compile(r"([a-z][a-z0-9_]*) (?=must |is empty)")
+
+
+def name_the_option(message: str) -> str:
+    """`val_split must be ...` -> `val_split (--val-split) must be ...`.
+
+    The config checks name a field, as a config file or the Python API spells it; on the command
+    line the option is what was typed. Only a field that is an option of some command is named.
+    """
+    match = _FIELD_CHECK.match(message)
+    if match is None:
+        return message
+    field = match.group(1)
+    option = _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+    if option not in command_line_options():
+        return message
+    return f"{field} ({option}) {message[match.end():]}"
+
+
+def command_line_options() -> frozenset[str]:
+    """Every long option of every command of the app."""
+    import click
+
+    from oasst_data_cli.app import app
+
+    group = typer.main.get_command(app)
+    context = click.Context(group)
+    return frozenset(
+        option
+        for command in (group.get_command(context, name) for name in group.list_commands(context))
+        for param in command.params
+        for option in param.opts
+        if option.startswith("--")
     )
 
 
@@ -44,7 +89,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except OasstDataError as error:
-        err_console.print(f"[bold red]{error_label()}[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        message = name_the_option(str(error)) if isinstance(error, ConfigError) else str(error)
+        err_console.print(f"[bold red]{error_label()}[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except BrokenPipeError:
         # The reader went away (`... --out /dev/stdout | head`): stop quietly, as Unix tools do;

@@ -24,3 +24,39 @@ def test_the_error_line_names_the_rank_only_in_a_distributed_launch(tmp_path, mo
     output = " ".join(result.output.split())
     assert output.startswith(label) and "absent.jsonl" in output, output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["threads", "T", "--val-split", "2"], "val_split (--val-split) must be in [0, 1), got 2.0"),
+        (["threads", "T", "--top-k", "0"], "top_k (--top-k) must be at least 1"),
+        (["threads", "T", "--system", " "], "system_prompt (--system) is empty"),
+        (["build", "T", "--max-length", "4"], "max_length (--max-length) must be at least 8"),
+        (["train", "--per-device-batch-size", "0"], "per_device_train_batch_size (--per-device-batch-size) must be a positive integer"),
+    ],
+    ids=["val-split", "top-k", "system", "max-length", "per-device-batch-size"],
+)
+def test_a_refused_value_names_the_option_typed(tmp_path, args, said):
+    """Config checks name the field (as a config file spells it); the command line adds the option."""
+    from ..conftest import FIXTURE_TOKENIZER, FIXTURES
+
+    trees = str(FIXTURES / "oasst" / "trees.jsonl")
+    command = [trees if arg == "T" else arg for arg in args]
+    if command[0] == "build":
+        command += ["--tokenizer", str(FIXTURE_TOKENIZER), "--out", str(tmp_path / "b")]
+    elif command[0] == "threads":
+        command += ["--out", str(tmp_path / "t.jsonl")]
+    else:
+        command += ["--shards", str(tmp_path), "--model", "m", "--output-dir", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
+
+
+def test_every_option_an_error_may_name_exists():
+    from oasst_data_cli.console import _OPTION_OF_FIELD, command_line_options, name_the_option
+
+    assert set(_OPTION_OF_FIELD.values()) <= command_line_options()
+    # Not an option of any command: the message stays as it was.
+    assert name_the_option("rows per batch must be at least 1, got 0") == "rows per batch must be at least 1, got 0"
+    assert name_the_option("residual_dropout must be in [0, 1), got 2") == "residual_dropout (--residual-dropout) must be in [0, 1), got 2"

@@ -178,7 +178,7 @@ def test_label_thresholds_refuse_nan_and_out_of_range_and_warn_about_unknown_or_
 
 def test_an_empty_system_prompt_is_refused(tmp_path):
     result = runner.invoke(app, ["threads", TREES, "--system", " ", "--out", str(tmp_path / "t.jsonl")])
-    assert result.exit_code == 1 and "system_prompt is empty" in result.output and not (tmp_path / "t.jsonl").exists()
+    assert result.exit_code == 1 and "system_prompt (--system) is empty" in result.output and not (tmp_path / "t.jsonl").exists()
 
 
 def test_paths_and_label_names_that_look_like_markup_are_printed_as_they_are(tmp_path):
