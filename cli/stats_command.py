@@ -45,7 +45,7 @@ def stats(
 ) -> None:
     """Statistics of an export (with the drop funnel of the given filters) or of a build's shards."""
     from oasst_data.readers.files import expand_inputs
-    from oasst_data.stats import export_stats, is_build_dir, render_tables, shard_stats, write_report
+    from oasst_data.stats import check_export_paths, export_stats, is_build_dir, render_tables, shard_stats, write_report
     from oasst_data.stats.export import DEFAULT_MAX_LENGTH
 
     with user_errors():
@@ -71,8 +71,7 @@ def stats(
             for path in paths:
                 if is_build_dir(path):
                     raise ConfigError(f"{path}: a build directory is read alone; give it without other inputs")
-                if Path(path).is_dir():
-                    raise ConfigError(f"{path}: a directory without manifest.json (give export files, or one finished build)")
+            check_export_paths(paths)
             if max_length is not None and (tokenizer is None or max_length < 1):
                 raise ConfigError("--max-length counts threads longer than N tokens: it needs --tokenizer and N >= 1")
             files = expand_inputs(paths)

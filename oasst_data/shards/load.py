@@ -14,7 +14,13 @@ from .schema import FORMAT_VERSION, ManifestShape
 
 def load_manifest(out_dir: str | Path) -> dict:
     """The manifest of a finished build; a missing manifest means an incomplete build."""
-    path = Path(out_dir) / "manifest.json"
+    folder = Path(out_dir)
+    if not folder.exists():
+        raise OasstDataError(f"{out_dir}: no such folder (give the folder `oasst-data build --out` wrote)")
+    if folder.is_file():
+        hint = f": give the build folder, {folder.parent}" if folder.name == "manifest.json" else " (give the folder `oasst-data build --out` wrote)"
+        raise OasstDataError(f"{out_dir}: is a file, not a build folder{hint}")
+    path = folder / "manifest.json"
     if not path.is_file():
         raise OasstDataError(f"{out_dir}: no manifest.json -- not a finished oasst-data build")
     try:

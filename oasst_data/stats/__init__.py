@@ -40,10 +40,17 @@ def collect_stats(
         if len(paths) != 1 or alpaca:
             raise OasstDataError(f"{builds[0]} is a build directory: describe one build at a time, without other inputs")
         return shard_stats(builds[0])
+    check_export_paths(paths)
+    return export_stats(paths, alpaca, config, tokenizer, **kwargs)
+
+
+def check_export_paths(paths: Sequence[str | Path]) -> None:
+    """Refuse what is no export file: a folder that is no build, or a build's own manifest.json."""
     for path in paths:
         if Path(path).is_dir():
-            raise OasstDataError(f"{path}: a directory without manifest.json (not a finished oasst-data build)")
-    return export_stats(paths, alpaca, config, tokenizer, **kwargs)
+            raise OasstDataError(f"{path}: a directory without manifest.json (give export files, or one finished build)")
+        if Path(path).name == "manifest.json" and is_build_dir(Path(path).parent):
+            raise OasstDataError(f"{path}: is a build's manifest, not an export: give the build folder, {Path(path).parent}")
 
 
 __all__ = [

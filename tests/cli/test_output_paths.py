@@ -213,3 +213,14 @@ def test_an_interrupted_run_that_quarantined_records_leaves_the_earlier_quaranti
     finished = ThreadExtractor(ThreadConfig(on_bad_record="skip", quarantine=earlier))
     list(finished.run([bad]))
     assert json.loads(earlier.read_text())["line"] == 1
+
+
+def test_a_build_given_by_the_wrong_path_is_named_for_what_it_is(work):
+    """verify/stats/train on a missing folder said 'no manifest.json'; on a build's manifest.json,
+    'no manifest.json' (verify) or 'malformed JSON' with a JSON Lines hint (stats)."""
+    assert runner.invoke(app, ["build", "trees.jsonl", *TOKENIZER, "--out", "b"]).exit_code == 0
+    refused(["verify", "nope"], "nope: no such folder (give the folder `oasst-data build --out` wrote)")
+    refused(["verify", "b/manifest.json"], "b/manifest.json: is a file, not a build folder: give the build folder, b")
+    refused(["verify", "trees.jsonl"], "trees.jsonl: is a file, not a build folder (give the folder")
+    refused(["stats", "b/manifest.json", "-q"], "b/manifest.json: is a build's manifest, not an export: give the build folder, b")
+    refused(["stats", "nope", "-q"], "nope")
