@@ -23,6 +23,18 @@ from .console import err_console, error_label, user_errors
 # where it is used: --deepspeed none trains without it).
 TRAIN_EXTRA = ("torch", "accelerate")
 
+def train_install_steps() -> str:
+    """How to install the train extra from here, in the README's order: torch decides which build
+    DeepSpeed (a source package) is compiled against, so neither may come from a bare extra first."""
+    steps = []
+    if importlib.util.find_spec("torch") is None:
+        steps.append("install torch first (the build for your CUDA, or the CPU one)")
+    if importlib.util.find_spec("deepspeed") is None:
+        steps.append("DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed (built against that torch)")
+    steps.append("pip install 'oasst-data[train]'")
+    return ", then ".join(steps) + " (README, Training)"
+
+
 _DATA = "Data and model"
 _BATCH = "Batches"
 _OPT = "Optimisation"
@@ -121,7 +133,7 @@ def train(
                 raise ImportError(name=", ".join(absent))
             from oasst_data.train.run import train as run_training
         except ImportError as error:
-            missing = escape(f"training needs the train extra ({error.name or error} is missing): pip install 'oasst-data[train]'")
+            missing = escape(f"training needs the train extra ({error.name or error} is missing): {train_install_steps()}")
             err_console.print(f"[bold red]{error_label()}[/] {missing}", highlight=False)
             raise typer.Exit(1) from None
         outcome = run_training(config)

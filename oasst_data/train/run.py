@@ -52,7 +52,10 @@ def deepspeed_config(value: str | None, cuda: bool, dtype: str) -> str | None:
     if stage not in (0, 1, 2, 3, "auto") or isinstance(stage, bool):
         raise ConfigError(f"DeepSpeed config {path}: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     if not deepspeed_installed():
-        raise ConfigError("DeepSpeed is not installed (it is in the train extra): pip install deepspeed, or pass --deepspeed none")
+        raise ConfigError(
+            "DeepSpeed is not installed: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed "
+            "(a source package, built against the installed torch), or pass --deepspeed none"
+        )
     if not cuda and dtype != "fp32":
         raise ConfigError(f"DeepSpeed without a GPU trains in fp32 only (transformers refuses {dtype} there): pass --dtype fp32")
     if not any(key in os.environ for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):

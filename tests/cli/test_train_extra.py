@@ -15,3 +15,14 @@ def test_a_missing_train_extra_is_named_before_training(tmp_path, monkeypatch):
     output = " ".join(result.output.split())
     assert "a_module_that_is_not_installed is missing" in output and "pip install 'oasst-data[train]'" in output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_the_install_steps_follow_the_readme_order(monkeypatch):
+    """torch first, then DeepSpeed built against it, then the extra: a bare extra would pull a CUDA
+    torch, and DeepSpeed's build would fail in pip's isolated environment."""
+    installed: set[str] = set()
+    monkeypatch.setattr(train_command.importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    steps = train_command.train_install_steps()
+    assert steps.index("install torch first") < steps.index("DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed") < steps.index("pip install 'oasst-data[train]'")
+    installed |= {"torch", "deepspeed"}
+    assert train_command.train_install_steps() == "pip install 'oasst-data[train]' (README, Training)"
