@@ -24,7 +24,7 @@ from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 
 from . import build_command, stats_command, train_command
 from . import options as opt
-from .console import err_console, escape, is_stdout, out_console, setup_logging, user_errors
+from .console import dash_is_stdout, err_console, escape, is_stdout, out_console, setup_logging, user_errors
 
 log = logging.getLogger("oasst_data")
 
@@ -58,7 +58,7 @@ def reading_progress(total_bytes: int) -> Progress:
 @app.command()
 def threads(
     inputs: opt.Inputs = None,
-    out: Annotated[Path, typer.Option("--out", help="Output JSON Lines file, one thread a line.")] = ...,
+    out: Annotated[Path, typer.Option("--out", help="Output JSON Lines file, one thread a line ('-': standard output).", callback=dash_is_stdout)] = ...,
     alpaca: opt.Alpaca = None,
     lang: opt.Lang = None,
     lang_scope: opt.LangScopeOpt = None,

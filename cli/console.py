@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -109,6 +110,11 @@ def user_errors() -> Iterator[None]:
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def dash_is_stdout(value: Path | None) -> Path | None:
+    """An output option's `-` is standard output (Unix custom), written as `/dev/stdout` is."""
+    return Path("/dev/stdout") if value is not None and str(value) == "-" else value
 
 
 def is_stdout(path) -> bool:

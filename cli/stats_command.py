@@ -13,7 +13,7 @@ from oasst_data.errors import ConfigError
 from oasst_data.output_paths import check_outputs
 
 from . import options as opt
-from .console import err_console, escape, out_console, user_errors
+from .console import dash_is_stdout, err_console, escape, is_stdout, out_console, user_errors
 
 _OUTPUT = "Output"
 _TOKENS = "Tokens"
@@ -38,9 +38,9 @@ def stats(
     seed: opt.Seed = None,
     system: opt.System = None,
     on_bad_record: opt.OnBad = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON (schemas/stats.schema.json).", rich_help_panel=_OUTPUT)] = None,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write one self-contained HTML page with tables and charts.", rich_help_panel=_OUTPUT)] = None,
-    markdown_out: Annotated[Optional[Path], typer.Option("--markdown", help="Write Markdown tables (for a dataset card).", rich_help_panel=_OUTPUT)] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure as JSON (schemas/stats.schema.json) ('-': standard output).", rich_help_panel=_OUTPUT, callback=dash_is_stdout)] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write one self-contained HTML page with tables and charts ('-': standard output).", rich_help_panel=_OUTPUT, callback=dash_is_stdout)] = None,
+    markdown_out: Annotated[Optional[Path], typer.Option("--markdown", help="Write Markdown tables (for a dataset card) ('-': standard output).", rich_help_panel=_OUTPUT, callback=dash_is_stdout)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no tables, only write the files.", rich_help_panel=_OUTPUT)] = False,
 ) -> None:
     """Statistics of an export (with the drop funnel of the given filters) or of a build's shards."""
@@ -99,7 +99,9 @@ def stats(
                     progress=lambda done: progress.update(task, completed=done),
                 )
         if not quiet:
+            # A report written to standard output keeps it to itself: the tables go to stderr.
+            tables_console = err_console if any(is_stdout(path) for path in (json_out, html_out, markdown_out) if path) else out_console
             for table in render_tables(report):
-                out_console.print(table)
+                tables_console.print(table)
         for written in write_report(report, json_out, html_out, markdown_out):
             err_console.print(f"wrote {escape(str(written))}")

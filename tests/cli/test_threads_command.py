@@ -287,11 +287,14 @@ def test_threads_to_stdout_stay_json_lines_the_funnel_goes_to_stderr(tmp_path):
 
     command = [sys.executable, "-m", "oasst_data_cli", "threads", TREES, "--out", "/dev/stdout"]
     for extra in ([], ["--json"]):
-        done = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
         assert len(lines) == 12 and all(json.loads(line)["text"] for line in lines)
         assert "records read" in done.stderr or '"funnel"' in done.stderr
+    # `-` is standard output too (it wrote a file named '-').
+    dash = subprocess.run([*command[:-1], "-"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert dash.returncode == 0 and dash.stdout == done.stdout and list(tmp_path.iterdir()) == []
     # Skipping needs a quarantine file: beside /dev/stdout is no place for one.
     done = subprocess.run([*command, "--on-bad-record", "skip"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "give --quarantine FILE" in done.stderr

@@ -92,3 +92,20 @@ def test_values_and_paths_that_look_like_markup_are_printed_as_they_are(tmp_path
     assert "gpt [/oops]" in result.stdout and "ready [/s]" in result.stdout and "[bold]odd" in result.stdout
     assert f"wrote {out}" in " ".join(result.output.split())
     assert out.is_file()
+
+
+def test_a_report_on_standard_output_stays_alone_there(tmp_path):
+    """`--json -` (or /dev/stdout) is the JSON alone on stdout: the tables go to stderr."""
+    import subprocess
+    import sys
+
+    for target in ("-", "/dev/stdout"):
+        done = subprocess.run(
+            [sys.executable, "-m", "oasst_data_cli", "stats", str(TREES), "--json", target],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        jsonschema.validate(report, SCHEMA)
+        assert "Drop funnel" in done.stderr or "funnel" in done.stderr.lower()
+        assert list(tmp_path.iterdir()) == []
