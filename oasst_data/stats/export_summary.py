@@ -33,12 +33,15 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
     )
     threads = _scan(folder, "threads")
     labels = _scan(folder, "labels")
-    assistant = pl.col("role") == "assistant"
+    # Alpaca records carry no review, state or rank: those counts are of Open-Assistant data only
+    # (999 Alpaca records read as "review_result missing 1,998" and 999 trees of no state).
+    oasst = pl.col("source") == "oasst"
+    assistant = (pl.col("role") == "assistant") & oasst
     group = pl.col("assistant_replies") >= 2
     queries = {
         "trees_by_source": trees.group_by("source").agg(pl.len().alias("trees"), pl.col("messages").sum().alias("messages")),
         "threads_by_source": threads.group_by("source").agg(pl.len().alias("threads")),
-        "tree_states": trees.group_by("tree_state").agg(pl.len().alias("trees"), pl.col("messages").sum().alias("messages")),
+        "tree_states": trees.filter(oasst).group_by("tree_state").agg(pl.len().alias("trees"), pl.col("messages").sum().alias("messages")),
         "lang_messages": messages.group_by("lang").agg(pl.len().alias("messages")),
         "lang_trees": trees.group_by("lang").agg(pl.len().alias("trees")),
         "lang_threads": threads.group_by("lang").agg(pl.len().alias("threads")),
@@ -52,7 +55,7 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
             pl.col("synthetic").sum().alias("synthetic"),
             pl.col("deleted").sum().alias("deleted"),
             (pl.col("review_result") == False).sum().alias("review_result_false"),  # noqa: E712 (polars expression)
-            pl.col("review_result").is_null().sum().alias("review_result_missing"),
+            (pl.col("review_result").is_null() & oasst).sum().alias("review_result_missing"),
             pl.col("marker_text").sum().alias("marker_text"),
             pl.col("blank_text").sum().alias("blank_text"),
         ),

@@ -195,7 +195,10 @@ def test_alpaca_records_are_two_message_trees():
     assert e["funnel"]["tree_drops"] == {"empty_text": 1}
     assert e["flags"]["blank_text"] == 1  # the blank output
     assert e["sources"] == [{"source": "alpaca", "trees": 5, "messages": 10, "threads": 4}]
-    assert e["tree_states"] == [{"tree_state": None, "trees": 5, "messages": 10}]
+    # Alpaca records have no tree state, review or rank: none is counted as missing.
+    assert e["tree_states"] == []
+    assert e["flags"]["review_result_missing"] == 0
+    assert e["ranks"]["assistants"] == 0 and e["ranks"]["unranked"] == 0
 
 
 def test_export_and_alpaca_together_add_up():
@@ -203,6 +206,11 @@ def test_export_and_alpaca_together_add_up():
     assert e["totals"] == {"trees": 17, "messages": 56, "threads": 16}
     assert [s["source"] for s in e["sources"]] == ["alpaca", "oasst"]
     assert e["funnel"]["by_source"]["alpaca"]["threads"] == 4
+    # The Open-Assistant-only sections are those of the export alone.
+    alone = export_stats([TREES])["export"]
+    for section in ("tree_states", "ranks"):
+        assert e[section] == alone[section], section
+    assert e["flags"]["review_result_missing"] == alone["flags"]["review_result_missing"]
 
 
 def test_bad_records_stop_or_are_counted(tmp_path):
