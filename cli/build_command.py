@@ -152,7 +152,7 @@ def bucket_table(manifest: dict) -> Table:
     return table
 
 
-def verify(out_dir: Annotated[Path, typer.Argument(help="A build's output directory.")]) -> None:
+def verify(out_dir: Annotated[Path, typer.Argument(help="A build's output directory.", metavar="DIR")]) -> None:
     """Recompute every shard's sha256 against the manifest; exit 1 naming any that differ."""
     from oasst_data.shards.verify import verify_shards
 
