@@ -63,6 +63,11 @@ def array_hint(data: bytes) -> str:
     return _UNKNOWN_ARRAY_HINT
 
 
+def alpaca_record_hint(data: bytes) -> str:
+    """For an export line that is an object of no Open-Assistant kind: an Alpaca record, or nothing."""
+    return " (an Alpaca record? give the file with --alpaca)" if _ALPACA_KEYS <= _head_keys(data) else ""
+
+
 def pretty_printed_hint(error: Exception, data: bytes, line: int) -> str:
     """For line 1 opening an object that ends with the line while more lines follow.
 

@@ -22,7 +22,7 @@ from ..quarantine import BadRecordHandler
 from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
 from . import deep_json
 from .files import ByteCounter, iter_lines
-from .hints import array_hint, compressed_reason, pretty_printed_hint
+from .hints import alpaca_record_hint, array_hint, compressed_reason, pretty_printed_hint
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,11 @@ def _decode_detected(data: bytes, source: str, line: int) -> ExportMessageTree |
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise BadRecordError(source, line, _describe_with_hint(error, data, source, line), data) from None
     raise BadRecordError(
-        source, line, "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)", data
+        source,
+        line,
+        "unknown record: expected a message tree (message_tree_id), a message (message_id) or a thread (thread_id)"
+        + alpaca_record_hint(data),
+        data,
     )
 
 

@@ -267,10 +267,14 @@ def test_alpaca_data_given_as_an_export_gets_a_hint(tmp_path, text):
     result = runner.invoke(app, ["threads", str(source), "--out", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 1
     assert f"{source}:1:" in result.output and "Alpaca data? give it with --alpaca" in result.output
-    # An object line that is no export record gets no such hint.
+    # Alpaca as JSON Lines: an object line of no export kind, with Alpaca's keys.
     source.write_text('{"instruction": "a", "output": "b"}\n')
     result = runner.invoke(app, ["threads", str(source), "--out", str(tmp_path / "t.jsonl")])
-    assert result.exit_code == 1 and "--alpaca" not in result.output
+    assert result.exit_code == 1 and "unknown record" in result.output and "(an Alpaca record? give the file with --alpaca)" in " ".join(result.output.split())
+    # Any other object of no export kind gets no such hint.
+    source.write_text('{"question": "a", "answer": "b"}\n')
+    result = runner.invoke(app, ["threads", str(source), "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1 and "unknown record" in result.output and "--alpaca" not in result.output
 
 
 def test_no_input_is_a_usage_error_in_every_command(tmp_path):
