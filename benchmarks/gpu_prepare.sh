@@ -9,7 +9,8 @@
 #
 # The GPU machine (Python 3.12, torch 2.11+cu130, transformers 5.17, accelerate 1.15, pyarrow,
 # typer, rich, pyyaml, ninja, nvcc; see /work/shared/gpu/README.md) lacks deepspeed, hjson,
-# pydantic, msgspec and zstandard. transformers and regex travel too, at the versions tested
+# pydantic, msgspec and zstandard (typing-extensions travels too: pydantic 2.13 needs >= 4.14.1,
+# and the image's version is not known). transformers and regex travel too, at the versions tested
 # here, so the trainer runs on the same transformers as its CPU tests. .whl/ is git-ignored;
 # the device call carries it: carry [".whl"].
 set -euo pipefail
@@ -37,6 +38,7 @@ fi
 P="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $P -d .whl \
     hjson pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 "typing-inspection==$(version typing-inspection)" \
+    "typing-extensions==$(version typing-extensions)" \
     "msgspec==$(version msgspec)" "zstandard==$(version zstandard)" \
     "transformers==$(version transformers)" "regex==$(version regex)"
 

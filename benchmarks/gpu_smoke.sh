@@ -39,10 +39,15 @@ PORT=${SMOKE_MASTER_PORT:-29511}
 RESULTS=${OUT:-$WORK/out}
 TOKENIZER=.whl/tokenizer-gpt-neox-20b
 DRY=${SMOKE_DRY_RUN:-0}
+# The device call is cut at ~590 s: no step starts a timeout that would run past END seconds
+# (the JIT build, three runs and two CLI runs at their own limits sum to ~1,300 s).
+END=${SMOKE_END:-560}
 LAUNCH=(python3 -m deepspeed.launcher.runner --num_gpus 1 --master_port "$PORT")
 EXTRA=()
 if [ "$DRY" = 1 ]; then
     MODEL=tiny STEPS=${SMOKE_STEPS:-4} WARMUP=${SMOKE_WARMUP:-1} ROWS=${SMOKE_ROWS:-1500}
+    # fp32 logits of 16,384 tokens x 50k vocabulary on a CPU: ~11 GB resident (4,096: ~6 GB)
+    TOKENS=${SMOKE_BATCH_TOKENS:-4096} END=${SMOKE_END:-100000}
     EXTRA=(--dtype fp32)
     if ! python3 -c "import deepspeed" > /dev/null 2>&1; then LAUNCH=(python3) EXTRA+=(--deepspeed none); fi
     [ -d "$TOKENIZER" ] || TOKENIZER=${SMOKE_TOKENIZER:-../shared/tokenizers/gpt-neox-20b}
@@ -53,6 +58,9 @@ LOGS=$RESULTS/logs
 mkdir -p "$WORK" "$RESULTS" "$LOGS"
 exec > >(tee -a "$RESULTS/smoke.log") 2>&1
 log() { echo "[$(date +%T)] $*"; }
+# A step's time limit: its own, or the seconds left before END, whichever is less (at least 1:
+# `timeout 0` would mean no limit at all).
+limit() { local left=$((END - SECONDS)); [ "$left" -lt 1 ] && left=1; if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi; }
 
 if [ "$DRY" = 1 ]; then
     log "DRY RUN on $(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")'): no wheels, tiny model, ${LAUNCH[*]} ${EXTRA[*]}"
@@ -68,6 +76,12 @@ else
     log "could not install the working tree (see $LOGS/pip-project.log); using the carried oasst-data wheel"
 fi
 export TORCH_CUDA_ARCH_LIST=9.0   # the image sets 9.0a, which DeepSpeed's op builder cannot parse
+# fused Adam includes ATen/cuda/CUDAContext.h, which needs cusparse.h and cublas_v2.h: when the CUDA
+# toolkit torch finds lacks them, use the headers of torch's own nvidia-* wheels.
+nv_include=$(python3 -c "import os, nvidia; from torch.utils.cpp_extension import CUDA_HOME
+if not os.path.isfile(os.path.join(CUDA_HOME or '/nonexistent', 'include', 'cusparse.h')):
+    print(next((d for p in nvidia.__path__ for d in (os.path.join(p, 'cu13', 'include'),) if os.path.isfile(os.path.join(d, 'cusparse.h'))), ''))" 2>/dev/null)
+[ -n "$nv_include" ] && export CPATH=$nv_include${CPATH:+:$CPATH} && log "CUDA toolkit lacks cusparse.h: CPATH=$CPATH"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 # The carried transformers needs the image's tokenizers and huggingface-hub to be recent enough
 # (5.24: tokenizers >=0.23.1,<0.24, huggingface-hub >=1.31); when they are not, it does not even
@@ -92,7 +106,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=cs
 # once here: if it fails, each ZeRO-2 run would rebuild and fail in turn; the runs without
 # DeepSpeed still get their time.
 log "building DeepSpeed's fused Adam (nvcc), once"
-if timeout -k 15 "${SMOKE_JIT_TIMEOUT:-240}" python3 -c "from deepspeed.ops.op_builder import FusedAdamBuilder; FusedAdamBuilder().load()" \
+if timeout -k 15 "$(limit "${SMOKE_JIT_TIMEOUT:-240}")" python3 -c "from deepspeed.ops.op_builder import FusedAdamBuilder; FusedAdamBuilder().load()" \
     > "$LOGS/jit.log" 2>&1; then
     log "fused Adam ready"
 else
@@ -118,13 +132,17 @@ run() {
     if [ "${NO_DEEPSPEED:-0}" = 1 ] && [[ $name != *-no-deepspeed ]]; then
         log "run $name skipped: DeepSpeed's fused Adam did not build"; failed=1; return
     fi
+    local seconds; seconds=$(limit "${SMOKE_RUN_TIMEOUT:-240}")
+    if [ "$seconds" -lt 30 ]; then
+        log "run $name skipped: ${SECONDS}s elapsed (SMOKE_END=$END)"; failed=1; return
+    fi
     log "run $name: $MODEL, $STEPS optimizer steps ($WARMUP untimed) on $(basename "$shards") $*"
     # A hang (a JIT build waiting on a lock, a stalled collective) must not eat the session.
-    timeout -k 15 "${SMOKE_RUN_TIMEOUT:-240}" "${launch[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
+    timeout -k 15 "$seconds" "${launch[@]}" benchmarks/gpu_smoke.py run --shards "$shards" --tokenizer "$TOKENIZER" --model "$MODEL" \
         --steps "$STEPS" --warmup "$WARMUP" --name "$name" --work "$WORK" --result "$RESULTS/$name.json" "${EXTRA[@]}" "$@" > "$LOGS/$name.log" 2>&1
     local rc=$?
     grep -E "step [0-9]+/|Error|error|Traceback|out of memory|^\{" "$LOGS/$name.log" | tail -n 12
-    [ $rc -eq 124 ] && log "run $name timed out after ${SMOKE_RUN_TIMEOUT:-240}s (SMOKE_RUN_TIMEOUT)"
+    [ $rc -eq 124 ] && log "run $name timed out after ${seconds}s (SMOKE_RUN_TIMEOUT, SMOKE_END)"
     if [ $rc -ne 0 ] || [ ! -s "$RESULTS/$name.json" ]; then
         log "run $name FAILED (exit $rc); last lines:"; tail -n 40 "$LOGS/$name.log"; failed=1
     fi
@@ -141,6 +159,8 @@ if [ "${NO_DEEPSPEED:-0}" = 1 ]; then
     log "skipping the CLI check: it trains with the seed preset's ZeRO-2"
 elif [ "${SMOKE_CLI:-1}" = 1 ] && ! python3 -m oasst_data_cli train --help > /dev/null 2>&1; then
     log "skipping the CLI check: cli/app.py does not register the train command"
+elif [ "${SMOKE_CLI:-1}" = 1 ] && [ "$(limit 60)" -lt 60 ]; then
+    log "skipping the CLI check: ${SECONDS}s elapsed (SMOKE_END=$END)"; failed=1
 elif [ "${SMOKE_CLI:-1}" = 1 ]; then
     log "oasst-data train itself: seed preset + DeepSpeed in one process, save at step 2, resume to step 4"
     cli_model=pythia-160m; [ "$DRY" = 1 ] && cli_model=tiny
@@ -149,8 +169,8 @@ elif [ "${SMOKE_CLI:-1}" = 1 ]; then
             --preset reference-pythia-12b --output-dir "$WORK/cli" --batch-tokens "$TOKENS" --pad-to-multiple-of 8
             --learning-rate 1e-4 --warmup-steps 1 --eval-steps 2 --save-steps 2 --logging-steps 1 "${EXTRA[@]}")
     rm -rf "$WORK/cli"
-    if timeout -k 15 "${SMOKE_CLI_TIMEOUT:-150}" python3 -m oasst_data_cli train "${common[@]}" --max-steps 2 > "$LOGS/cli.log" 2>&1 \
-        && timeout -k 15 "${SMOKE_CLI_TIMEOUT:-150}" python3 -m oasst_data_cli train "${common[@]}" --max-steps 4 --resume last >> "$LOGS/cli.log" 2>&1; then
+    if timeout -k 15 "$(limit "${SMOKE_CLI_TIMEOUT:-150}")" python3 -m oasst_data_cli train "${common[@]}" --max-steps 2 > "$LOGS/cli.log" 2>&1 \
+        && timeout -k 15 "$(limit "${SMOKE_CLI_TIMEOUT:-150}")" python3 -m oasst_data_cli train "${common[@]}" --max-steps 4 --resume last >> "$LOGS/cli.log" 2>&1; then
         grep -E "step [0-9]+/|trained:|resum" "$LOGS/cli.log" | tail -n 12
         ls "$WORK/cli" | tr '\n' ' '; echo
     else

@@ -113,3 +113,29 @@ def test_gpu_smoke_script_dry_run_runs_every_step(tmp_path, request):
     assert {p.name for p in (out / "logs").iterdir()} >= {"budget.log", "random4.log", "cli.log", "fixture-build.json"}
     cli = tmp_path / "work" / "cli"
     assert (cli / "checkpoint-2").is_dir() and (cli / "checkpoint-4").is_dir() and (cli / "model.safetensors").is_file()
+
+
+def test_gpu_smoke_script_starts_no_step_past_its_deadline(tmp_path):
+    """The device call is cut at ~590 s while the steps' own limits add up to ~1,300 s: past
+    SMOKE_END (560 s on the GPU) no run or CLI check starts, and what was skipped is said."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    out = tmp_path / "out"
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(REPO), SMOKE_DRY_RUN="1", SMOKE_END="1", SMOKE_ROWS="200", SMOKE_VAL_ROWS="16",
+        SMOKE_WORK=str(tmp_path / "work"), OUT=str(out),
+    )
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_smoke.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = done.stdout + done.stderr
+    assert done.returncode == 1, log  # nothing was measured: not a success
+    for name in ("budget", "random4", "buckets4", "budget-no-deepspeed", "random4-no-deepspeed"):
+        assert f"run {name} skipped:" in log and "(SMOKE_END=1)" in log, log
+        assert not (out / f"{name}.json").exists()
+    assert "skipping the CLI check:" in log and not (tmp_path / "work" / "cli").exists()
