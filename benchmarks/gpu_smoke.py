@@ -34,6 +34,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -115,12 +116,17 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     model_dir = write_model_config(args.model, work / f"model-{args.model}")
     tag = args.name or f"{args.batching}-{'tokens' + str(args.batch_tokens) if args.batch_tokens else 'rows' + str(args.rows)}"
+    output_dir = work / f"out-{tag}"
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        # A benchmark's scratch folder: a rerun on the same --work (a second try on the same GPU
+        # machine) starts afresh, where `train` refuses a folder holding an earlier run.
+        shutil.rmtree(output_dir, ignore_errors=True)
     flags = dict(
         shards=args.shards,
         tokenizer=args.tokenizer,
         model=str(model_dir),
         random_init=True,
-        output_dir=str(work / f"out-{tag}"),
+        output_dir=str(output_dir),
         max_steps=args.steps,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,

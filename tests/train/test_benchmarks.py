@@ -139,3 +139,23 @@ def test_gpu_smoke_script_starts_no_step_past_its_deadline(tmp_path):
         assert f"run {name} skipped:" in log and "(SMOKE_END=1)" in log, log
         assert not (out / f"{name}.json").exists()
     assert "skipping the CLI check:" in log and not (tmp_path / "work" / "cli").exists()
+
+
+def test_a_smoke_run_repeated_on_the_same_work_folder_starts_afresh(tmp_path, fixture_shards):
+    """A second try on the same GPU machine reuses --work: `train` refuses an output folder that
+    holds an earlier run, so the benchmark clears its own scratch folder first."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers")
+    command = [
+        sys.executable, str(BENCHMARKS / "gpu_smoke.py"), "run", "--shards", str(fixture_shards), "--tokenizer", str(FIXTURE_TOKENIZER),
+        "--model", "tiny", "--steps", "2", "--warmup", "1", "--name", "again", "--work", str(tmp_path / "work"),
+        "--result", str(tmp_path / "again.json"), "--dtype", "fp32", "--deepspeed", "none",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    for attempt in range(2):
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (attempt, (done.stdout + done.stderr)[-3000:])
+        assert json.loads((tmp_path / "again.json").read_text())["measured_steps"] == 1
