@@ -81,7 +81,7 @@ def threads(
             val_split=val_split, seed=seed, system=system, on_bad_record=on_bad_record, quarantine=quarantine,
         )
         config = ThreadConfig(**overrides)
-        if config.quarantine is None:
+        if config.quarantine is None and out.name and not out.is_dir():  # else check_outputs names the mistake
             if not write_target(out)[1]:
                 # Also under fail: a strict run that finishes removes the quarantine an earlier run left there.
                 config.quarantine = out.with_name(out.name + ".quarantine.jsonl")
@@ -103,7 +103,8 @@ def threads(
             count = write_threads_jsonl(extractor.run(paths, alpaca or (), advance), out)
             advance()
         # Threads on stdout: the funnel goes to stderr, so the output stays JSON Lines.
-        report(extractor, as_json, config, err_console if is_stdout(out) else out_console)
+        on_stdout = is_stdout(out) or (config.quarantine is not None and is_stdout(config.quarantine))
+        report(extractor, as_json, config, err_console if on_stdout else out_console)
         err_console.print(f"wrote {count:,} threads to {escape(str(out))}")
         if not count:
             log.warning("no thread was kept: %s", what_removed_everything(extractor.funnel.to_dict()))

@@ -11,6 +11,8 @@ from oasst_data.config import ThreadConfig, field_help
 from oasst_data.filters import LangScope, SyntheticPolicy
 from oasst_data.quarantine import OnBadRecord
 
+from .console import dash_is_stdout
+
 _FILTERS = "Filters"
 _SPLIT = "Split"
 _INPUT = "Input"
@@ -39,7 +41,7 @@ ValSplit = Annotated[Optional[float], typer.Option("--val-split", help=_h("val_s
 Seed = Annotated[Optional[int], typer.Option("--seed", help=_h("seed"), rich_help_panel=_SPLIT)]
 System = Annotated[Optional[str], typer.Option("--system", help=_h("system_prompt"))]
 OnBad = Annotated[Optional[OnBadRecord], typer.Option("--on-bad-record", help=_h("on_bad_record"), rich_help_panel=_INPUT)]
-Quarantine = Annotated[Optional[Path], typer.Option("--quarantine", help=_h("quarantine"), rich_help_panel=_INPUT)]
+Quarantine = Annotated[Optional[Path], typer.Option("--quarantine", help=_h("quarantine") + " ('-': standard output)", rich_help_panel=_INPUT, callback=dash_is_stdout)]
 
 
 def thread_overrides(

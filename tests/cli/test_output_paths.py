@@ -224,3 +224,11 @@ def test_a_build_given_by_the_wrong_path_is_named_for_what_it_is(work):
     refused(["verify", "trees.jsonl"], "trees.jsonl: is a file, not a build folder (give the folder")
     refused(["stats", "b/manifest.json", "-q"], "b/manifest.json: is a build's manifest, not an export: give the build folder, b")
     refused(["stats", "nope", "-q"], "nope")
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+@pytest.mark.parametrize("out", [".", "/", ""])
+def test_a_folder_as_threads_out_is_named_not_a_traceback(work, out, policy):
+    """The quarantine beside --out was derived before --out was checked: `Path('.').with_name`
+    raised ValueError (a traceback), under skip and then under the default policy too."""
+    refused(["threads", "trees.jsonl", "--out", out, "--on-bad-record", policy], "is a directory (given as --out); give a file name")

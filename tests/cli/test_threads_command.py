@@ -299,6 +299,16 @@ def test_threads_to_stdout_stay_json_lines_the_funnel_goes_to_stderr(tmp_path):
     # `-` is standard output too (it wrote a file named '-').
     dash = subprocess.run([*command[:-1], "-"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert dash.returncode == 0 and dash.stdout == done.stdout and list(tmp_path.iterdir()) == []
+    # So is `--quarantine -`: the bad lines alone on stdout, the funnel on stderr.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{broken\n" + Path(TREES).read_text())
+    skipped = subprocess.run([*command[:4], str(bad), "--out", "t.jsonl", "--on-bad-record", "skip", "--quarantine", "-"],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert skipped.returncode == 0, skipped.stderr
+    assert [json.loads(line)["line"] for line in skipped.stdout.splitlines()] == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "t.jsonl"]
+    bad.unlink()
+    (tmp_path / "t.jsonl").unlink()
     # Skipping needs a quarantine file: beside /dev/stdout is no place for one.
     done = subprocess.run([*command, "--on-bad-record", "skip"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "give --quarantine FILE" in done.stderr
