@@ -96,7 +96,7 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> LoadedTokenizer:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     except OSError as error:  # offline and not cached, missing path, or no tokenizer files there
         raise TokenizerUnavailableError(
-            f"cannot load tokenizer {name_or_path!r}: {str(error).splitlines()[0]} "
+            f"cannot load tokenizer {name_or_path!r}: {not_found_message(name_or_path, error)} "
             "-- if this machine is offline or the hub is unreachable, pass --tokenizer PATH "
             "(a local folder with tokenizer.json)"
         ) from None
@@ -154,12 +154,21 @@ def local_folder_problem(name_or_path: str, option: str, needs: str) -> str | No
     return f"no such folder{_missing_detail(path)}; pass {option} a local folder with {needs}, or a Hub name"
 
 
+def not_found_message(name_or_path: str, hub_error: Exception) -> str:
+    """Why loading `name_or_path` failed once the Hub (or its cache) had no such name. When it
+    reads as a local path too, its first part being a folder here (`fixtures/tokenizr`), the
+    missing folder comes first. Only now: `EleutherAI/x` stays a Hub name even where a folder
+    EleutherAI/ happens to exist."""
+    hub = str(hub_error).splitlines()[0] if str(hub_error) else type(hub_error).__name__
+    first, slash, _ = name_or_path.partition("/")
+    if slash and Path(first).is_dir():
+        return f"no such local folder{_missing_detail(Path(name_or_path))}, and no such Hub name ({hub})"
+    return hub
+
+
 def _means_local(name_or_path: str) -> bool:
-    """True when the name cannot be a Hub repo id, or reads as a path (it starts at a local folder)."""
+    """True when the name cannot be a Hub repo id: a path by its form, or no valid repo id."""
     if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
-        return True
-    first = name_or_path.split("/", 1)[0]
-    if "/" in name_or_path and Path(first).is_dir():
         return True
     try:
         from huggingface_hub.utils import HFValidationError, validate_repo_id

@@ -44,8 +44,6 @@ def test_damaged_tokenizer_files_are_one_clear_error(tmp_path, damage):
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        # The first component is a local folder: a path, not a Hub repo id.
-        ("fixtures/tokenizr", r"'fixtures/tokenizr': no such folder \(did you mean fixtures/tokenizer\?\); pass --tokenizer a local folder"),
         # More than one '/': no Hub repo id has that.
         ("shared/tokenizers/gpt-neox-20", r"no such folder \(did you mean shared/tokenizers/gpt-neox-20b\?\)"),
         ("shared/tokenizrs/gpt-neox-20b", r"no such folder \(shared/tokenizrs does not exist; did you mean shared/tokenizers\?\)"),
@@ -85,6 +83,33 @@ def test_a_hub_name_still_goes_to_the_hub(tmp_path, monkeypatch):
     with pytest.raises(OasstDataError, match=r"couldn't connect .* -- if this machine is offline"):
         load_tokenizer("EleutherAI/pythia-12b-deduped")
     assert asked == ["EleutherAI/pythia-12b-deduped"]
+
+
+def test_a_name_starting_at_a_local_folder_is_tried_on_the_hub_first(tmp_path, monkeypatch):
+    """`fixtures/tokenizr` may be a typo of a local path or a Hub name: the Hub (or its cache) is
+    asked, and only when it has no such name is the missing local folder named first. A folder
+    that happens to share a Hub organisation's name (./EleutherAI/) must not hide the Hub name."""
+    import shutil
+
+    import transformers
+
+    shutil.copytree(FIXTURE_TOKENIZER, tmp_path / "fixtures" / "tokenizer")
+    (tmp_path / "EleutherAI" / "my-finetune").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    real = transformers.AutoTokenizer.from_pretrained
+    asked = []
+
+    def from_pretrained(name, **kwargs):
+        asked.append(name)
+        if name == "EleutherAI/gpt-neox-20b":  # in the Hub cache, say
+            return real(str(FIXTURE_TOKENIZER), **kwargs)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    assert load_tokenizer("EleutherAI/gpt-neox-20b").vocab_size > 0
+    with pytest.raises(OasstDataError, match=r"'fixtures/tokenizr': no such local folder \(did you mean fixtures/tokenizer\?\), and no such Hub name \(We couldn't connect"):
+        load_tokenizer("fixtures/tokenizr")
+    assert asked == ["EleutherAI/gpt-neox-20b", "fixtures/tokenizr"]
 
 
 def test_a_local_tokenizer_folder_still_loads(monkeypatch):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, OasstDataError
-from ..tokenizer import local_folder_problem
+from ..tokenizer import local_folder_problem, not_found_message
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ def load_config(name_or_path: str):
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        raise OasstDataError(f"cannot load model config {name_or_path!r}: {str(error).splitlines()[0]}") from None
+        raise OasstDataError(
+            f"cannot load model config {name_or_path!r}: {not_found_message(name_or_path, error)}"
+        ) from None
 
 
 def context_length(config) -> tuple[int, str] | None:

@@ -42,7 +42,7 @@ def test_a_pad_token_of_its_own_is_still_recorded(tiny_llama):
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("out/nonexistent", r"'out/nonexistent': no such folder; pass --model a local folder with config.json, or a Hub name$"),
+        ("./out/nonexistent", r"'./out/nonexistent': no such folder; pass --model a local folder with config.json, or a Hub name$"),
         ("out/tiny/config.json", r"is a file: give the folder holding config.json instead, such as --model out/tiny$"),
         ("/no/such/model", r"no such folder \(/no does not exist\)"),
     ],
@@ -57,3 +57,23 @@ def test_a_misspelt_local_model_path_is_no_hub_problem(tmp_path, monkeypatch, gi
     with pytest.raises(OasstDataError, match=message) as raised:
         load_config(given)
     assert "huggingface.co" not in str(raised.value)
+
+
+def test_a_model_name_starting_at_a_local_folder_is_tried_on_the_hub_first(tmp_path, monkeypatch):
+    import transformers
+
+    from oasst_data.errors import OasstDataError
+    from oasst_data.train.model import load_config
+
+    (tmp_path / "out" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    asked = []
+
+    def from_pretrained(name, **kwargs):
+        asked.append(name)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
+    with pytest.raises(OasstDataError, match=r"'out/tinny': no such local folder \(did you mean out/tiny\?\), and no such Hub name \(We couldn't"):
+        load_config("out/tinny")
+    assert asked == ["out/tinny"]
