@@ -74,7 +74,11 @@ class TrainConfig:
     report_to: list[str] = _help("Also log to: tensorboard, wandb (comma-separated) or none.", default_factory=lambda: ["none"])
     run_name: str | None = _help("Run name for TensorBoard / Weights & Biases.", default=None)
     seed: int = _help("Seed of model init, dropout and the batch order (0 to 2**32-1).", default=42)
-    resume: str | None = _help("Resume from a checkpoint folder, or 'last' for the newest one in output_dir.", default=None)
+    resume: str | None = _help(
+        "Resume from a checkpoint folder, 'last' for the newest one in output_dir, or 'auto': the newest "
+        "if there is one, else start afresh (a job a scheduler may restart).",
+        default=None,
+    )
     dataloader_num_workers: int = _help("DataLoader worker processes (rows are in memory; 0 is usually enough).", default=0)
     verify_checksums: bool = _help("Check every shard's sha256 against the manifest before training.", default=True)
 

@@ -179,7 +179,7 @@ def check_report_targets(targets: list[str]) -> None:
             raise ConfigError(f"--report-to {target} needs the {packages[0]} package: pip install {packages[0]}")
 
 
-# What makes a folder an earlier run's: the Trainer's checkpoint folders, and the record of the run.
+# The Trainer's checkpoint folders: an output folder holding them holds an earlier run.
 PREFIX_CHECKPOINT = "checkpoint-"
 RUN_RECORD = "oasst_train.json"
 
@@ -187,7 +187,8 @@ RUN_RECORD = "oasst_train.json"
 def check_output_dir(cfg: TrainConfig) -> None:
     """Refuse an output folder that would overwrite an input: the model's or the tokenizer's folder
     (the final save writes config.json, weights and tokenizer files there), or the build or a
-    folder inside it (a rebuild with --overwrite would delete the model and its checkpoints)."""
+    folder inside it (a rebuild with --overwrite would delete the model and its checkpoints); and,
+    unless resuming, one holding an earlier run's checkpoints or final model."""
     out = Path(os.path.realpath(cfg.output_dir))
     shards = Path(os.path.realpath(cfg.shards))
     if out == shards or shards in out.parents:
@@ -195,27 +196,41 @@ def check_output_dir(cfg: TrainConfig) -> None:
     for option, value in (("--model", cfg.model), ("--tokenizer", cfg.tokenizer)):
         if value and Path(value).is_dir() and out == Path(os.path.realpath(value)):
             raise ConfigError(f"--output-dir {cfg.output_dir}: is the {option} folder; the final save would overwrite it")
-    if cfg.resume is None and out.is_dir():
-        # A fresh run there would mix its checkpoints with the earlier run's, and a later
-        # `--resume last` would pick whichever has the highest step.
-        earlier = sorted(path.name for path in out.iterdir() if path.name.startswith(PREFIX_CHECKPOINT) or path.name == RUN_RECORD)
-        if earlier:
-            shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
-            raise ConfigError(
-                f"--output-dir {cfg.output_dir}: holds an earlier training run ({shown}); "
-                "--resume last continues it, or give a new folder to start over"
-            )
+    if cfg.resume not in (None, "auto") or not out.is_dir():
+        return
+    # A fresh run there would mix its checkpoints with the earlier run's, and a later
+    # `--resume last` would take whichever has the highest step.
+    checkpoints = sorted(path.name for path in out.iterdir() if path.name.startswith(PREFIX_CHECKPOINT) and path.is_dir())
+    if checkpoints:
+        if cfg.resume == "auto":
+            return  # resumed from the newest
+        shown = ", ".join(checkpoints[:3]) + (", ..." if len(checkpoints) > 3 else "")
+        raise ConfigError(
+            f"--output-dir {cfg.output_dir}: holds checkpoints of an earlier run ({shown}); "
+            "--resume last (or auto) continues it, or give a new folder to start over"
+        )
+    final = [name for name in _CHECKPOINT_WEIGHTS if (out / name).is_file()]
+    if final:
+        raise ConfigError(
+            f"--output-dir {cfg.output_dir}: holds the final model of an earlier run ({final[0]}); "
+            "give a new folder, or move that one away to train here again"
+        )
+    # Only a run record (a run stopped before it saved anything): nothing to mix, so it starts over.
 
 
 def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: a folder, the newest in output_dir ('last'; 'auto': or
+    None when there is none, for a job a scheduler may start again with the same command)."""
     if value is None:
         return None
-    if value == "last":
+    if value in ("last", "auto"):
         from transformers.trainer_utils import get_last_checkpoint
 
         last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
         if last is None:
-            raise ConfigError(f"--resume last: no checkpoint-* folder in {output_dir}")
+            if value == "auto":
+                return None
+            raise ConfigError(f"--resume last: no checkpoint-* folder in {output_dir} (--resume auto starts afresh then)")
         check_checkpoint(Path(last))
         return last
     if not Path(value).is_dir():

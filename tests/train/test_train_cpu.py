@@ -319,6 +319,7 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
     finished = tmp_path / "finished"  # a run that saved only its final model
     finished.mkdir()
     (finished / "oasst_train.json").write_text("{}")
+    shutil.copy(whole / "model.safetensors", finished / "model.safetensors")
     stage_9 = tmp_path / "stage9.json"
     stage_9.write_text(json.dumps({"zero_optimization": {"stage": 9}}))
     cases = [
@@ -329,8 +330,9 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
         (dict(output_dir=str(fixture_shards)), "lies in the build"),
         (dict(output_dir=str(model_copy), model_folder=model_copy), "is the --model folder"),
         # A fresh run there would mix checkpoints with the earlier run's (`--resume last` takes the highest step).
-        (dict(output_dir=str(whole)), "holds an earlier training run (checkpoint-1, checkpoint-2, oasst_train.json); --resume last continues it"),
-        (dict(output_dir=str(finished)), "holds an earlier training run (oasst_train.json)"),
+        (dict(output_dir=str(whole)), "holds checkpoints of an earlier run (checkpoint-1, checkpoint-2); --resume last (or auto) continues it"),
+        (dict(output_dir=str(finished)), "holds the final model of an earlier run (model.safetensors); give a new folder"),
+        (dict(output_dir=str(finished), resume="auto"), "holds the final model of an earlier run"),
         (dict(deepspeed=str(list_json)), "not a DeepSpeed config (expected a JSON object, got list)"),
         (dict(deepspeed=str(stage_9)), "zero_optimization.stage must be 0, 1, 2 or 3, got 9"),
     ]
@@ -344,6 +346,22 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
     # The previous checkpoint of the interrupted run still resumes.
     resumed = train(config(fixture_shards, tiny_model, interrupted, max_steps=3, save_steps=0, eval_steps=0, resume=str(interrupted / "checkpoint-2")))
     assert resumed.trainer.state.global_step == 3
+
+
+def test_resume_auto_starts_afresh_then_continues_and_a_run_that_saved_nothing_is_no_obstacle(fixture_shards, tiny_model, tmp_path):
+    """`--resume auto` is for a job a scheduler may start again with the same command: `last`
+    fails on a new folder, and no `--resume` is refused once checkpoints exist."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "oasst_train.json").write_text("{}")  # a run stopped before it saved anything
+    first = train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=1, eval_steps=0, resume="auto"))
+    assert first.trainer.state.global_step == 2 and (out / "checkpoint-2").is_dir()
+    again = train(config(fixture_shards, tiny_model, out, max_steps=3, save_steps=1, eval_steps=0, resume="auto"))
+    assert again.trainer.state.global_step == 3
+    history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry][-1:] == [3]  # step 3 trained after resuming at 2
+    with pytest.raises(ConfigError, match=r"--resume last: no checkpoint-\* folder in .* \(--resume auto starts afresh then\)"):
+        train(config(fixture_shards, tiny_model, tmp_path / "new", max_steps=1, resume="last"))
 
 
 def test_a_damaged_saved_tokenizer_is_named_by_its_checksum(fixture_shards, tiny_model, tmp_path):
