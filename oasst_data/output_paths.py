@@ -39,12 +39,9 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
                 raise OasstDataError(f"{path}: {option} lies inside the input folder {given}; write it elsewhere")
         if write_target(path)[1]:
             continue  # a device or pipe is written in place: two outputs there overwrite nothing
-        build = _enclosing_build(real)
+        build = owning_build(real)
         if build is not None:
-            raise OasstDataError(
-                f"{path}: {option} lies inside the oasst-data build {build}; a file written there would break it "
-                "(its files are checked against its manifest.json): write it elsewhere"
-            )
+            raise OasstDataError(f"{path}: {option} {_AMONG_BUILD_FILES.format(build=build)}")
         if real in named:
             raise OasstDataError(f"{path}: given both as {named[real]} and as {option}; one would overwrite the other")
         named[real] = option
@@ -61,12 +58,30 @@ def is_a_build(folder: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("package") == "oasst-data"
 
 
-def _enclosing_build(real: Path) -> Path | None:
-    """The oasst-data build `real` is (or would be) a file of, if any."""
+# What a build writes and checks: a file put there replaces one of them, or breaks `verify`
+# (a Parquet file under data/ that the manifest does not list). Other files beside them are the
+# user's (a card of one's own), though `build --overwrite` replaces the folder whole.
+_BUILD_OWNED = frozenset(("manifest.json", "README.md", "quarantine.jsonl", "data", "tokenizer"))
+_AMONG_BUILD_FILES = (
+    "would be among the files of the oasst-data build {build} (its manifest, card, quarantine, data/ or tokenizer/), "
+    "which its manifest describes: write it elsewhere"
+)
+
+
+def owning_build(path: str | Path) -> Path | None:
+    """The oasst-data build among whose own files `path` is (or would be), if any."""
+    real = _real(path)
     for folder in real.parents:
         if (folder / "manifest.json").is_file() and is_a_build(folder):
-            return folder
+            return folder if real.relative_to(folder).parts[0] in _BUILD_OWNED else None
     return None
+
+
+def check_not_in_a_build(folder: str | Path, option: str) -> None:
+    """Refuse an output folder (a new build) among another build's own files."""
+    build = owning_build(folder)
+    if build is not None:
+        raise OasstDataError(f"{folder}: {option} {_AMONG_BUILD_FILES.format(build=build)}")
 
 
 def _check_writable(option: str, path: Path) -> None:

@@ -24,7 +24,7 @@ from ..config import ThreadConfig
 from ..conversation import Thread
 from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel, what_removed_everything
-from ..output_paths import check_outputs, check_replaced_folder, is_a_build
+from ..output_paths import check_not_in_a_build, check_outputs, check_replaced_folder, is_a_build
 from ..quarantine import BadRecordHandler, OnBadRecord
 from ..readers.files import as_sources, expand_inputs
 from ..threads import ThreadExtractor
@@ -228,6 +228,7 @@ def build_shards(
     read = [*paths, *config.alpaca, config.tokenizer]
     # The folder first: a quarantine inside an earlier build of DIR is named as inside the folder replaced.
     check_replaced_folder(out_dir, read, {"--quarantine": quarantine})
+    check_not_in_a_build(out_dir, "--out")
     check_outputs({"--quarantine": quarantine}, read)
     loaded = load_tokenizer(config.tokenizer)
     staging = _prepare_output(out_dir, overwrite)

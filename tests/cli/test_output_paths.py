@@ -80,11 +80,17 @@ def test_no_command_writes_into_a_build_it_does_not_read(work):
         (["stats", "trees.jsonl", "-q", "--json", "b/manifest.json"], "--json"),
         (["stats", "trees.jsonl", "-q", "--html", "b/data/report.html"], "--html"),
         (["threads", "trees.jsonl", "--out", "b/data/train/new.jsonl"], "--out"),
-        (["build", "trees.jsonl", *TOKENIZER, "--out", "c", "--on-bad-record", "skip", "--quarantine", "b/q.jsonl"], "--quarantine"),
+        (["build", "trees.jsonl", *TOKENIZER, "--out", "c", "--on-bad-record", "skip", "--quarantine", "b/quarantine.jsonl"], "--quarantine"),
+        (["threads", "trees.jsonl", "--out", "b/tokenizer/t.jsonl"], "--out"),
+        # A build inside another's data/: verify of the outer one then finds Parquet files it does not list.
+        (["build", "trees.jsonl", *TOKENIZER, "--out", "b/data/nested"], "--out"),
     ]:
-        refused(args, f"{option} lies inside the oasst-data build {work / 'b'}")
+        refused(args, f"{option} would be among the files of the oasst-data build {work / 'b'}")
     assert {path: path.read_bytes() for path in (work / "b").rglob("*") if path.is_file()} == files
     assert not (work / "c").exists()
+    # A file of one's own beside the build's files is the user's to write (and verify still passes).
+    assert runner.invoke(app, ["stats", "trees.jsonl", "-q", "--markdown", "b/card.md"]).exit_code == 0
+    assert runner.invoke(app, ["verify", "b"]).exit_code == 0
     # A folder that merely has a manifest.json (a browser extension's, say) is no build.
     (work / "ext").mkdir()
     (work / "ext" / "manifest.json").write_text('{"name": "an extension"}')
