@@ -21,7 +21,7 @@ from ..records import AlpacaRecord
 from .files import iter_lines
 from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
 from .jsonarray import iter_json_array, starts_with_array
-from .oasst import _describe_decode_error, _lone_surrogate_escape
+from .oasst import _describe_decode_error, _lone_surrogate_escape, log_blank_lines
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +157,21 @@ class AlpacaReader:
 
     def _from_lines(self, path: Path, name: str) -> Iterator[LocatedAlpaca]:
         lines = iter_lines(path, name)
+        blank = 0
         while True:
             try:
                 line = next(lines)
             except StopIteration:
+                log_blank_lines(name, blank)
                 return
             except BadRecordError as error:
                 self.records_read += 1
                 self._bad(error)
                 return
-            self.records_read += 1
-            if not line.data.strip():
-                self._bad(BadRecordError(name, line.number, "empty line", line.data))
+            if not line.data.strip():  # no record: skipped, as datasets' JSON Lines reader skips it
+                blank += 1
                 continue
+            self.records_read += 1
             try:
                 record = _record_decoder.decode(line.data)
                 self._note_fields(_keys_decoder.decode(line.data))

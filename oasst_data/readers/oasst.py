@@ -64,6 +64,9 @@ class ReadCounts:
     bad_lines: int = 0
     # Good lines whose messages were set aside while rebuilding trees (duplicates, orphans, cycles).
     unplaced_messages: int = 0
+    # Blank lines (empty or whitespace): no record, so not counted in `lines`; skipped, as the JSON
+    # Lines readers of datasets, pyarrow and pandas skip them.
+    blank_lines: int = 0
     files: list[str] = field(default_factory=list)
 
     def __add__(self, other: "ReadCounts") -> "ReadCounts":
@@ -74,6 +77,7 @@ class ReadCounts:
             self.threads + other.threads,
             self.bad_lines + other.bad_lines,
             self.unplaced_messages + other.unplaced_messages,
+            self.blank_lines + other.blank_lines,
             self.files + other.files,
         )
 
@@ -419,6 +423,11 @@ class FlatMessageAssembler:
         self.raw.clear()
 
 
+def log_blank_lines(source: str, blank: int) -> None:
+    if blank:
+        log.info("%s: skipped %d blank line(s): they hold no record (JSON Lines readers such as datasets skip them too)", source, blank)
+
+
 class OasstExportReader:
     """Streams LocatedTree objects from Open-Assistant JSONL exports (.jsonl, .gz, .zst)."""
 
@@ -438,6 +447,7 @@ class OasstExportReader:
         counts.files.append(source)
         assembler: FlatMessageAssembler | None = None
         lines = iter_lines(path, source, self.bytes)
+        blank_before = counts.blank_lines
         while True:
             try:
                 line = next(lines)
@@ -450,11 +460,10 @@ class OasstExportReader:
                 self.handler(error)
                 break
             data = line.data
-            counts.lines += 1
             if not data.strip():
-                counts.bad_lines += 1
-                self.handler(BadRecordError(source, line.number, "empty line", data))
+                counts.blank_lines += 1
                 continue
+            counts.lines += 1
             try:
                 record = decode_record(data, source, line.number)
             except BadRecordError as error:
@@ -483,6 +492,7 @@ class OasstExportReader:
                 if assembler is None:
                     assembler = FlatMessageAssembler(source, self.handler)
                 assembler.add(record, line.number, data)
+        log_blank_lines(source, counts.blank_lines - blank_before)
         if assembler is not None:
             yield from assembler.trees()
             counts.unplaced_messages += assembler.unplaced

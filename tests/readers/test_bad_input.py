@@ -64,7 +64,6 @@ BAD_TREE_LINES = [
     ("invalid_utf8", tree_line(text="cafe").replace(b"cafe", b"caf\xe9"), "invalid UTF-8 at byte 107 of the line"),
     ("lone_surrogate", tree_line(text="cut \ud83d emoji"), "lone surrogate escape \\ud83d at byte 108 of the line"),
     ("too_deep", tree_line()[:-3] + b', "extra": ' + DEEP + b"}}\n", "nesting deeper than the JSON parser allows"),
-    ("empty_line", b"\n", "empty line"),
     ("unknown_record", b'{"id": 1, "text": "x"}\n', "unknown record: expected a message tree"),
     ("not_an_object", b"[1, 2]\n", "invalid record: Expected `object`, got `array`"),
     ("roles_do_not_alternate", tree_line(replies=[alternating("assistant", "assistant")]), "invalid tree bad: message b3 is an assistant reply to an assistant"),
@@ -590,7 +589,6 @@ def test_alpaca_array_too_deep_and_truncated(tmp_path):
         (b'{"instruction": "no output"}\n', "invalid record: Object missing required field `output`"),
         (b'{"instruction": "x", "output": "y", "input": 3}\n', "at `$.input`"),
         (b'{"instruction": "x", "output": \n', "malformed JSON"),
-        (b"\n", "empty line"),
         (b'{"instruction": "x\\udc00", "output": "y"}\n', "lone surrogate escape \\udc00 at byte 18"),
     ],
 )
@@ -857,3 +855,30 @@ def test_two_outputs_on_one_device_are_not_a_conflict(tmp_path):
     source.write_text("{broken\n")
     result = threads_cli(str(source), "--on-bad-record", "skip", "--out", os.devnull, "--quarantine", os.devnull)
     assert result.exit_code == 0, result.output
+
+
+def test_blank_lines_hold_no_record_and_are_skipped_as_datasets_skips_them(tmp_path):
+    """A blank line (empty, or whitespace) is no record: datasets, pyarrow and pandas skip it, so a
+    file they read must not stop here. Nothing is lost, nothing is quarantined, and a record's line
+    number stays its line in the file."""
+    blank_lines = [b"\n", b"  \t\r\n", b"\r\n"]
+    rows = [TREE_LINES[0], *blank_lines, *TREE_LINES[1:], b"\n"]
+    source = tmp_path / "export.jsonl"
+    source.write_bytes(b"".join(rows))
+    clean = tmp_path / "clean.jsonl"
+    clean.write_bytes(b"".join(TREE_LINES))
+    strict = threads_cli(str(source), "--out", str(tmp_path / "t.jsonl"))
+    assert strict.exit_code == 0, strict.output
+    assert threads_cli(str(clean), "--out", str(tmp_path / "c.jsonl")).exit_code == 0
+    assert (tmp_path / "t.jsonl").read_bytes() == (tmp_path / "c.jsonl").read_bytes()
+    report, entries, _ = skip_run(tmp_path / "skipped.jsonl", str(source))
+    assert entries == [] and report["funnel"]["records_read"] == len(TREE_LINES) and report["funnel"]["bad_records"] == 0
+    # Line numbers count the blank lines: a bad record after them is named by its line in the file.
+    source.write_bytes(b"".join([*rows[:4], b"{oops\n", *rows[4:]]))
+    assert_one_line_error(threads_cli(str(source), "--out", str(tmp_path / "t.jsonl")), source, 5, "malformed JSON")
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca_lines = (FIXTURES / "alpaca" / "alpaca.jsonl").read_bytes().splitlines(keepends=True)
+    alpaca.write_bytes(b"\n".join(alpaca_lines) + b"\n \n")
+    report, entries, _ = skip_run(tmp_path / "a.jsonl", extra=("--alpaca", str(alpaca)))
+    funnel = report["by_source"]["alpaca"]
+    assert entries == [] and (funnel["records_read"], funnel["bad_records"]) == (len(alpaca_lines), 0)
