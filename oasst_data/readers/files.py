@@ -17,6 +17,7 @@ from pathlib import Path
 import zstandard
 
 from ..errors import BadRecordError, OasstDataError
+from .hints import misnamed_stream_hint
 
 try:  # python-isal decompresses gzip ~4x faster than zlib (shared/PERFORMANCE.md)
     from isal import isal_zlib as _inflate
@@ -258,7 +259,8 @@ def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | No
             for number, data in enumerate(handle, start=2):  # noqa: B007 - number used after loop
                 yield Line(number, data)
         except STREAM_ERRORS as error:
-            raise BadRecordError(name, number + 1, f"cannot read further: {error}") from None
+            hint = misnamed_stream_hint(path) if number == 0 else ""
+            raise BadRecordError(name, number + 1, f"cannot read further: {error}{hint}") from None
 
 
 def as_sources(value: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list:

@@ -96,3 +96,29 @@ def compressed_reason(data: bytes, source: str, line: int) -> str | None:
                 return f"{kind}-compressed data inside the decompressed file (it starts with {shown}): compressed twice? decompress it once more"
             return f"looks {kind}-compressed (it starts with the bytes {shown}) but its name does not say so: name it {name}{suffix}"
     return None
+
+
+def misnamed_stream_hint(path: Path) -> str:
+    """For a compressed file whose stream breaks at once: what its first bytes say it holds.
+
+    Called only after the decompressor has failed on the file's start; reads the raw first bytes.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in _COMPRESSED_SUFFIXES:
+        return ""
+    named = ".zst" if suffix == ".zstd" else suffix
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEAD)
+    except OSError:
+        return ""
+    stem = path.name[: -len(suffix)]
+    for magic, kind, kind_suffix in _COMPRESSED:
+        if head.startswith(magic):
+            if kind_suffix == named:
+                return ""  # the named format, broken further on: the decompressor's reason says it
+            return f" (the file holds {kind} data (it starts with {magic.hex(' ')}), not what its name says: name it {stem}{kind_suffix})"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        return f" (the file holds uncompressed JSON, not what its name says: name it {stem})"
+    magic, kind = next((magic, kind) for magic, kind, kind_suffix in _COMPRESSED if kind_suffix == named)
+    return f" (not {kind} data: {kind} files start with the bytes {magic.hex(' ')})"

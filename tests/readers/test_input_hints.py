@@ -1,5 +1,6 @@
 """Input in the wrong form gets a reason that says what it looks like: Open-Assistant records in a
-JSON array or given with --alpaca, compressed data under a plain name, a pretty-printed object.
+JSON array or given with --alpaca, compressed data under a plain name or the other compressor's
+name, plain JSON under a compressed name, a pretty-printed object.
 Under --on-bad-record skip, only the reason changes: every bad line is still counted and quarantined.
 """
 
@@ -81,6 +82,49 @@ def test_compressed_data_under_a_plain_name_is_named(tmp_path, compress, shown, 
     named = tmp_path / f"x.jsonl{suffix}"
     source.rename(named)
     assert len(list(AlpacaReader(str(named)) if alpaca else OasstExportReader([named]))) > 0  # the hint's name reads
+
+
+COMPRESSORS = {".gz": ("gzip", "1f 8b", lambda data: gzip.compress(data, mtime=0)), ".zst": ("zstandard", "28 b5 2f fd", zstandard.compress)}
+
+
+@pytest.mark.parametrize(("named", "holds"), [(".gz", ".zst"), (".zst", ".gz"), (".zstd", ".gz")])
+@pytest.mark.parametrize("alpaca", [False, True])
+def test_a_compressed_file_named_for_the_other_compressor_is_named(tmp_path, named, holds, alpaca):
+    kind, shown, compress = COMPRESSORS[holds]
+    text = "\n".join(ALPACA_LINES) + "\n" if alpaca else (OASST / "trees.jsonl").read_text()
+    source = tmp_path / f"x.jsonl{named}"
+    source.write_bytes(compress(text.encode()))
+    message = alpaca_error(source) if alpaca else export_error(source)
+    assert message.startswith(f"{source}:1: cannot read further: ")
+    assert message.endswith(f" (the file holds {kind} data (it starts with {shown}), not what its name says: name it x.jsonl{holds})")
+    renamed = tmp_path / f"x.jsonl{holds}"
+    source.rename(renamed)
+    assert len(list(AlpacaReader(str(renamed)) if alpaca else OasstExportReader([renamed]))) > 0  # the hint's name reads
+
+
+@pytest.mark.parametrize("named", [".gz", ".zst"])
+def test_uncompressed_json_under_a_compressed_name_is_named(tmp_path, named):
+    source = tmp_path / f"x.jsonl{named}"
+    source.write_bytes((OASST / "trees.jsonl").read_bytes())
+    assert export_error(source).endswith(" (the file holds uncompressed JSON, not what its name says: name it x.jsonl)")
+
+
+@pytest.mark.parametrize("named", [".gz", ".zst"])
+def test_other_bytes_under_a_compressed_name_say_what_the_format_starts_with(tmp_path, named):
+    kind, shown, _ = COMPRESSORS[named]
+    source = tmp_path / f"x.jsonl{named}"
+    source.write_bytes(b"hello, world\n")
+    assert export_error(source).endswith(f" (not {kind} data: {kind} files start with the bytes {shown})")
+
+
+@pytest.mark.parametrize("named", [".gz", ".zst"])
+def test_a_stream_of_the_named_format_broken_further_on_gets_no_hint(tmp_path, named):
+    _, _, compress = COMPRESSORS[named]
+    source = tmp_path / f"x.jsonl{named}"
+    source.write_bytes(compress((OASST / "trees.jsonl").read_bytes() * 50)[:40])
+    message = export_error(source)
+    assert "cannot read further" in message
+    assert "name it" not in message and "not gzip" not in message and "not zstandard" not in message
 
 
 def test_data_compressed_twice_is_named(tmp_path):
