@@ -19,5 +19,11 @@ class BadRecordError(OasstDataError):
         super().__init__(f"{where}: {reason}")
 
 
+class CorruptStreamError(BadRecordError):
+    """A compressed stream found corrupt after records were already read from the same compressed
+    unit (gzip member, zstd frame): those records may be damaged too, and they cannot be taken
+    back, so this is raised under --on-bad-record skip as well."""
+
+
 class ConfigError(OasstDataError):
     """An option or configuration value is invalid."""

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from .atomic import LockedTemp, naming_failed_writes, remove_abandoned_temps, write_target
-from .errors import BadRecordError
+from .errors import BadRecordError, CorruptStreamError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class BadRecordHandler:
             remove_abandoned_temps(self._target)
 
     def __call__(self, error: BadRecordError) -> None:
-        if self.policy is OnBadRecord.FAIL:
+        if self.policy is OnBadRecord.FAIL or isinstance(error, CorruptStreamError):
             raise error
         self.count += 1
         self.by_source[error.source] += 1

@@ -18,10 +18,10 @@ import msgspec
 from ..errors import BadRecordError, ConfigError, OasstDataError
 from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
-from .files import iter_lines
+from .files import iter_lines, names_json_lines
 from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
 from .jsonarray import iter_json_array, starts_with_array
-from .oasst import _describe_decode_error, _lone_surrogate_escape, log_blank_lines
+from .oasst import _describe_decode_error, _lone_surrogate_escape, check_utf8, log_blank_lines, log_empty_file
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,15 @@ class AlpacaReader:
             log.warning("%s: fields the Alpaca format does not use were ignored: %s", self.source, counts)
 
     def _from_file(self, path: Path, name: str) -> Iterator[LocatedAlpaca]:
-        if starts_with_array(path):
+        read_before = self.records_read
+        # A .jsonl name says JSON Lines: a first line that opens an array is then one bad line,
+        # not the whole file read as an array that breaks at line 2.
+        if not names_json_lines(path) and starts_with_array(path):
             yield from self._from_array(path, name)
         else:
             yield from self._from_lines(path, name)
+        if self.records_read == read_before:
+            log_empty_file(name)
 
     def _note_fields(self, names) -> None:
         for name in names:
@@ -177,6 +182,11 @@ class AlpacaReader:
                 self._note_fields(_keys_decoder.decode(line.data))
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
                 self._bad(BadRecordError(name, line.number, _line_reason(error, line.data, name, line.number), line.data))
+                continue
+            try:
+                check_utf8(line.data, name, line.number)
+            except BadRecordError as error:
+                self._bad(error)
                 continue
             yield LocatedAlpaca(record, name, line.number, line.data)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zstandard
 
-from ..errors import BadRecordError, OasstDataError
+from ..errors import BadRecordError, CorruptStreamError, OasstDataError
 from .hints import misnamed_stream_hint
 
 try:  # python-isal decompresses gzip ~4x faster than zlib (shared/PERFORMANCE.md)
@@ -34,12 +34,26 @@ UTF8_BOM = b"\xef\xbb\xbf"
 STREAM_ERRORS = (EOFError, OSError, zlib.error, _IsalError, zstandard.ZstdError)
 
 
+class CorruptCompressedUnit(OSError):
+    """Corrupt compressed data inside a unit (gzip member, zstd frame) that has already given
+    output: that output is not verified (a checksum covers a whole unit), so neither are the
+    records read from it."""
+
+    def __init__(self, unit: str, tester: str, cause: Exception):
+        super().__init__(
+            f"corrupt {unit} ({cause}): the lines already read from this {unit} may be damaged too, and they cannot "
+            f"be taken back, so this stops the run even under --on-bad-record skip; check the file with `{tester}` "
+            "and fetch it again"
+        )
+
+
 class _DecompressingRaw(io.RawIOBase):
     """A raw stream that hands over decompressed bytes (`_pending`) as `_fill` produces them:
     a break in the compressed stream raises only once everything before it is read."""
 
     # The error for a stream that ends inside a compressed unit (each format names its unit).
     _TRUNCATED = "stream ended inside a compressed unit (truncated file)"
+    _FORMAT = "compressed"
 
     def __init__(self, handle):
         self._handle = handle
@@ -47,6 +61,8 @@ class _DecompressingRaw(io.RawIOBase):
         self._offset = 0  # of the next byte of _pending to hand over
         self._done = False
         self._input = b""  # compressed bytes read, not yet decompressed
+        self._unit_output = 0  # bytes the current compressed unit has given so far
+        self._read_any = False
 
     def readable(self) -> bool:
         return True
@@ -59,15 +75,22 @@ class _DecompressingRaw(io.RawIOBase):
         """True while a compressed unit has started and not ended."""
         raise NotImplementedError
 
+    def _truncated_reason(self) -> str:
+        return self._TRUNCATED
+
     def _have_input(self) -> bool:
         """Read more compressed input when none is left; False (and `_done`) at its clean end."""
         if not self._input:
             self._input = self._handle.read(_CHUNK)
             if not self._input:
                 if self._unit_open():
-                    raise EOFError(self._TRUNCATED)
+                    raise EOFError(self._truncated_reason())
+                if not self._read_any:
+                    # `gzip -t` and `zstd -t` call it truncated too: often a download or copy cut short.
+                    raise EOFError(f"the file is empty (0 bytes), yet even an empty {self._FORMAT} stream has a header: a copy cut short?")
                 self._done = True
                 return False
+            self._read_any = True
         return True
 
     def readinto(self, buffer) -> int:
@@ -102,6 +125,7 @@ class _ZstdRaw(_DecompressingRaw):
         self._broken: zstandard.ZstdError | None = None  # raised once the bytes before it are read
 
     _TRUNCATED = "zstd stream ended before the end of its frame (truncated file)"
+    _FORMAT = "zstd"
 
     def _unit_open(self) -> bool:
         return self._frame_started and not self._frame.eof
@@ -115,10 +139,11 @@ class _ZstdRaw(_DecompressingRaw):
         try:
             self._decompress_slices(produced)
         except zstandard.ZstdError as error:
+            broken = CorruptCompressedUnit("zstd frame", "zstd -t", error) if self._unit_output else error
             if not any(produced):
-                raise
-            # Hand over what came before the break (whole frames of records); raise next time.
-            self._broken = error
+                raise broken from None
+            # Hand over what came before the break; raise next time.
+            self._broken = broken
         self._pending = b"".join(produced)
 
     def _decompress_slices(self, produced: list[bytes]) -> None:
@@ -135,10 +160,12 @@ class _ZstdRaw(_DecompressingRaw):
                 out = self._frame.decompress(piece)
                 produced.append(out)
                 out_size += len(out)
+                self._unit_output += len(out)
                 if self._frame.eof:
                     piece = self._frame.unused_data
                     self._frame = self._context.decompressobj()
                     self._frame_started = False
+                    self._unit_output = 0
                 else:
                     piece = b""
             size += out_size
@@ -168,8 +195,20 @@ class _GzipRaw(_DecompressingRaw):
         super().__init__(handle)
         self._member = _inflate.decompressobj(_GZIP_WBITS)
         self._member_started = False
+        self._members_done = 0
+
+    # Bytes after a complete member that do not make one: `gzip -d` ignores them with a warning,
+    # Python's gzip refuses them; refused here too, but not called a truncated file.
+    _NOT_A_MEMBER = "the bytes after the last complete gzip member are no gzip member ({}): trailing garbage, or a member cut off in its header"
+
+    def _after_last_member(self) -> bool:
+        return self._members_done > 0 and not self._unit_output
+
+    def _truncated_reason(self) -> str:
+        return self._NOT_A_MEMBER.format("the file ends inside a header") if self._after_last_member() else self._TRUNCATED
 
     _TRUNCATED = "Compressed file ended before the end-of-stream marker was reached (truncated file)"
+    _FORMAT = "gzip"
 
     def _unit_open(self) -> bool:
         return self._member_started and not self._member.eof
@@ -183,11 +222,21 @@ class _GzipRaw(_DecompressingRaw):
             if not self._input:
                 return
             self._member_started = True
-        self._pending = self._member.decompress(self._input, _MAX_INFLATE)
+        try:
+            self._pending = self._member.decompress(self._input, _MAX_INFLATE)
+        except STREAM_ERRORS as error:
+            if self._unit_output:
+                raise CorruptCompressedUnit("gzip member", "gzip -t", error) from None
+            if self._after_last_member():
+                raise OSError(self._NOT_A_MEMBER.format(error)) from None
+            raise
+        self._unit_output += len(self._pending)
         if self._member.eof:
             self._input = self._member.unused_data
             self._member = _inflate.decompressobj(_GZIP_WBITS)
             self._member_started = False
+            self._unit_output = 0
+            self._members_done += 1
         else:
             self._input = self._member.unconsumed_tail
 
@@ -258,9 +307,23 @@ def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | No
             yield Line(1, first.removeprefix(UTF8_BOM))
             for number, data in enumerate(handle, start=2):  # noqa: B007 - number used after loop
                 yield Line(number, data)
+        except CorruptCompressedUnit as error:
+            raise CorruptStreamError(name, number + 1, str(error)) from None
         except STREAM_ERRORS as error:
             hint = misnamed_stream_hint(path) if number == 0 else ""
             raise BadRecordError(name, number + 1, f"cannot read further: {error}{hint}") from None
+
+
+_COMPRESSION_SUFFIXES = frozenset((".gz", ".zst", ".zstd"))
+_JSON_LINES_SUFFIXES = frozenset((".jsonl", ".ndjson"))
+
+
+def names_json_lines(path: Path) -> bool:
+    """True when the file's name (past a compression suffix) says JSON Lines: x.jsonl, x.ndjson.gz."""
+    name = Path(path.name)
+    if name.suffix.lower() in _COMPRESSION_SUFFIXES:
+        name = Path(name.stem)
+    return name.suffix.lower() in _JSON_LINES_SUFFIXES
 
 
 def as_sources(value: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list:

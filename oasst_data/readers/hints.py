@@ -112,6 +112,8 @@ def misnamed_stream_hint(path: Path) -> str:
             head = handle.read(_HEAD)
     except OSError:
         return ""
+    if not head:  # an empty file: the reason says so
+        return ""
     stem = path.name[: -len(suffix)]
     for magic, kind, kind_suffix in _COMPRESSED:
         if head.startswith(magic):

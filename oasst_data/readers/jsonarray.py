@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import codecs
 import json
+import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
-from ..errors import BadRecordError
-from .files import STREAM_ERRORS, open_binary
+from ..errors import BadRecordError, CorruptStreamError
+from .files import STREAM_ERRORS, CorruptCompressedUnit, open_binary
 
 _READ = 1 << 20
 _WS = frozenset(" \t\r\n")
@@ -21,6 +23,8 @@ _MAX_ELEMENT = 256 << 20
 # see what it is (a second array, a log line), bounded so the reader stays in constant memory.
 _MAX_TRAILING_RAW = 1 << 20
 _BOM = "\ufeff"
+# Digits int() converts (sys.set_int_max_str_digits; 0 means no limit), less the sign.
+_INT_DIGITS_LIMIT = (sys.get_int_max_str_digits() or sys.maxsize) - 1
 
 
 class _ArrayScanner:
@@ -35,7 +39,7 @@ class _ArrayScanner:
         # A UTF-8 byte order mark at byte 0 is dropped, as Python's "utf-8-sig" does: editors on
         # Windows write one, and it is no JSON. Anywhere else it stays (and is malformed JSON).
         self.at_start = True
-        self.decoder = json.JSONDecoder()
+        self.decoder = json.JSONDecoder(parse_int=_parse_int)
         # Why the input ends early (invalid UTF-8, broken compressed stream): raised once the
         # elements before the break have been read, instead of "array not closed".
         self.failure: BadRecordError | None = None
@@ -48,7 +52,7 @@ class _ArrayScanner:
         buffered = self.utf8.getstate()[0]
         chunk, broken = self._read()
         if broken is not None and not chunk:
-            self._stop(self.text.count("\n", self.pos), f"cannot read further: {broken}")
+            self._stop_at_break(self.text.count("\n", self.pos), broken)
             return
         try:
             decoded = self.utf8.decode(chunk, final=not chunk)
@@ -67,7 +71,7 @@ class _ArrayScanner:
         self.text = self.text[self.pos :] + decoded
         self.pos = 0
         if broken is not None:  # the text before the break is kept; the error names the break's line
-            self._stop(self.text.count("\n"), f"cannot read further: {broken}")
+            self._stop_at_break(self.text.count("\n"), broken)
 
     def _read(self) -> tuple[bytes, Exception | None]:
         """Up to _READ bytes, and the stream error that stopped the read early, if any.
@@ -95,9 +99,15 @@ class _ArrayScanner:
             return decoded.removeprefix(_BOM)
         return decoded
 
-    def _stop(self, newlines_ahead: int, reason: str) -> None:
-        self.failure = BadRecordError(self.name, self.line + newlines_ahead, reason)
+    def _stop(self, newlines_ahead: int, reason: str, error_type: type[BadRecordError] = BadRecordError) -> None:
+        self.failure = error_type(self.name, self.line + newlines_ahead, reason)
         self.eof = True
+
+    def _stop_at_break(self, newlines_ahead: int, broken: Exception) -> None:
+        if isinstance(broken, CorruptCompressedUnit):  # elements already read may be damaged: not skippable
+            self._stop(newlines_ahead, str(broken), CorruptStreamError)
+        else:
+            self._stop(newlines_ahead, f"cannot read further: {broken}")
 
     def error(self, line: int, reason: str) -> BadRecordError:
         """The error to raise at the end of the readable input: the early stop's, if any."""
@@ -154,6 +164,8 @@ class _ArrayScanner:
         its reason says so. A break in the input itself (`cause`: invalid UTF-8, a broken
         stream) keeps its own reason and line; raw then holds what was read up to the break
         and, after invalid UTF-8, the undecodable bytes that followed in the same chunk."""
+        if isinstance(cause, CorruptStreamError):
+            return cause  # raised under either policy: no quarantine entry needs the rest
         at_end = self.eof and cause is None  # the file ends inside the element (truncated)
         line = cause.line if cause is not None else self.line
         reason = cause.reason if cause is not None else reason
@@ -191,6 +203,13 @@ class _ArrayScanner:
         if cut:
             reason += f" (raw holds its first {_MAX_TRAILING_RAW} characters)"
         return BadRecordError(self.name, line, reason, rest.encode("utf-8"))
+
+
+def _parse_int(text: str) -> int | Decimal:
+    """An integer literal; one past Python's int conversion limit (4,300 digits) as a Decimal,
+    so a long number in a field the reader ignores is read as msgspec reads it in JSON Lines,
+    instead of ending the array."""
+    return int(text) if len(text) <= _INT_DIGITS_LIMIT else Decimal(text)
 
 
 def _may_need_more(error: json.JSONDecodeError, text: str) -> bool:

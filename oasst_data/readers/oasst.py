@@ -19,10 +19,23 @@ import msgspec
 
 from ..errors import BadRecordError
 from ..quarantine import BadRecordHandler
-from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
+from ..records import (
+    ExportMessage,
+    ExportMessageThread,
+    ExportMessageTree,
+    LabelValue,
+    Oasst1Row,
+    _RecordKind,
+    _TreeLine,
+)
 from . import deep_json
 from .files import ByteCounter, iter_lines
-from .hints import alpaca_record_hint, array_hint, compressed_reason, pretty_printed_hint
+from .hints import (
+    alpaca_record_hint,
+    array_hint,
+    compressed_reason,
+    pretty_printed_hint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +134,28 @@ def _describe_decode_error(error: Exception, data: bytes | None = None) -> str:
     return f"malformed JSON: {message}"
 
 
+def check_utf8(data: bytes, source: str, line: int) -> None:
+    """Raise BadRecordError when a decoded line holds invalid UTF-8 that the decoder passed over.
+
+    msgspec skips unknown keys and the values of fields it does not keep without checking their
+    bytes: a corrupted key (`review_\xffresult`) would otherwise just vanish, and with it a
+    filter's field. About 1% of the decoding time (ASCII lines are checked at memory speed).
+    """
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRecordError(source, line, f"invalid UTF-8 at byte {error.start} of the line", data) from None
+
+
 def decode_record(data: bytes, source: str, line: int) -> ExportMessageTree | ExportMessage | ExportMessageThread:
+    record = _decode_record(data, source, line)
+    check_utf8(data, source, line)
+    return record
+
+
+def _decode_record(data: bytes, source: str, line: int) -> ExportMessageTree | ExportMessage | ExportMessageThread:
     """Decode one export line into its typed record, detecting the kind as the reference does.
 
     The kind is decided by the top-level keys in the order message_id, thread_id, message_tree_id.
@@ -428,6 +462,11 @@ def log_blank_lines(source: str, blank: int) -> None:
         log.info("%s: skipped %d blank line(s): they hold no record (JSON Lines readers such as datasets skip them too)", source, blank)
 
 
+def log_empty_file(source: str) -> None:
+    """An input that holds no record at all is most often a mistake (a copy cut short, the wrong file)."""
+    log.warning("%s: holds no record", source)
+
+
 class OasstExportReader:
     """Streams LocatedTree objects from Open-Assistant JSONL exports (.jsonl, .gz, .zst)."""
 
@@ -448,6 +487,7 @@ class OasstExportReader:
         assembler: FlatMessageAssembler | None = None
         lines = iter_lines(path, source, self.bytes)
         blank_before = counts.blank_lines
+        lines_before = counts.lines
         while True:
             try:
                 line = next(lines)
@@ -493,6 +533,8 @@ class OasstExportReader:
                     assembler = FlatMessageAssembler(source, self.handler)
                 assembler.add(record, line.number, data)
         log_blank_lines(source, counts.blank_lines - blank_before)
+        if counts.lines == lines_before:
+            log_empty_file(source)
         if assembler is not None:
             yield from assembler.trees()
             counts.unplaced_messages += assembler.unplaced

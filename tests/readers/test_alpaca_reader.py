@@ -289,7 +289,7 @@ TRAILING_CASES = [
     ),
     ("garbage_on_the_same_line", "garbage.json", json.dumps([ROW_A, ROW_C]) + " garbage\n", 2, 1, "'garbage'", "garbage\n"),
     (
-        "jsonl_whose_first_line_is_an_array", "mixed.jsonl", json.dumps([ROW_A]) + "\n" + json.dumps(ROW_C) + "\n" + json.dumps(ROW_A) + "\n",
+        "json_lines_under_json_whose_first_line_is_an_array", "mixed.json", json.dumps([ROW_A]) + "\n" + json.dumps(ROW_C) + "\n" + json.dumps(ROW_A) + "\n",
         1, 2, "JSON Lines need one object a line", json.dumps(ROW_C) + "\n" + json.dumps(ROW_A) + "\n",
     ),
     ("empty_array_then_data", "empty.json", "[]\n\n  x\n", 0, 3, "'x'", "x\n"),
@@ -299,6 +299,20 @@ TRAILING_CASES = [
         2, 11, "'{\"instruction\": \"a\"", json.dumps(ROW_A),
     ),
 ]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+@pytest.mark.parametrize("name", ["mixed.jsonl", "mixed.ndjson"])
+def test_a_json_lines_name_is_read_as_lines_even_when_line_1_opens_an_array(tmp_path, name, suffix):
+    """Found by an audit: a stray first line `[...]` made a .jsonl file one array; under skip every
+    record after it was lost (one bad record, its raw cut at 1 MiB)."""
+    path = tmp_path / (name + suffix)
+    path.write_bytes(compress((json.dumps([ROW_A]) + "\n" + json.dumps(ROW_C) + "\n" + json.dumps(ROW_A) + "\n").encode(), suffix))
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_C, ROW_A])
+    assert (reader.records_read, reader.bad_records) == (3, 1)
+    assert [(e.line, e.raw) for e in seen] == [(1, json.dumps([ROW_A]).encode() + b"\n")]
+    assert "got `array`" in seen[0].reason
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
@@ -543,14 +557,25 @@ def test_an_alpaca_source_given_twice_is_an_error(tmp_path, monkeypatch):
 # --- an array broken inside (found by an audit) ------------------------------------------------------
 
 
-def test_an_integer_too_long_for_python_is_a_bad_record_not_a_traceback(tmp_path):
+def test_an_integer_too_long_for_python_is_one_bad_record_and_reading_goes_on(tmp_path):
+    """Found by audits: first a traceback, then (Python's 4,300-digit limit taken as a syntax error)
+    the end of the array; JSON Lines read such a record as any other."""
     path = tmp_path / "digits.json"
-    path.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": ' + "1" * 5000 + ', "output": "O"}]\n')
-    with pytest.raises(BadRecordError, match=r"digits.json:2: malformed JSON: Exceeds the limit \(4300 digits\)"):
+    path.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": ' + "1" * 5000 + ', "output": "O"},\n {"instruction": "c", "output": "d"}]\n')
+    with pytest.raises(BadRecordError, match=r"digits.json:2: invalid record: Expected `str`, got `decimal` - at `\$.instruction` \(array element 2\)"):
         records(path)
     got, reader, seen = read_skipping(path)
-    assert got == as_records([ROW_A]) and (reader.records_read, reader.bad_records) == (2, 1)
+    assert got == as_records([ROW_A, ROW_C]) and (reader.records_read, reader.bad_records) == (3, 1)
     assert seen[0].raw.startswith(b'{"instruction": 111')
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, "-" + "9" * 5000, "9" * 4299, "-" + "9" * 4299])
+@pytest.mark.parametrize("lines", [False, True])
+def test_a_long_integer_in_an_ignored_field_is_read_in_an_array_as_in_json_lines(tmp_path, digits, lines):
+    rows = ['{"instruction": "a", "output": "b", "n": ' + digits + "}", json.dumps(ROW_C)]
+    path = tmp_path / ("digits.jsonl" if lines else "digits.json")
+    path.write_text("\n".join(rows) + "\n" if lines else "[" + ",\n".join(rows) + "]\n")
+    assert [record for _, record in records(path)] == as_records([ROW_A, ROW_C])
 
 
 def test_a_syntax_error_inside_an_array_says_the_rest_is_not_read_and_quarantines_it(tmp_path, caplog):

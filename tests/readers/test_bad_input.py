@@ -22,8 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from oasst_data.errors import BadRecordError
+from oasst_data.errors import BadRecordError, CorruptStreamError
 from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+from oasst_data.readers.alpaca import AlpacaReader
 from oasst_data.readers.files import open_binary
 from oasst_data.readers.oasst import OasstExportReader
 from oasst_data.config import ThreadConfig
@@ -63,6 +64,10 @@ BAD_TREE_LINES = [
     ("unknown_role", tree_line(replies=[{"message_id": "r", "text": "x", "role": "system"}]), "Invalid enum value 'system' - at `$.prompt.replies[0].role`"),
     ("invalid_utf8", tree_line(text="cafe").replace(b"cafe", b"caf\xe9"), "invalid UTF-8 at byte 107 of the line"),
     ("lone_surrogate", tree_line(text="cut \ud83d emoji"), "lone surrogate escape \\ud83d at byte 108 of the line"),
+    # msgspec passes over unknown keys and ignored values unchecked: a corrupted key used to vanish
+    # (here review_result, so the tree was dropped by the review filter), found by an audit.
+    ("invalid_utf8_in_a_known_key", tree_line().replace(b'"review_result"', b'"review_\xffresult"'), "invalid UTF-8 at byte 152 of the line"),
+    ("invalid_utf8_in_an_ignored_value", tree_line(note="cafe").replace(b"cafe", b"caf\xe9"), "invalid UTF-8 at byte 179 of the line"),
     ("too_deep", tree_line()[:-3] + b', "extra": ' + DEEP + b"}}\n", "nesting deeper than the JSON parser allows"),
     ("unknown_record", b'{"id": 1, "text": "x"}\n', "unknown record: expected a message tree"),
     ("not_an_object", b"[1, 2]\n", "invalid record: Expected `object`, got `array`"),
@@ -164,7 +169,7 @@ def test_skip_run_quarantines_the_bad_line_and_counts_it(tmp_path, bad, fragment
     assert entry["source"] == str(source) and entry["line"] == 3
     assert fragment in entry["reason"]
     raw = bad.rstrip(b"\n")
-    if b"\xe9" in raw:  # not UTF-8: shown with replacement characters, kept exactly in base64
+    if b"\xe9" in raw or b"\xff" in raw:  # not UTF-8: shown with replacement characters, kept exactly in base64
         assert entry["raw"] == raw.decode("utf-8", errors="replace")
         assert base64.b64decode(entry["raw_base64"]) == bad
     else:
@@ -344,6 +349,104 @@ def test_every_line_of_the_zstd_frames_before_a_bad_one_is_read(tmp_path, damage
     with pytest.raises(BadRecordError) as stopped:
         list(OasstExportReader([source]))
     assert stopped.value.line > complete_lines and "cannot read further" in stopped.value.reason
+
+def corrupt_inside_its_unit(data: bytes, suffix: str) -> bytes:
+    """One compressed unit (gzip member, zstd frame with a checksum) with a byte of its text
+    changed, so the damage shows only at the unit's checksum or in a later block, once lines
+    from the unit were handed over."""
+    if suffix == ".gz":
+        stored = bytearray(gzip.compress(data, compresslevel=0, mtime=0))  # stored blocks: a changed byte inflates fine
+        stored[stored.index(b"alpha", len(stored) // 20)] ^= 0x20
+        return bytes(stored)
+    frame = bytearray(zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data))
+    frame[len(frame) // 2] ^= 0xFF
+    return bytes(frame)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_unit_found_corrupt_after_lines_were_read_from_it_stops_even_under_skip(tmp_path, suffix):
+    """Found by an audit: under skip, the lines a damaged gzip member gave before its CRC check
+    failed were kept (one with the changed text), and the quarantine named only the line where
+    reading stopped. They cannot be taken back, so the run stops under either policy."""
+    data = varied_trees(6000)
+    assert len(data) > 2 * (2 << 20)  # more than one read's worth of output before the break
+    source = tmp_path / f"export.jsonl{suffix}"
+    source.write_bytes(corrupt_inside_its_unit(data, suffix))
+    unit = "gzip member" if suffix == ".gz" else "zstd frame"
+    out = tmp_path / "threads.jsonl"
+    for policy in ("fail", "skip"):
+        result = threads_cli(str(source), "--out", str(out), "--on-bad-record", policy)
+        message = assert_one_line_error(result, source, None, f": corrupt {unit} (")
+        assert "the lines already read from this" in message and "even under --on-bad-record skip" in message
+        assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]  # no output, no quarantine
+    handler = BadRecordHandler(OnBadRecord.SKIP)
+    with pytest.raises(CorruptStreamError) as stopped:
+        list(OasstExportReader([source], handler))
+    assert stopped.value.line > 1 and handler.count == 0
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+@pytest.mark.parametrize("array", [False, True])
+def test_a_corrupt_unit_stops_alpaca_reading_even_under_skip(tmp_path, suffix, array):
+    rows = [json.dumps({"instruction": f"alpha question {i} " + "x" * 900, "output": f"answer {i}"}) for i in range(6000)]
+    data = ("[\n" + ",\n".join(rows) + "\n]\n" if array else "\n".join(rows) + "\n").encode()
+    source = tmp_path / (f"alpaca.json{suffix}" if array else f"alpaca.jsonl{suffix}")
+    source.write_bytes(corrupt_inside_its_unit(data, suffix))
+    with pytest.raises(CorruptStreamError, match="corrupt (gzip member|zstd frame)"):
+        list(AlpacaReader(str(source), BadRecordHandler(OnBadRecord.SKIP)))
+
+
+def test_a_unit_broken_before_it_gave_anything_stays_a_skippable_bad_record(tmp_path):
+    """Corrupt from its start (nothing read from it is suspect): one bad record, as before."""
+    source = tmp_path / "export.jsonl.zst"
+    good = zstandard.ZstdCompressor(level=3).compress(b"".join(TREE_LINES))
+    source.write_bytes(good + b"\x28\xb5\x2f\xfd" + b"\xff" * 64)  # a frame header, then garbage
+    handler = BadRecordHandler(OnBadRecord.SKIP)
+    reader = OasstExportReader([source], handler)
+    assert sum(1 for _ in reader) == len(TREE_LINES) and handler.count == 1
+
+
+@pytest.mark.parametrize("tail", [b"not gzip", b"garbage! more than ten bytes of it\n", b"\x1f\x8b\x08"])
+def test_bytes_after_the_last_gzip_member_are_named_as_such_not_as_a_truncated_file(tmp_path, tail):
+    """`gzip -t` says "trailing garbage ignored", Python's gzip refuses them: refused here, but
+    the reason was "truncated file" or "invalid wrapper"."""
+    source = tmp_path / "export.jsonl.gz"
+    source.write_bytes(gzip.compress(b"".join(TREE_LINES), mtime=0) + tail)
+    handler = BadRecordHandler(OnBadRecord.SKIP)
+    reader = OasstExportReader([source], handler)
+    assert sum(1 for _ in reader) == len(TREE_LINES) and handler.count == 1  # every member's line kept
+    with pytest.raises(BadRecordError) as stopped:
+        list(OasstExportReader([source]))
+    assert stopped.value.line == len(TREE_LINES) + 1
+    assert "the bytes after the last complete gzip member are no gzip member" in stopped.value.reason
+    assert "truncated" not in stopped.value.reason
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".gz", "gzip"), (".zst", "zstd")])
+def test_an_empty_compressed_file_is_a_bad_record(tmp_path, suffix, kind):
+    """0 bytes is no gzip or zstd stream (`gzip -t` and `zstd -t` say so): often a copy cut short.
+    It was read as an empty export, unmentioned."""
+    source = tmp_path / f"export.jsonl{suffix}"
+    source.write_bytes(b"")
+    with pytest.raises(BadRecordError) as stopped:
+        list(OasstExportReader([source]))
+    assert str(stopped.value) == f"{source}:1: cannot read further: the file is empty (0 bytes), yet even an empty {kind} stream has a header: a copy cut short?"
+    source.write_bytes(gzip.compress(b"", mtime=0) if suffix == ".gz" else zstandard.ZstdCompressor().compress(b""))
+    assert list(OasstExportReader([source])) == []  # an empty stream, properly compressed, holds no record
+
+
+def test_an_input_without_records_is_warned_about(tmp_path, caplog):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n\n")
+    (tmp_path / "full.jsonl").write_bytes(b"".join(TREE_LINES))
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text("[]\n")
+    with caplog.at_level("WARNING"):
+        assert len(list(OasstExportReader([empty, tmp_path / "full.jsonl"]))) == len(TREE_LINES)
+        assert list(AlpacaReader(str(alpaca))) == []
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"{empty}: holds no record", f"{alpaca}: holds no record"]
+
 
 # --- flat messages: orphans, duplicates, cycles -----------------------------------------------------
 
@@ -590,6 +693,7 @@ def test_alpaca_array_too_deep_and_truncated(tmp_path):
         (b'{"instruction": "x", "output": "y", "input": 3}\n', "at `$.input`"),
         (b'{"instruction": "x", "output": \n', "malformed JSON"),
         (b'{"instruction": "x\\udc00", "output": "y"}\n', "lone surrogate escape \\udc00 at byte 18"),
+        (b'{"instruction": "x", "output": "y", "note": "caf\xe9"}\n', "invalid UTF-8 at byte 48 of the line"),
     ],
 )
 def test_alpaca_jsonl_bad_lines(tmp_path, line, fragment):
