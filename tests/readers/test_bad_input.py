@@ -448,6 +448,37 @@ def test_an_input_without_records_is_warned_about(tmp_path, caplog):
     assert warned == [f"{empty}: holds no record", f"{alpaca}: holds no record"]
 
 
+def test_replies_nested_in_a_thread_record_are_warned_about(tmp_path, caplog):
+    """Found by an audit: a thread record's path is its list; replies inside its messages vanished unsaid."""
+    lines = (FIXTURES / "oasst" / "threads.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    record["thread"][-1]["replies"] = [{"message_id": "nested", "text": "x", "role": "prompter"}]
+    source = tmp_path / "threads.jsonl"
+    source.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    with caplog.at_level("WARNING"):
+        trees = list(OasstExportReader([source]))
+    assert len(trees) == len(lines)
+    assert "nested" not in {reply.message_id for tree in trees for reply in tree.tree.prompt.replies}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"{source}: 1 thread record(s) carry replies inside their messages: a thread record is the path its list holds, so they were ignored (give whole trees as message trees)"]
+
+
+def test_an_error_deep_in_a_tree_names_its_path_in_a_line_of_bounded_length(tmp_path):
+    """Found by an audit: a bad field 1,500 replies deep (within msgspec's depth) made a 16 KB error line."""
+    node = {"message_id": "leaf", "text": "t", "role": "robot"}
+    for index in range(300):
+        node = {"message_id": f"m{index}", "text": "t", "role": "prompter" if index % 2 else "assistant", "replies": [node]}
+    node["role"] = "prompter"
+    source = tmp_path / "deep.jsonl"
+    source.write_text(json.dumps({"message_tree_id": "T", "tree_state": "ready_for_export", "prompt": node}) + "\n")
+    with pytest.raises(BadRecordError) as stopped:
+        list(OasstExportReader([source]))
+    assert stopped.value.reason == (
+        "invalid record: Invalid enum value 'robot' - at `$.prompt.replies[0].replies[0].replies[0] ... 294 more .replies[i] ... "
+        ".replies[0].replies[0].replies[0].role`"
+    )
+
+
 # --- flat messages: orphans, duplicates, cycles -----------------------------------------------------
 
 
