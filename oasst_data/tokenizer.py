@@ -208,12 +208,19 @@ def _near_name(missing: Path) -> str | None:
     return str(missing.parent / matches[0]) if matches else None
 
 
+_LOADER_ONLY_KEYS = ("local_files_only", "is_local", "cache_dir", "revision", "_commit_hash", "token", "force_download", "proxies", "subfolder")
+
+
 def save_tokenizer(loaded: LoadedTokenizer, folder: Path) -> dict[str, str]:
     """Save the tokenizer, markers included, for the shards it tokenized; {file name: sha256}.
 
     The files depend only on the tokenizer (not on where it was loaded from), so reruns stay
     byte-identical, and loading the folder gives back the same fingerprint.
     """
+    # How it was loaded, not what it is: transformers keeps these among the init kwargs it saves,
+    # so HF_HUB_OFFLINE=1 (local_files_only) or a local folder (is_local) changed the saved files.
+    for key in _LOADER_ONLY_KEYS:
+        loaded.tokenizer.init_kwargs.pop(key, None)
     try:
         loaded.tokenizer.save_pretrained(str(folder))
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +18,7 @@ def test_a_disk_full_while_saving_the_tokenizer_is_a_clear_error(tmp_path):
         # What the Rust tokenizers library raises: a bare Exception, not an OSError.
         raise Exception("No space left on device (os error 28)")
 
-    loaded = SimpleNamespace(tokenizer=SimpleNamespace(save_pretrained=save_pretrained))
+    loaded = SimpleNamespace(tokenizer=SimpleNamespace(save_pretrained=save_pretrained, init_kwargs={}))
     with pytest.raises(OasstDataError, match=r"tok: cannot save the tokenizer: No space left on device \(os error 28\)"):
         save_tokenizer(loaded, tmp_path / "tok")
 
@@ -115,3 +116,20 @@ def test_a_name_starting_at_a_local_folder_is_tried_on_the_hub_first(tmp_path, m
 def test_a_local_tokenizer_folder_still_loads(monkeypatch):
     monkeypatch.chdir(FIXTURE_TOKENIZER.parent)
     assert load_tokenizer("tokenizer").vocab_size > 0
+
+
+def test_the_saved_files_do_not_depend_on_how_the_tokenizer_was_loaded(tmp_path):
+    """Found by an audit: HF_HUB_OFFLINE=1 made transformers save `"local_files_only": true`
+    (false without it), and `"is_local"` said where it came from: the build's tokenizer folder
+    and manifest differed with the environment."""
+    saved = {}
+    for offline in (True, False):
+        loaded = load_tokenizer(str(FIXTURE_TOKENIZER))
+        loaded.tokenizer.init_kwargs.update(local_files_only=offline, is_local=offline)
+        folder = tmp_path / str(offline)
+        folder.mkdir()
+        saved[offline] = save_tokenizer(loaded, folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        assert not {"local_files_only", "is_local"} & set(config)
+        assert load_tokenizer(str(folder)).fingerprint == loaded.fingerprint
+    assert saved[True] == saved[False]

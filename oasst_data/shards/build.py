@@ -124,9 +124,10 @@ class BuildConfig:
             elif item.name in ("inputs", "alpaca"):
                 value = [Path(v).name if Path(v).exists() else v for v in value]
             elif item.name == "tokenizer":
-                # A hub name or a relative path is kept as given (the trainer can load it);
-                # an absolute path is reduced to its folder name (no machine paths inside).
-                value = Path(value).name if Path(value).is_absolute() else value
+                # A local folder is recorded by its name, as inputs are: its path, however typed
+                # (relative to a working directory, or absolute), would make equal builds differ.
+                # The trainer loads the copy saved in the build; a Hub name is kept as given.
+                value = Path(value).name if Path(value).exists() else value
             elif hasattr(value, "value"):
                 value = value.value
             out[item.name] = value
@@ -234,7 +235,7 @@ def build_shards(
     staging = _prepare_output(out_dir, overwrite)
     handler = _bad_record_handler(config, staging.path)
     try:
-        result = _build_in(staging.path, config, paths, loaded, handler, on_progress)
+        result = _build_in(staging.path, out_dir, config, paths, loaded, handler, on_progress)
         staging.publish(overwrite)
         handler.publish()  # a --quarantine file outside the build follows its shards, never precedes them
         result.out_dir = out_dir
@@ -261,7 +262,7 @@ def _bad_record_handler(config: BuildConfig, staging: Path) -> BadRecordHandler:
     return BadRecordHandler(policy, staging / "quarantine.jsonl" if policy is OnBadRecord.SKIP else None)
 
 
-def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, handler: BadRecordHandler, on_progress) -> BuildResult:
+def _build_in(staging: Path, out_dir: Path, config: BuildConfig, paths: list[Path], loaded, handler: BadRecordHandler, on_progress) -> BuildResult:
     extractor = ThreadExtractor(config.threads, handler)
     tokenizer = ThreadTokenizer(loaded, config.max_length, config.overflow)
     progress = BuildProgress(bytes_total=sum(p.stat().st_size for p in paths))
@@ -321,7 +322,7 @@ def _build_in(staging: Path, config: BuildConfig, paths: list[Path], loaded, han
     # The tokenizer travels with its shards: the trainer needs no name or path for it.
     saved_tokenizer = save_tokenizer(loaded, staging / TOKENIZER_FOLDER)
 
-    manifest = _manifest(config, paths, loaded, buckets, shards, extractor, tokenizer.counts, lengths, bucket_of_row)
+    manifest = _manifest(config, out_dir, paths, loaded, buckets, shards, extractor, tokenizer.counts, lengths, bucket_of_row)
     manifest["tokenizer"]["saved"] = {"folder": TOKENIZER_FOLDER, "files": saved_tokenizer}
     # Stage 4: the card, then the manifest last: its presence marks a complete build.
     with atomic_open(staging / "README.md") as handle:
@@ -347,7 +348,7 @@ def _pretty_json(value) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, counts: TokenizeCounts, lengths, bucket_of_row) -> dict:
+def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shards, extractor, counts: TokenizeCounts, lengths, bucket_of_row) -> dict:
     resolved = config.to_manifest()
     totals: dict[str, dict] = {}
     for split in ("train", "validation"):
@@ -387,16 +388,19 @@ def _manifest(config, paths, loaded, buckets: list[Bucket], shards, extractor, c
         "shards": shards,
         "totals": totals,
         "funnel": funnel,
-        "quarantine": _quarantine_entry(config, extractor.handler.count),
+        "quarantine": _quarantine_entry(config, out_dir, extractor.handler.count),
     }
 
 
-def _quarantine_entry(config: BuildConfig, count: int) -> str | None:
-    """The quarantine file as the manifest names it: inside the build, or where --quarantine put it."""
+def _quarantine_entry(config: BuildConfig, out_dir: Path, count: int) -> str | None:
+    """The quarantine file as the manifest names it: relative to the build folder, as
+    `quarantine.jsonl` inside it is, so no machine path (and no working directory) is recorded."""
     if not count:
         return None
     given = config.threads.quarantine
-    return str(given) if given is not None else "quarantine.jsonl"
+    if given is None:
+        return "quarantine.jsonl"
+    return os.path.relpath(os.path.abspath(given), os.path.abspath(out_dir))
 
 
 __all__ = ["BuildConfig", "BuildProgress", "BuildResult", "build_shards"]

@@ -167,14 +167,32 @@ def test_manifest_content(fixture_build):
     assert len(manifest["config_hash"]) == 64
 
 
-def test_config_hash_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fixture_build, tmp_path, monkeypatch):
+def test_the_build_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fixture_build, tmp_path, monkeypatch):
+    """Found by an audit: a relative path went into the manifest and the card as typed, so the same
+    build from another folder (`tokenizer` from fixtures/) gave other bytes. A local folder is
+    recorded by its name, as inputs are; the trainer loads the copy saved in the build."""
     expected = load_manifest(fixture_build)["config_hash"]  # built with an absolute path
-    monkeypatch.chdir(REPO)
-    for spelling in ("fixtures/tokenizer", "./fixtures/tokenizer/"):
-        manifest = build_shards(fixture_config(tokenizer=spelling), tmp_path / f"out-{len(spelling)}").manifest
-        assert manifest["config"]["tokenizer"] == spelling  # recorded as given: the trainer can load it
+    assert load_manifest(fixture_build)["config"]["tokenizer"] == "tokenizer"
+    for where, spelling in ((REPO, "fixtures/tokenizer"), (REPO, "./fixtures/tokenizer/"), (REPO / "fixtures", "tokenizer")):
+        monkeypatch.chdir(where)
+        out = tmp_path / f"out-{len(str(where))}-{len(spelling)}"
+        manifest = build_shards(fixture_config(tokenizer=spelling), out).manifest
+        assert manifest["config"]["tokenizer"] == manifest["tokenizer"]["name"] == "tokenizer"
         assert manifest["config_hash"] == expected
+        assert tree_hashes(out) == tree_hashes(fixture_build)  # every byte: shards, manifest, card, tokenizer
     assert build_shards(fixture_config(max_length=64), tmp_path / "other").manifest["config_hash"] != expected
+
+
+def test_the_order_of_the_inputs_changes_the_manifest_only(tmp_path):
+    """Rows are placed by their own hashes, not by reading order: shards and card are the same; the
+    manifest lists the inputs as given, so it (and config_hash) follows their order."""
+    threads = str(FIXTURES / "oasst" / "threads.jsonl")
+    one = build_shards(fixture_config(inputs=[TREES, threads]), tmp_path / "one")
+    two = build_shards(fixture_config(inputs=[threads, TREES]), tmp_path / "two")
+    first, second = tree_hashes(tmp_path / "one"), tree_hashes(tmp_path / "two")
+    assert first.pop("manifest.json") != second.pop("manifest.json")
+    assert first == second
+    assert one.manifest["shards"] == two.manifest["shards"] and one.manifest["config_hash"] != two.manifest["config_hash"]
 
 
 def _twice(manifest: dict, shard: dict) -> dict:
@@ -430,6 +448,10 @@ def test_skip_mode_quarantines_inside_the_output_and_counts(tmp_path):
     manifest = result.manifest
     assert manifest["funnel"]["quarantined"] == 1 and manifest["quarantine"] == "quarantine.jsonl"
     assert manifest["funnel"]["by_source"]["oasst"]["records_read"] == 13
+    # A --quarantine elsewhere is named relative to the build folder too: no machine path recorded.
+    outside = tmp_path / "elsewhere" / "skipped.jsonl"
+    config = fixture_config(inputs=[str(bad)], threads=ThreadConfig(val_split=0.3, on_bad_record="skip", quarantine=outside))
+    assert build_shards(config, tmp_path / "other").manifest["quarantine"] == "../elsewhere/skipped.jsonl"
     assert manifest["funnel"]["by_source"]["oasst"]["bad_records"] == 1
     entries = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
     assert [(Path(e["source"]).name, e["line"], e["raw"]) for e in entries] == [("bad.jsonl", 13, "{not json")]
