@@ -12,7 +12,6 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,10 +75,19 @@ class LockedTemp:
 
     def __init__(self, target: Path):
         self.target = Path(target)
-        fd, temp = tempfile.mkstemp(prefix=temp_prefix(self.target), suffix=TEMP_SUFFIX, dir=self.target.parent)
-        os.fchmod(fd, 0o666 & ~PROCESS_UMASK)  # mkstemp creates 0600: give the mode open() would, as other outputs get
-        if fcntl is not None:
+        for _ in range(_CREATE_TRIES):
+            fd, temp = tempfile.mkstemp(prefix=temp_prefix(self.target), suffix=TEMP_SUFFIX, dir=self.target.parent)
+            os.fchmod(fd, 0o666 & ~PROCESS_UMASK)  # mkstemp creates 0600: give the mode open() would, as other outputs get
+            if fcntl is None:
+                break
             fcntl.flock(fd, fcntl.LOCK_EX)
+            # Between mkstemp and flock the file is unlocked, and another writer of `target` may
+            # have taken it for one a killed run left and removed it: then make another.
+            if _names(temp, fd):
+                break
+            os.close(fd)
+        else:  # pragma: no cover - would take writers starting in a tight loop beside this one
+            raise OSError(errno.EEXIST, "could not keep a temp file beside it", str(self.target))
         self._lock_fd: int | None = fd
         self.path = Path(temp)
 
@@ -100,9 +108,17 @@ class LockedTemp:
 
 
 TEMP_SUFFIX = ".tmp"
-# A live writer locks its temp file right after creating it; an unlocked one this much older
-# than now was left by a run that died (the margin also covers clocks of network filesystems).
-ABANDONED_TEMP_AGE_S = 60.0
+_CREATE_TRIES = 100
+
+
+def _names(path: str | Path, fd: int) -> bool:
+    """True when `path` is (still) the file open as `fd`."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def temp_prefix(target: Path) -> str:
@@ -128,17 +144,16 @@ def _unlocked(paths: list[Path], flags: int) -> Iterator[tuple[Path, int]]:
 
 
 def remove_abandoned_temps(target: Path) -> list[Path]:
-    """Delete the temp files of `target` left by runs that were killed (lock free, not touched
-    for `ABANDONED_TEMP_AGE_S`); returns them. Temp files of running writers are left alone."""
+    """Delete the temp files of `target` left by runs that were killed (their lock is free);
+    returns them. Temp files of running writers are left alone: one that has not locked its
+    file yet finds it gone once it has, and makes another (`LockedTemp`)."""
     target = Path(target)
     removed: list[Path] = []
     if fcntl is None or not target.parent.is_dir():
         return removed
-    now = time.time()
     temps = sorted(target.parent.glob(glob.escape(temp_prefix(target)) + "*" + TEMP_SUFFIX))
     for temp, fd in _unlocked(temps, os.O_RDONLY):
-        status = os.fstat(fd)
-        if now - status.st_mtime < ABANDONED_TEMP_AGE_S or not stat.S_ISREG(status.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or not _names(temp, fd):
             continue
         try:
             temp.unlink(missing_ok=True)
