@@ -11,13 +11,13 @@ and texts are never loaded whole.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
 from .. import __version__
 from ..errors import OasstDataError
+from ..scratch import STATS_SCRATCH_PREFIX, scratch_folder
 from ..shards.load import load_manifest
 from ..shards.verify import verify_shards
 from .export import STATS_FORMAT
@@ -25,7 +25,6 @@ from .export_summary import TOP_LANGUAGES
 from .histogram import length_histogram, split_key
 from .padding import BATCH_SIZES, bucketed_waste, expected_waste
 from .summary import empty_summary, number, summary_from_counts
-
 
 
 def is_build_dir(path: str | Path) -> bool:
@@ -92,7 +91,7 @@ def shard_stats(out_dir: str | Path, top_languages: int = TOP_LANGUAGES, batch_s
     manifest = load_manifest(out_dir)
     files = _shard_files(out_dir, manifest)
     max_length = int(manifest.get("config", {}).get("max_length") or 2048)
-    with tempfile.TemporaryDirectory(prefix="oasst-stats-") as folder:
+    with scratch_folder(STATS_SCRATCH_PREFIX) as folder:
         rows = _narrow_rows(files, Path(folder) / "rows.parquet")
         queries = {
             "splits": rows.group_by("split").agg(*_counts(), pl.col("truncated").sum().alias("truncated_rows")),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -23,6 +22,7 @@ from .. import __version__
 from ..config import ThreadConfig
 from ..errors import OasstDataError
 from ..readers.files import as_sources, expand_inputs
+from ..scratch import STATS_SCRATCH_PREFIX, scratch_folder
 from .collect import RowCollector, StatsExtractor
 from .export_summary import summarize_export
 from .tokens import TokenCounter
@@ -71,7 +71,7 @@ def export_stats(
     if not paths and not alpaca:
         raise OasstDataError("nothing to describe: give at least one export file or an Alpaca source")
     counter = TokenCounter.load(tokenizer) if isinstance(tokenizer, str) else tokenizer
-    with tempfile.TemporaryDirectory(prefix="oasst-stats-") as folder:
+    with scratch_folder(STATS_SCRATCH_PREFIX) as folder:
         collector = RowCollector(Path(folder), counter, batch_rows=batch_rows)
         extractor = StatsExtractor(config, collector)
         hook = (lambda: progress(extractor.bytes_read.value)) if progress is not None else None
