@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -60,3 +62,24 @@ def test_every_option_an_error_may_name_exists():
     # Not an option of any command: the message stays as it was.
     assert name_the_option("rows per batch must be at least 1, got 0") == "rows per batch must be at least 1, got 0"
     assert name_the_option("residual_dropout must be in [0, 1), got 2") == "residual_dropout (--residual-dropout) must be in [0, 1), got 2"
+
+
+def test_a_ctrl_c_while_the_app_is_imported_is_no_traceback(monkeypatch, capsys):
+    """Found by an audit: Ctrl-C in the first ~0.3 s (rich, numpy being imported) printed a
+    KeyboardInterrupt traceback and exited -2; later it says "interrupted" and exits 130."""
+    import importlib.abc
+
+    from oasst_data_cli import entry
+
+    class InterruptedImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "oasst_data_cli.app":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "oasst_data_cli.app", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exited:
+        entry.main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
