@@ -383,3 +383,23 @@ def test_a_fifo_named_like_a_temp_file_does_not_block_the_cleanup(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=30,
     )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_rerun_without_overwrite_after_a_kill_between_the_two_renames_is_refused_at_once(tmp_path):
+    """Found by an audit (filesystems without renameat2's swap): DIR was missing, so the checks
+    passed; the old build was put back only once the work was done, and the build then failed
+    with "another build finished there". It is put back first, and the rerun refused at once."""
+    from oasst_data.errors import OasstDataError
+    from oasst_data.shards import BuildConfig, build_shards
+
+    from .conftest import FIXTURE_TOKENIZER, FIXTURES
+
+    target = tmp_path / "out"
+    config = BuildConfig(inputs=[str(FIXTURES / "oasst" / "trees.jsonl")], tokenizer=str(FIXTURE_TOKENIZER))
+    build_shards(config, target)
+    _killed_while_publishing(target, "move-aside")
+    assert not target.exists()
+    with pytest.raises(OasstDataError, match="directory exists and is not empty"):
+        build_shards(config, target)
+    assert (target / "manifest.json").is_file() and not (target / "marker.txt").exists()  # the old build, whole
+    assert _listing(tmp_path) == ["out"]

@@ -213,6 +213,13 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
         raise OasstDataError(f"{out_dir}: cannot write here: {error.strerror or error}") from None
 
 
+def _repair_killed_builds(out_dir: Path) -> None:
+    try:
+        remove_abandoned_staging(out_dir)
+    except OSError as error:
+        raise OasstDataError(f"{out_dir}: cannot clean up after an earlier build: {error.strerror or error}") from None
+
+
 def build_shards(
     config: BuildConfig,
     out_dir: str | Path,
@@ -221,6 +228,9 @@ def build_shards(
 ) -> BuildResult:
     """Build the shards of `config` into `out_dir`; nothing appears there unless it succeeds."""
     out_dir = Path(out_dir)
+    # First: a build killed between its two renames (filesystems without renameat2's swap) left
+    # DIR missing and the old build aside; it goes back before DIR is checked, not after the work.
+    _repair_killed_builds(out_dir)
     paths = expand_inputs(config.inputs)
     if not paths and not config.alpaca:
         raise ConfigError("nothing to build: give at least one input file or an Alpaca source")
