@@ -65,6 +65,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder` (itself included), so that after a power loss
+    a folder renamed into place holds what it held when renamed: files written by other
+    libraries (a tokenizer's save_pretrained) are not synced by them."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
 class LockedTemp:
     """A hidden temp file beside `target` (unique name), under an flock for as long as it is open.
 
@@ -269,6 +286,7 @@ class StagingFolder:
         Without `overwrite`, a build that landed at `target` meanwhile is never replaced.
         """
         target = self.target
+        fsync_tree(self.path)
         try:
             os.rename(self.path, target)  # onto nothing, or an empty folder
         except OSError as error:

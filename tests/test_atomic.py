@@ -403,3 +403,25 @@ def test_a_rerun_without_overwrite_after_a_kill_between_the_two_renames_is_refus
         build_shards(config, target)
     assert (target / "manifest.json").is_file() and not (target / "marker.txt").exists()  # the old build, whole
     assert _listing(tmp_path) == ["out"]
+
+
+def test_everything_in_a_staging_folder_is_synced_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """Found by an audit: the tokenizer's files (written by transformers) and the folders' entries
+    were not fsynced before the rename, so a power loss could publish a build missing them."""
+    staging = StagingFolder(tmp_path / "out").create()
+    (staging.path / "tokenizer").mkdir()
+    (staging.path / "tokenizer" / "tokenizer.json").write_text("{}")
+    (staging.path / "data" / "train").mkdir(parents=True)
+    (staging.path / "data" / "train" / "shard.parquet").write_bytes(b"PAR1")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    where = str(staging.path)
+    staging.publish()
+    expected = {where, f"{where}/tokenizer", f"{where}/tokenizer/tokenizer.json", f"{where}/data", f"{where}/data/train", f"{where}/data/train/shard.parquet"}
+    assert expected <= set(synced)  # all before the rename: fsync_dir(parent) then makes the rename durable
