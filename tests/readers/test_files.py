@@ -1,13 +1,18 @@
-"""Decompressing inputs in bounded memory: one read never holds more than a few MiB of output."""
+"""Decompressing inputs: in bounded memory (one read never holds more than a few MiB of output),
+and never letting a damaged line through a run that goes on."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import random
 
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from oasst_data.errors import BadRecordError, CorruptStreamError
 from oasst_data.readers import files
 
 LINE = b'{"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."}\n'
@@ -32,3 +37,42 @@ def test_highly_compressible_input_is_decompressed_a_bounded_piece_at_a_time(kin
     assert bytes(out) == data
     # zstd's decompress() has no output cap: a whole 1 MiB compressed chunk gave the whole 37 MB.
     assert largest <= 4 * files._MAX_INFLATE, largest
+
+
+def _lines_of(data: bytes) -> list[bytes]:
+    return data.splitlines(keepends=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["gzip-stored", "gzip", "zstd"]),
+    seed=st.integers(0, 2**32 - 1),
+    where=st.floats(0.0, 1.0, exclude_max=True),
+    flip=st.integers(1, 255),
+)
+def test_a_damaged_stream_never_lets_a_changed_line_through_a_run_that_goes_on(tmp_path, kind, seed, where, flip):
+    """Property: after one changed byte anywhere in the compressed file, every line read before
+    an error a run may skip past (or before a clean end) is a line of the original; a change
+    found only later in its unit stops the run (CorruptStreamError), whatever was read."""
+    rng = random.Random(seed)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"kappa", b"omega"]
+    data = b"".join(b" ".join(rng.choice(words) for _ in range(rng.randint(5, 400))) + b"\n" for _ in range(rng.randint(200, 2500)))
+    if kind == "zstd":
+        compressed = bytearray(zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data))
+        suffix = ".zst"
+    else:
+        compressed = bytearray(gzip.compress(data, compresslevel=0 if kind == "gzip-stored" else 6, mtime=0))
+        suffix = ".gz"
+    compressed[int(where * len(compressed))] ^= flip
+    path = tmp_path / f"damaged{seed}{suffix}"
+    path.write_bytes(bytes(compressed))
+    original = _lines_of(data)
+    read: list[bytes] = []
+    try:
+        for line in files.iter_lines(path):
+            read.append(line.data)
+    except CorruptStreamError:
+        return  # the run stops: nothing it read is kept
+    except BadRecordError as error:
+        assert "cannot read further" in error.reason
+    assert read == original[: len(read)]
