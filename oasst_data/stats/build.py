@@ -76,7 +76,9 @@ def _first_unreadable(files: list[Path], columns: list[str]) -> tuple[Path, str]
 def _counts() -> list[pl.Expr]:
     return [
         pl.len().alias("rows"),
-        pl.col("length").sum().alias("tokens"),
+        # `length` is int32 in the shards, and polars sums int32 as int32: a split of more than
+        # 2**31 tokens (a few billion: a real pretraining-mix size) wrapped to a negative count.
+        pl.col("length").cast(pl.Int64).sum().alias("tokens"),
         pl.col("trainable").sum().alias("trainable_tokens"),
     ]
 

@@ -29,7 +29,7 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
     trees = (
         _scan(folder, "trees")
         .group_by("source", "tree_id", maintain_order=True)
-        .agg(pl.col("tree_state").first(), pl.col("lang").first(), pl.col("messages").sum(), pl.col("max_depth").max())
+        .agg(pl.col("tree_state").first(), pl.col("lang").first(), pl.col("messages").cast(pl.Int64).sum(), pl.col("max_depth").max())
     )
     threads = _scan(folder, "threads")
     labels = _scan(folder, "labels")
@@ -39,9 +39,9 @@ def summarize_export(folder: Path, with_tokens: bool, max_length: int | None = N
     assistant = (pl.col("role") == "assistant") & oasst
     group = pl.col("assistant_replies") >= 2
     queries = {
-        "trees_by_source": trees.group_by("source").agg(pl.len().alias("trees"), pl.col("messages").sum().alias("messages")),
+        "trees_by_source": trees.group_by("source").agg(pl.len().alias("trees"), pl.col("messages").cast(pl.Int64).sum().alias("messages")),
         "threads_by_source": threads.group_by("source").agg(pl.len().alias("threads")),
-        "tree_states": trees.filter(oasst).group_by("tree_state").agg(pl.len().alias("trees"), pl.col("messages").sum().alias("messages")),
+        "tree_states": trees.filter(oasst).group_by("tree_state").agg(pl.len().alias("trees"), pl.col("messages").cast(pl.Int64).sum().alias("messages")),
         "lang_messages": messages.group_by("lang").agg(pl.len().alias("messages")),
         "lang_trees": trees.group_by("lang").agg(pl.len().alias("trees")),
         "lang_threads": threads.group_by("lang").agg(pl.len().alias("threads")),

@@ -254,6 +254,12 @@ def shard_sections(report: dict) -> list[Section]:
         padding.add(row["split"], str(row["batch_size"]), percent(row["bucketed"]), percent(row["random"]))
     for row in s.get("token_budget_padding", []):
         padding.add(row["split"], f"{row['batch_tokens']:,} tokens", percent(row["bucketed"]), "")
+    # The build's own figure (all rows of both splits), the one `build` prints and the README quotes.
+    built = build.get("manifest_padding") or {}
+    for size in built.get("batch_sizes", []):
+        padding.add("all (manifest)", str(size), percent(built["bucketed"][str(size)]), percent(built["random"][str(size)]))
+    if built.get("token_budget"):
+        padding.add("all (manifest)", f"{built['token_budget']['batch_tokens']:,} tokens", percent(built["token_budget"]["bucketed"]), "")
     out.append(padding)
 
     sources = Section("sources", "Sources", ["split", "source", "rows", "tokens", "trainable"], left=2)

@@ -303,3 +303,28 @@ def test_turns_per_row_are_the_exports_turns_per_thread(shard_report):
         merged[row["turns"]] += row["rows"]
     exported = export_stats([TREES])["export"]["threads"]["turns"]
     assert sorted(merged.items()) == [(row["turns"], row["count"]) for row in exported] == [(2, 9), (4, 2), (8, 1)]
+
+
+def test_token_sums_past_two_to_the_31_do_not_wrap():
+    """Found by an audit: shards store `length` as int32 and polars sums int32 as int32, so a split
+    of more than 2**31 tokens was reported as a negative count (and failed the schema)."""
+    import polars as pl
+
+    from oasst_data.stats.build import _counts
+
+    rows = pl.LazyFrame({"length": pl.Series([2**30] * 3, dtype=pl.Int32), "trainable": pl.Series([1, 2, 3], dtype=pl.Int64)})
+    summed = rows.select(*_counts()).collect().to_dicts()[0]
+    assert summed == {"rows": 3, "tokens": 3 * 2**30, "trainable_tokens": 6}
+
+
+def test_the_builds_own_padding_figure_is_shown(build, shard_report):
+    """Found by an audit: the manifest's padding (what `build` prints, what the README quotes) was
+    in the JSON only; the tables showed per-split figures, which differ from it."""
+    from oasst_data.stats.sections import shard_sections
+
+    manifest = json.loads((build / "manifest.json").read_text())["padding"]
+    (padding,) = [section for section in shard_sections(shard_report) if section.key == "padding"]
+    shown = {row[1]: row[2:] for row in padding.rows if row[0] == "all (manifest)"}
+    assert shown == {
+        str(size): [f"{manifest['bucketed'][str(size)]:.1%}", f"{manifest['random'][str(size)]:.1%}"] for size in manifest["batch_sizes"]
+    }
