@@ -16,7 +16,8 @@ def section_table(section: Section) -> Table:
     caption = Text(section.caption) if section.caption else None
     table = Table(title=Text(section.title), title_justify="left", title_style="bold", caption=caption, show_header=section.header)
     for index, name in enumerate(section.columns):
-        table.add_column(Text(name), justify="left" if index < section.left else "right")
+        # Fold, not "…": three long model names cut to one prefix looked like one model.
+        table.add_column(Text(name), justify="left" if index < section.left else "right", overflow="fold")
     for row in section.rows:
         style = "yellow" if row[0].lstrip().startswith("- dropped") else None
         table.add_row(*(Text(cell) for cell in row), style=style)

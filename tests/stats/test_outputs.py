@@ -196,3 +196,19 @@ def test_markdown_escapes_html_from_the_data(tmp_path):
     assert "<script>" not in text and "<b>" not in text
     assert "| &lt;script&gt;alert(1)&lt;/script&gt;&amp;co | 1 |" in text
     assert "&nbsp;&nbsp;" in text  # the indented sub-rows keep their (intended) entity
+
+
+def test_terminal_tables_fold_long_values_instead_of_cutting_them():
+    """Found by an audit: three long model names ending differently were cut to the same "…" prefix."""
+    from oasst_data.stats.sections import Section
+    from oasst_data.stats.terminal import WIDTH, section_table
+
+    names = [f"{'a-very-long-synthetic-model-name-from-an-export-' * 2}{ending}" for ending in ("alpha", "beta", "gamma")]
+    section = Section("synthetic_models", "Synthetic models", ["model"])  # one column: its folded lines join up
+    for name in names:
+        section.add(name)
+    console = Console(width=WIDTH, record=True)
+    console.print(section_table(section))
+    flat = re.sub(r"[\s│┃┏┓┗┛━─┡┩└┘┌┐]", "", console.export_text())
+    assert "…" not in flat
+    assert all(name in flat for name in names)
