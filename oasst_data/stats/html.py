@@ -54,12 +54,15 @@ def _funnel_chart(funnel: dict, title: str) -> str | None:
     return hbar_chart(bars, title)
 
 
-def _histograms(histogram: dict | None, title: str) -> list[str]:
+def _histograms(histogram: dict | None, title: str, open_ended: bool = False) -> list[str]:
+    """A chart per split; `open_ended`: the last bin also counts longer lengths (export threads)."""
     if not histogram:
         return []
     bins = histogram["bins"]
     splits = list(bins[0]["rows"]) if bins else []
     labels = [f"{b['min_length']}-{b['max_length']}" for b in bins]
+    if open_ended and labels:
+        labels[-1] = f"{bins[-1]['min_length']}+"
     return [
         column_chart(labels, [b["rows"].get(split, 0) for b in bins], f"{title}: {split}", x_title="tokens", css=f"s{i % 3}", width=380)
         for i, split in enumerate(splits)
@@ -89,7 +92,7 @@ def _export_charts(report: dict) -> dict[str, list[str]]:
                 fmt=lambda v: f"{v:,.0f}",
             )
         ],
-        "threads": _histograms(e["threads"].get("length_histogram"), "Thread length (tokens)"),
+        "threads": _histograms(e["threads"].get("length_histogram"), "Thread length (tokens)", open_ended=True),
     }
     if e["labels"]:
         charts["labels"] = [

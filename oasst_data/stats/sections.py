@@ -164,6 +164,11 @@ def export_sections(report: dict) -> list[Section]:
         lengths.add("tokens", *_summary_cells(t["tokens"]))
     out.append(lengths)
 
+    if t.get("length_histogram"):
+        histogram = _histogram_section("thread_length_histogram", "Thread length histogram (tokens)", t["length_histogram"], open_ended=True)
+        histogram.caption = "empty bins left out; the last holds longer threads too"
+        out.append(histogram)
+
     if t["turns"]:
         turns = Section("thread_turns", "Turns per thread", ["turns", "threads"])
         for row in t["turns"]:
@@ -197,6 +202,19 @@ def _filters_line(filters: dict) -> str:
 def _selection_line(filters: dict) -> str:
     line = f"{filters.get('tree_states')} / {filters.get('val_split')}"
     return line + (" / system prompt" if filters.get("system_prompt") is not None else "")
+
+
+def _histogram_section(key: str, title: str, histogram: dict, splits: list[str] | None = None, open_ended: bool = False) -> Section:
+    """Non-empty bins, a column per split; `open_ended`: the last bin also counts longer lengths."""
+    bins = histogram["bins"]
+    splits = splits if splits is not None else (list(bins[0]["rows"]) if bins else [])
+    section = Section(key, title, ["tokens", *splits])
+    for index, entry in enumerate(bins):
+        if any(entry["rows"].values()):
+            last = open_ended and index == len(bins) - 1
+            label = f"{entry['min_length']}+" if last else f"{entry['min_length']}-{entry['max_length']}"
+            section.add(label, *[count(entry["rows"].get(split, 0)) for split in splits])
+    return section
 
 
 def shard_sections(report: dict) -> list[Section]:
@@ -233,10 +251,7 @@ def shard_sections(report: dict) -> list[Section]:
         lengths.add(row["split"], *[decimal(L[k]) for k in ("mean", "p10", "p50", "p90", "p99", "max")])
     out.append(lengths)
 
-    histogram = Section("length_histogram", "Token-length histogram (rows)", ["tokens", *[r["split"] for r in s["splits"]]])
-    for entry in s["length_histogram"]["bins"]:
-        if any(entry["rows"].values()):
-            histogram.add(f"{entry['min_length']}-{entry['max_length']}", *[count(entry["rows"].get(r["split"], 0)) for r in s["splits"]])
+    histogram = _histogram_section("length_histogram", "Token-length histogram (rows)", s["length_histogram"], [r["split"] for r in s["splits"]])
     histogram.caption = "empty bins left out"
     out.append(histogram)
 

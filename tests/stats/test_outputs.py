@@ -212,3 +212,21 @@ def test_terminal_tables_fold_long_values_instead_of_cutting_them():
     flat = re.sub(r"[\s│┃┏┓┗┛━─┡┩└┘┌┐]", "", console.export_text())
     assert "…" not in flat
     assert all(name in flat for name in names)
+
+
+def test_the_export_thread_length_histogram_is_in_every_output(reports):
+    """Found by an audit: it was in the JSON and the HTML charts only; and its last bin, which also
+    counts threads over --max-length, was labelled as if it held only lengths up to it."""
+    from oasst_data.stats.sections import report_sections
+
+    report = reports["export_tokens"]
+    (histogram,) = [s for s in report_sections(report) if s.key == "thread_length_histogram"]
+    threads = report["export"]["threads"]
+    assert sum(int(cell.replace(",", "")) for row in histogram.rows for cell in row[1:]) == sum(threads["by_split"].values())
+    last = threads["length_histogram"]["bins"][-1]
+    assert all("+" not in row[0] for row in histogram.rows[:-1])
+    if any(last["rows"].values()):
+        assert histogram.rows[-1][0] == f"{last['min_length']}+"
+    assert "Thread length histogram (tokens)" in _render(report, 80)
+    assert "### Thread length histogram (tokens)" in render_markdown(report)
+    assert f"{last['min_length']}+" in render_html(report)
