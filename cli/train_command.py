@@ -9,6 +9,7 @@ otherwise put --local_rank before `train`; every rank reads LOCAL_RANK from the 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -137,7 +138,10 @@ def train(
             err_console.print(f"[bold red]{error_label()}[/] {missing}", highlight=False)
             raise typer.Exit(1) from None
         outcome = run_training(config)
-        if outcome.trainer is None or outcome.trainer.is_world_process_zero():
+        if outcome.already_finished_at is not None:
+            if int(os.environ.get("RANK", "0") or 0) == 0:
+                err_console.print(escape(f"nothing left to train: the run is at step {outcome.already_finished_at}; model in {outcome.output_dir}"))
+        elif outcome.trainer is None or outcome.trainer.is_world_process_zero():
             summary = f"trained: {outcome.train_metrics.get('train_loss', float('nan')):.4f} mean train loss"
             if "eval_loss" in outcome.eval_metrics:
                 summary += f", {outcome.eval_metrics['eval_loss']:.4f} eval loss"

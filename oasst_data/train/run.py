@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OasstDataError
+from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint
 from .config import TrainConfig, read_json_object
 
 log = logging.getLogger("oasst_data.train")
@@ -32,6 +33,7 @@ class TrainOutcome:
     eval_metrics: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     trainer: Any = None
+    already_finished_at: int | None = None  # the step of a restarted run that had nothing left to train
 
 
 def packaged_deepspeed_config(name: str = "zero2") -> Path:
@@ -179,8 +181,6 @@ def check_report_targets(targets: list[str]) -> None:
             raise ConfigError(f"--report-to {target} needs the {packages[0]} package: pip install {packages[0]}")
 
 
-# The Trainer's checkpoint folders: an output folder holding them holds an earlier run.
-PREFIX_CHECKPOINT = "checkpoint-"
 RUN_RECORD = "oasst_train.json"
 
 
@@ -209,52 +209,13 @@ def check_output_dir(cfg: TrainConfig) -> None:
             f"--output-dir {cfg.output_dir}: holds checkpoints of an earlier run ({shown}); "
             "--resume last (or auto) continues it, or give a new folder to start over"
         )
-    final = [name for name in _CHECKPOINT_WEIGHTS if (out / name).is_file()]
+    final = [name for name in CHECKPOINT_WEIGHTS if (out / name).is_file()]
     if final:
         raise ConfigError(
             f"--output-dir {cfg.output_dir}: holds the final model of an earlier run ({final[0]}); "
             "give a new folder, or move that one away to train here again"
         )
     # Only a run record (a run stopped before it saved anything): nothing to mix, so it starts over.
-
-
-def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
-    """The checkpoint to resume from: a folder, the newest in output_dir ('last'; 'auto': or
-    None when there is none, for a job a scheduler may start again with the same command)."""
-    if value is None:
-        return None
-    if value in ("last", "auto"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            if value == "auto":
-                return None
-            raise ConfigError(f"--resume last: no checkpoint-* folder in {output_dir} (--resume auto starts afresh then)")
-        check_checkpoint(Path(last))
-        return last
-    if not Path(value).is_dir():
-        raise ConfigError(f"--resume {value}: no such checkpoint folder")
-    check_checkpoint(Path(value))
-    return value
-
-
-# What a Trainer checkpoint holds the weights in (one file, or an index of several; or DeepSpeed's folders).
-_CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-def check_checkpoint(folder: Path) -> None:
-    """Refuse a folder the Trainer cannot resume from, before the model is loaded: not a
-    checkpoint, a damaged trainer_state.json, or no weights (a save that was interrupted)."""
-    state = folder / "trainer_state.json"
-    if not state.is_file():
-        raise ConfigError(f"--resume {folder}: not a checkpoint (no trainer_state.json); give a checkpoint-N folder of an earlier run")
-    read_json_object(state, "the checkpoint's trainer state")
-    if not any((folder / name).is_file() for name in _CHECKPOINT_WEIGHTS) and not any(folder.glob("global_step*")):
-        raise ConfigError(
-            f"--resume {folder}: the checkpoint holds no model weights (a save that was interrupted?); "
-            "resume an earlier checkpoint, or delete this one"
-        )
 
 
 def check_context(cfg: TrainConfig, model_config, splits: list) -> None:
@@ -388,6 +349,11 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     dtype = resolve_dtype(cfg.dtype)
     ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)
     resume = resume_checkpoint(cfg.resume, cfg.output_dir)
+    if resume is not None:
+        check_same_engine(Path(resume), ds_path is not None)
+        done = finished_step(Path(resume), cfg.max_steps)
+        if done is not None:
+            return _already_finished(cfg, Path(resume), done)
     tokenizer, build, validation = _open_shards(cfg)
     check_context(cfg, load_config(cfg.model), [build.train, validation])
 
@@ -409,18 +375,19 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         log.info(hint)
     model = _load_model(cfg, tokenizer, dtype, ds_path)
 
-    trainer = BucketTrainer(
-        model=model,
-        args=args,
-        train_dataset=build.train,
-        eval_dataset=validation,
-        data_collator=PadCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of),
-        processing_class=tokenizer.tokenizer,
-        callbacks=[RichLogCallback(), *callbacks],
-        train_policy=train_policy,
-        eval_policy=eval_policy,
-        batching=cfg.batching,
-    )
+    with _tensorboard_run_folder(cfg):  # its callback reads the folder when the Trainer is made
+        trainer = BucketTrainer(
+            model=model,
+            args=args,
+            train_dataset=build.train,
+            eval_dataset=validation,
+            data_collator=PadCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of),
+            processing_class=tokenizer.tokenizer,
+            callbacks=[RichLogCallback(), *callbacks],
+            train_policy=train_policy,
+            eval_policy=eval_policy,
+            batching=cfg.batching,
+        )
     if not trainer.model_accepts_loss_kwargs:
         log.warning("%s does not take num_items_in_batch: its loss is a mean per batch, not per trained token", cfg.model)
     if on_trainer is not None:
@@ -432,6 +399,34 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     trainer.save_model()
     eval_metrics = _final_eval(trainer) if validation is not None else {}
     return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer)
+
+
+def _already_finished(cfg: TrainConfig, checkpoint: Path, step: int) -> TrainOutcome:
+    """A restart of a run whose newest checkpoint is at --max-steps: nothing to train (the
+    Trainer would take one more step); its final model is the checkpoint's if it has none yet."""
+    copied = False
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        copied = publish_final_model(checkpoint, Path(cfg.output_dir))
+    log.info(
+        "%s is at step %d of --max-steps %d: nothing left to train%s", checkpoint, step, cfg.max_steps,
+        f"; its model is now the final model in {cfg.output_dir}" if copied else "",
+    )
+    return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=step)
+
+
+@contextmanager
+def _tensorboard_run_folder(cfg: TrainConfig) -> Iterator[None]:
+    """TensorBoard logs under OUT/runs/RUN_NAME with --run-name: transformers' callback takes its
+    folder from TENSORBOARD_LOGGING_DIR only (else runs/<date>_<host>), never from run_name. A
+    folder the user set in that variable wins."""
+    if not cfg.run_name or "tensorboard" not in cfg.report_to or "TENSORBOARD_LOGGING_DIR" in os.environ:
+        yield
+        return
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.output_dir) / "runs" / cfg.run_name)
+    try:
+        yield
+    finally:
+        del os.environ["TENSORBOARD_LOGGING_DIR"]
 
 
 def _quiet_accelerate() -> None:

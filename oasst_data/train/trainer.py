@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
+from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
 from .collator import IGNORE_INDEX
 from .config import TrainConfig, read_json_object
@@ -280,7 +281,7 @@ class _BucketTrainerHooks(TrainerCallback):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if trainer is not None and state.is_world_process_zero and folder.is_dir():
             text = json.dumps(trainer.batch_plan(), indent=1) + "\n"
-            (folder / BATCH_PLAN_FILE).write_text(text, encoding="utf-8")
+            atomic_write_bytes(folder / BATCH_PLAN_FILE, text.encode("utf-8"))  # whole or absent after a kill
 
 
 # Written into each checkpoint folder: the settings that decide the batch order (`batch_plan`).

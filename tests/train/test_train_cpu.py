@@ -294,7 +294,7 @@ def test_bf16_trains_on_a_cpu(fixture_shards, tiny_model, tmp_path):
     assert outcome.trainer.args.bf16 and outcome.trainer.state.global_step == 2
 
 
-def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_training(fixture_shards, tiny_model, tmp_path):
+def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_training(fixture_shards, tiny_model, tmp_path, caplog):
     """Each used to end in a traceback from transformers or DeepSpeed, or to overwrite an input."""
     import shutil
 
@@ -323,9 +323,9 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
     stage_9 = tmp_path / "stage9.json"
     stage_9.write_text(json.dumps({"zero_optimization": {"stage": 9}}))
     cases = [
-        (dict(resume=str(not_a_checkpoint)), "not a checkpoint (no trainer_state.json)"),
+        (dict(resume=str(not_a_checkpoint)), "not a complete checkpoint (no trainer_state.json"),
         (dict(resume=str(damaged_state)), "cannot read the checkpoint's trainer state"),
-        (dict(resume="last", output_dir=str(interrupted)), "checkpoint-3: the checkpoint holds no model weights"),
+        (dict(resume=str(newest)), "checkpoint-3: the checkpoint holds no model weights"),
         (dict(output_dir=str(fixture_shards / "model")), "lies in the build"),
         (dict(output_dir=str(fixture_shards)), "lies in the build"),
         (dict(output_dir=str(model_copy), model_folder=model_copy), "is the --model folder"),
@@ -343,9 +343,16 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
             train(config(fixture_shards, model, tmp_path / "unused", max_steps=1, **overrides))
     assert (sorted(p.name for p in fixture_shards.iterdir()), (model_copy / "config.json").read_bytes()) == before
     assert not (tmp_path / "unused").exists()
-    # The previous checkpoint of the interrupted run still resumes.
-    resumed = train(config(fixture_shards, tiny_model, interrupted, max_steps=3, save_steps=0, eval_steps=0, resume=str(interrupted / "checkpoint-2")))
+    # `--resume last` passes over the interrupted checkpoint-3, naming it, and resumes checkpoint-2
+    # (found by an audit: a kill during a save made every restart of `--resume auto` fail).
+    killed_in_its_save = interrupted / "checkpoint-4"  # the weights written, trainer_state.json not yet
+    killed_in_its_save.mkdir()
+    shutil.copy(good / "model.safetensors", killed_in_its_save / "model.safetensors")
+    with caplog.at_level(logging.WARNING, logger="oasst_data"):
+        resumed = train(config(fixture_shards, tiny_model, interrupted, max_steps=3, save_steps=0, eval_steps=0, resume="last"))
     assert resumed.trainer.state.global_step == 3
+    assert f"{killed_in_its_save}: not a complete checkpoint (no trainer_state.json" in caplog.text
+    assert f"{newest}: the checkpoint holds no model weights (a save that was interrupted?); resuming from an earlier checkpoint" in caplog.text
 
 
 def test_resume_auto_starts_afresh_then_continues_and_a_run_that_saved_nothing_is_no_obstacle(fixture_shards, tiny_model, tmp_path):
@@ -360,7 +367,7 @@ def test_resume_auto_starts_afresh_then_continues_and_a_run_that_saved_nothing_i
     assert again.trainer.state.global_step == 3
     history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "loss" in entry][-1:] == [3]  # step 3 trained after resuming at 2
-    with pytest.raises(ConfigError, match=r"--resume last: no checkpoint-\* folder in .* \(--resume auto starts afresh then\)"):
+    with pytest.raises(ConfigError, match=r"--resume last: no complete checkpoint-\* folder in .* \(--resume auto starts afresh then\)"):
         train(config(fixture_shards, tiny_model, tmp_path / "new", max_steps=1, resume="last"))
 
 
@@ -394,3 +401,54 @@ def test_a_wrong_tokenizer_is_named_before_the_shards_are_hashed(fixture_shards,
         train(config(build, tiny_model, tmp_path / "out", tokenizer=str(tmp_path / "other-tokenizer"), max_steps=1))
     with pytest.raises(Exception, match="shards do not match the manifest"):
         train(config(build, tiny_model, tmp_path / "out", max_steps=1))
+
+
+def test_a_restart_of_a_finished_run_trains_nothing_and_finishes_its_final_model(fixture_shards, tiny_model, tmp_path):
+    """Found by an audit: `--resume auto` on a run already at --max-steps trained one more step at
+    each restart (the Trainer checks the limit after a step), rotating real checkpoints away."""
+    out = tmp_path / "run"
+    common = dict(max_steps=2, save_steps=1, eval_steps=0, resume="auto")
+    train(config(fixture_shards, tiny_model, out, **common))
+    final = (out / "model.safetensors").read_bytes()
+    again = train(config(fixture_shards, tiny_model, out, **common))
+    assert again.already_finished_at == 2 and again.trainer is None
+    assert not (out / "checkpoint-3").exists() and (out / "model.safetensors").read_bytes() == final
+    # Killed after its last checkpoint, before its final save: the checkpoint's model becomes it.
+    for name in ("model.safetensors", "config.json"):
+        (out / name).unlink()
+    finished = train(config(fixture_shards, tiny_model, out, **common))
+    assert finished.already_finished_at == 2
+    assert (out / "model.safetensors").read_bytes() == (out / "checkpoint-2" / "model.safetensors").read_bytes()
+    assert (out / "config.json").is_file() and not (out / "optimizer.pt").exists() and not (out / "trainer_state.json").exists()
+    # A larger --max-steps continues the run, as before.
+    longer = train(config(fixture_shards, tiny_model, out, **(common | dict(max_steps=3))))
+    assert longer.trainer.state.global_step == 3
+
+
+def test_a_checkpoint_resumes_only_on_the_engine_that_saved_it(tmp_path):
+    """Found by an audit: a DeepSpeed checkpoint resumed without DeepSpeed silently started a fresh
+    AdamW and lr schedule; a plain one under DeepSpeed failed after loading everything."""
+    from oasst_data.train.checkpoints import check_same_engine
+
+    plain, by_deepspeed = tmp_path / "plain", tmp_path / "deepspeed"
+    plain.mkdir()
+    (plain / "optimizer.pt").write_bytes(b"")
+    (by_deepspeed / "global_step2").mkdir(parents=True)
+    check_same_engine(plain, deepspeed=False)
+    check_same_engine(by_deepspeed, deepspeed=True)
+    with pytest.raises(ConfigError, match="saved without DeepSpeed .* resume it with --deepspeed none"):
+        check_same_engine(plain, deepspeed=True)
+    with pytest.raises(ConfigError, match="saved by DeepSpeed .* resume it with --deepspeed as it was trained"):
+        check_same_engine(by_deepspeed, deepspeed=False)
+
+
+def test_run_name_names_the_tensorboard_folder(fixture_shards, tiny_model, tmp_path, monkeypatch):
+    """Found by an audit: --run-name said it named the TensorBoard run, but the logs went to runs/<date>_<host>."""
+    import os
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    out = tmp_path / "run"
+    train(config(fixture_shards, tiny_model, out, max_steps=1, eval_steps=0, report_to=["tensorboard"], run_name="myrun"))
+    assert list((out / "runs" / "myrun").glob("events.out.tfevents.*"))
+    assert [p.name for p in (out / "runs").iterdir()] == ["myrun"]
+    assert "TENSORBOARD_LOGGING_DIR" not in os.environ

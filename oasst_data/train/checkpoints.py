@@ -1,0 +1,129 @@
+"""Which Trainer checkpoint a run resumes from, and whether it can: complete, saved by the same
+engine (DeepSpeed or not), and not already at the run's last step. No torch needed."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from ..errors import ConfigError
+from .config import read_json_object
+
+log = logging.getLogger("oasst_data.train")
+
+# The Trainer's checkpoint folders: an output folder holding them holds an earlier run.
+PREFIX_CHECKPOINT = "checkpoint-"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+# What a Trainer checkpoint holds the weights in (one file, or an index of several).
+CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# What a checkpoint holds besides the model a final save writes (config, weights, tokenizer, args).
+_TRAINING_STATE = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "latest", "zero_to_fp32.py")
+
+
+def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: a folder, the newest complete one in output_dir ('last';
+    'auto': or None when there is none, for a job a scheduler may start again with the same command)."""
+    if value is None:
+        return None
+    if value in ("last", "auto"):
+        newest = newest_complete_checkpoint(Path(output_dir))
+        if newest is None:
+            if value == "auto":
+                return None
+            raise ConfigError(f"--resume last: no complete checkpoint-* folder in {output_dir} (--resume auto starts afresh then)")
+        return str(newest)
+    if not Path(value).is_dir():
+        raise ConfigError(f"--resume {value}: no such checkpoint folder")
+    check_checkpoint(Path(value))
+    return value
+
+
+def newest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint-N folder with the highest N that the Trainer can resume from.
+
+    A run killed while saving leaves a folder without trainer_state.json (the Trainer writes it
+    last): taking it would stop every restart of `--resume auto`, so it is passed over, named.
+    """
+    if not output_dir.is_dir():
+        return None
+    found = [(int(match.group(1)), path) for path in output_dir.iterdir() if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and path.is_dir()]
+    for _, folder in sorted(found, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log.warning("%s: %s; resuming from an earlier checkpoint (delete this one)", folder, problem)
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why the Trainer cannot resume from `folder` (not a checkpoint, a damaged trainer state, no
+    weights: a save that was interrupted), or None."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "not a complete checkpoint (no trainer_state.json: a save that was interrupted?)"
+    try:
+        read_json_object(state, "the checkpoint's trainer state")
+    except ConfigError as error:
+        return str(error).removeprefix(f"{state}: ")
+    if not any((folder / name).is_file() for name in CHECKPOINT_WEIGHTS) and not any(folder.glob("global_step*")):
+        return "the checkpoint holds no model weights (a save that was interrupted?)"
+    return None
+
+
+def check_checkpoint(folder: Path) -> None:
+    """Refuse a folder the Trainer cannot resume from, before the model is loaded."""
+    problem = checkpoint_problem(folder)
+    if problem is not None:
+        raise ConfigError(f"--resume {folder}: {problem}; give a complete checkpoint-N folder of an earlier run")
+
+
+def check_same_engine(folder: Path, deepspeed: bool) -> None:
+    """Refuse to resume a DeepSpeed checkpoint without DeepSpeed, or the reverse.
+
+    The optimizer and lr schedule are in DeepSpeed's global_step*/ folder or in optimizer.pt and
+    scheduler.pt; the Trainer reads only its engine's, and without DeepSpeed it silently started
+    a fresh AdamW and schedule (with DeepSpeed it failed after loading everything).
+    """
+    by_deepspeed = any(path.is_dir() for path in folder.glob("global_step*"))
+    if deepspeed and not by_deepspeed:
+        raise ConfigError(
+            f"--resume {folder}: saved without DeepSpeed (its optimizer state is optimizer.pt, which DeepSpeed does "
+            "not read): resume it with --deepspeed none, as it was trained, or start a new run"
+        )
+    if not deepspeed and by_deepspeed:
+        raise ConfigError(
+            f"--resume {folder}: saved by DeepSpeed (its optimizer and lr schedule are in a global_step*/ folder, which "
+            "only DeepSpeed reads; without it they would start over): resume it with --deepspeed as it was trained, "
+            "or start a new run"
+        )
+
+
+def finished_step(folder: Path, max_steps: int) -> int | None:
+    """The checkpoint's step when it is already at (or past) `max_steps` (> 0), else None.
+
+    The Trainer resumed such a checkpoint by training one more step before it checked the
+    limit: each restart of a finished job (`--resume auto`) took another step.
+    """
+    if max_steps <= 0:
+        return None  # counted in epochs: a checkpoint at the last epoch's end trains nothing more
+    step = read_json_object(folder / "trainer_state.json", "the checkpoint's trainer state").get("global_step")
+    if isinstance(step, int) and step >= max_steps:
+        return step
+    return None
+
+
+def publish_final_model(checkpoint: Path, output_dir: Path) -> bool:
+    """Give output_dir the model of `checkpoint` as its final model, unless it has one; True when
+    copied. A run killed after its last checkpoint but before its final save is finished so."""
+    if any((output_dir / name).is_file() for name in CHECKPOINT_WEIGHTS):
+        return False
+    files = [p for p in checkpoint.iterdir() if p.is_file() and p.name not in _TRAINING_STATE and not p.name.startswith(("rng_state", "oasst_"))]
+    # The weights last, each file under a temp name then renamed: a kill part-way leaves no
+    # weights file, so the next restart copies again instead of taking a cut one for the model.
+    for path in sorted(files, key=lambda p: (p.name in CHECKPOINT_WEIGHTS, p.name)):
+        temp = output_dir / f".{path.name}.copying"
+        shutil.copy2(path, temp)
+        temp.replace(output_dir / path.name)
+    return True
