@@ -119,6 +119,7 @@ def publish_final_model(checkpoint: Path, output_dir: Path) -> bool:
     copied. A run killed after its last checkpoint but before its final save is finished so."""
     if any((output_dir / name).is_file() for name in CHECKPOINT_WEIGHTS):
         return False
+    output_dir.mkdir(parents=True, exist_ok=True)  # a checkpoint given by path may be another run's
     files = [p for p in checkpoint.iterdir() if p.is_file() and p.name not in _TRAINING_STATE and not p.name.startswith(("rng_state", "oasst_"))]
     # The weights last, each file under a temp name then renamed: a kill part-way leaves no
     # weights file, so the next restart copies again instead of taking a cut one for the model.

@@ -351,9 +351,6 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     resume = resume_checkpoint(cfg.resume, cfg.output_dir)
     if resume is not None:
         check_same_engine(Path(resume), ds_path is not None)
-        done = finished_step(Path(resume), cfg.max_steps)
-        if done is not None:
-            return _already_finished(cfg, Path(resume), done)
     tokenizer, build, validation = _open_shards(cfg)
     check_context(cfg, load_config(cfg.model), [build.train, validation])
 
@@ -366,6 +363,9 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         # The Trainer resumes by skipping the batches already trained: right only on the same plan.
         current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
         check_resume_plan(resume, current)
+        done = finished_step(Path(resume), cfg.max_steps)
+        if done is not None:
+            return _already_finished(cfg, Path(resume), done)
     # Every check so far writes nothing; the Trainer (below) makes the output directory.
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
     _log_plan(cfg, plan)
