@@ -65,6 +65,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_WINDOWS = os.name == "nt"
+
+
 def fsync_tree(folder: Path) -> None:
     """fsync every file and folder under `folder` (itself included), so that after a power loss
     a folder renamed into place holds what it held when renamed: files written by other
@@ -77,6 +80,10 @@ def fsync_tree(folder: Path) -> None:
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
+            except OSError:
+                if not _WINDOWS:
+                    raise
+                # Windows flushes only handles open for writing (EBADF here): best effort, as fsync_dir.
             finally:
                 os.close(fd)
         fsync_dir(Path(root))

@@ -425,3 +425,18 @@ def test_everything_in_a_staging_folder_is_synced_before_it_is_renamed_into_plac
     staging.publish()
     expected = {where, f"{where}/tokenizer", f"{where}/tokenizer/tokenizer.json", f"{where}/data", f"{where}/data/train", f"{where}/data/train/shard.parquet"}
     assert expected <= set(synced)  # all before the rename: fsync_dir(parent) then makes the rename durable
+
+
+def test_fsync_of_a_read_only_handle_is_best_effort_on_windows_only(tmp_path, monkeypatch):
+    """Found by a review: Windows flushes only handles open for writing (EBADF otherwise); every
+    build would have failed at publish there."""
+    (tmp_path / "file").write_text("x")
+
+    def refuse(fd):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(atomic.os, "fsync", refuse)
+    with pytest.raises(OSError):
+        atomic.fsync_tree(tmp_path)
+    monkeypatch.setattr(atomic, "_WINDOWS", True)
+    atomic.fsync_tree(tmp_path)

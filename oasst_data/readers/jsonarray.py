@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..errors import BadRecordError, CorruptStreamError
-from .files import STREAM_ERRORS, CorruptCompressedUnit, open_binary
+from .files import STREAM_ERRORS, CorruptCompressedUnit, _DecompressingRaw, open_binary
 
 _READ = 1 << 20
 _WS = frozenset(" \t\r\n")
@@ -24,7 +24,7 @@ _MAX_ELEMENT = 256 << 20
 _MAX_TRAILING_RAW = 1 << 20
 _BOM = "\ufeff"
 # Digits int() converts (sys.set_int_max_str_digits; 0 means no limit), less the sign.
-_INT_DIGITS_LIMIT = (sys.get_int_max_str_digits() or sys.maxsize) - 1
+_INT_DIGITS_LIMIT = (getattr(sys, "get_int_max_str_digits", lambda: 0)() or sys.maxsize) - 1  # 3.10.7+
 
 
 class _ArrayScanner:
@@ -174,11 +174,29 @@ class _ArrayScanner:
             self.refill()
             start = self.pos  # refill keeps the text from pos on, moved to 0
         rest = self.text[start : start + _MAX_TRAILING_RAW]
+        self._check_the_rest_of_the_stream(line)
         if not at_end:
             reason += f"; the array cannot be followed past it: nothing after line {line} is read"
             if len(self.text) - start > _MAX_TRAILING_RAW or not self.eof:
                 reason += f" (raw holds the next {_MAX_TRAILING_RAW} characters)"
         return BadRecordError(self.name, line, reason, rest.encode("utf-8") + self.undecoded)
+
+    def _check_the_rest_of_the_stream(self, line: int) -> None:
+        """Before reading stops at a syntax error in a compressed file: decompress the rest, so
+        that a corrupt gzip member or zstd frame is found. Its checksum comes at its end, and a
+        changed byte that still decodes as text may be what broke the JSON, after elements of the
+        same unit were already given out: then CorruptStreamError, as the line reader raises."""
+        if isinstance(self.failure, CorruptStreamError):
+            raise self.failure  # met while reading on for the quarantine's raw text
+        if self.eof or not isinstance(getattr(self.handle, "raw", None), _DecompressingRaw):
+            return
+        try:
+            while self.handle.read1(_READ):
+                pass
+        except CorruptCompressedUnit as error:
+            raise CorruptStreamError(self.name, line, str(error)) from None
+        except STREAM_ERRORS:
+            pass  # a break in a unit that gave nothing, or a truncation: what was read stands
 
     def trailing(self) -> BadRecordError | None:
         """After the closing ']': None when only whitespace follows, else the error naming it.
@@ -194,6 +212,7 @@ class _ArrayScanner:
             self.refill()
         rest = self.text[self.pos : self.pos + _MAX_TRAILING_RAW]
         cut = len(self.text) - self.pos > _MAX_TRAILING_RAW or not self.eof
+        self._check_the_rest_of_the_stream(line)
         first = rest[:200].split("\n", 1)[0]
         shown = first[:40] + ("..." if len(first) > 40 else "")
         hint = ""

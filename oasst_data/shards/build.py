@@ -410,7 +410,10 @@ def _quarantine_entry(config: BuildConfig, out_dir: Path, count: int) -> str | N
     given = config.threads.quarantine
     if given is None:
         return "quarantine.jsonl"
-    return os.path.relpath(os.path.abspath(given), os.path.abspath(out_dir))
+    try:
+        return os.path.relpath(os.path.abspath(given), os.path.abspath(out_dir))
+    except ValueError:  # Windows, another drive: no relative path leads there
+        return os.path.abspath(given)
 
 
 __all__ = ["BuildConfig", "BuildProgress", "BuildResult", "build_shards"]

@@ -4,6 +4,7 @@ engine (DeepSpeed or not), and not already at the run's last step. No torch need
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 from pathlib import Path
@@ -100,16 +101,26 @@ def check_same_engine(folder: Path, deepspeed: bool) -> None:
         )
 
 
-def finished_step(folder: Path, max_steps: int) -> int | None:
-    """The checkpoint's step when it is already at (or past) `max_steps` (> 0), else None.
+def run_steps(max_steps: int, num_train_epochs: float, batches_per_epoch: int, world_size: int, accumulation: int) -> int:
+    """The optimizer steps the Trainer will run: `max_steps` when > 0, else the epochs' steps as
+    transformers counts them (`Trainer.set_initial_training_values`): a rank's batches an epoch
+    (ceil over the ranks, as accelerate deals them out), whole accumulations plus a short last
+    one, times the epochs, rounded up (1.5 epochs end inside the second)."""
+    if max_steps > 0:
+        return max_steps
+    per_rank = math.ceil(batches_per_epoch / max(1, world_size))
+    per_epoch = max(per_rank // accumulation + int(per_rank % accumulation > 0), 1)
+    return math.ceil(num_train_epochs * per_epoch)
+
+
+def finished_step(folder: Path, steps: int) -> int | None:
+    """The checkpoint's step when it is already at (or past) the run's `steps`, else None.
 
     The Trainer resumed such a checkpoint by training one more step before it checked the
     limit: each restart of a finished job (`--resume auto`) took another step.
     """
-    if max_steps <= 0:
-        return None  # counted in epochs: a checkpoint at the last epoch's end trains nothing more
     step = read_json_object(folder / "trainer_state.json", "the checkpoint's trainer state").get("global_step")
-    if isinstance(step, int) and step >= max_steps:
+    if isinstance(step, int) and step >= steps > 0:
         return step
     return None
 
@@ -118,6 +129,14 @@ def publish_final_model(checkpoint: Path, output_dir: Path) -> bool:
     """Give output_dir the model of `checkpoint` as its final model, unless it has one; True when
     copied. A run killed after its last checkpoint but before its final save is finished so."""
     if any((output_dir / name).is_file() for name in CHECKPOINT_WEIGHTS):
+        return False
+    if not any((checkpoint / name).is_file() for name in CHECKPOINT_WEIGHTS):
+        # ZeRO-3 without stage3_gather_16bit_weights_on_model_save: the weights are only in
+        # DeepSpeed's partitioned global_step*/ files.
+        log.warning(
+            "%s holds its weights only in DeepSpeed's global_step*/ folder: no final model was made from it "
+            "(DeepSpeed's zero_to_fp32.py in that checkpoint converts them)", checkpoint,
+        )
         return False
     output_dir.mkdir(parents=True, exist_ok=True)  # a checkpoint given by path may be another run's
     files = [p for p in checkpoint.iterdir() if p.is_file() and p.name not in _TRAINING_STATE and not p.name.startswith(("rng_state", "oasst_"))]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OasstDataError
-from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint
+from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint, run_steps
 from .config import TrainConfig, read_json_object
 
 log = logging.getLogger("oasst_data.train")
@@ -363,11 +363,13 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         # The Trainer resumes by skipping the batches already trained: right only on the same plan.
         current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
         check_resume_plan(resume, current)
-        done = finished_step(Path(resume), cfg.max_steps)
-        if done is not None:
-            return _already_finished(cfg, Path(resume), done)
     # Every check so far writes nothing; the Trainer (below) makes the output directory.
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
+    if resume is not None:
+        steps = run_steps(cfg.max_steps, cfg.num_train_epochs, plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
+        done = finished_step(Path(resume), steps)
+        if done is not None:
+            return _already_finished(cfg, Path(resume), done, steps)
     _log_plan(cfg, plan)
     warn_about_short_epochs(plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
     hint = bucket_tuning_hint(build.manifest.get("config", {}), cfg.batch_tokens) if cfg.batching == "buckets" else None
@@ -401,14 +403,14 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer)
 
 
-def _already_finished(cfg: TrainConfig, checkpoint: Path, step: int) -> TrainOutcome:
-    """A restart of a run whose newest checkpoint is at --max-steps: nothing to train (the
-    Trainer would take one more step); its final model is the checkpoint's if it has none yet."""
+def _already_finished(cfg: TrainConfig, checkpoint: Path, step: int, steps: int) -> TrainOutcome:
+    """A restart of a run whose checkpoint is at its last step: nothing to train (the Trainer
+    would take one more step); its final model is the checkpoint's if it has none yet."""
     copied = False
     if int(os.environ.get("RANK", "0") or 0) == 0:
         copied = publish_final_model(checkpoint, Path(cfg.output_dir))
     log.info(
-        "%s is at step %d of --max-steps %d: nothing left to train%s", checkpoint, step, cfg.max_steps,
+        "%s is at step %d of the run's %d: nothing left to train%s", checkpoint, step, steps,
         f"; its model is now the final model in {cfg.output_dir}" if copied else "",
     )
     return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=step)

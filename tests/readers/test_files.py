@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import random
 
 import pytest
@@ -76,3 +77,53 @@ def test_a_damaged_stream_never_lets_a_changed_line_through_a_run_that_goes_on(t
     except BadRecordError as error:
         assert "cannot read further" in error.reason
     assert read == original[: len(read)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    stored=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    where=st.floats(0.0, 1.0, exclude_max=True),
+    flip=st.integers(1, 255),
+)
+def test_a_damaged_alpaca_array_never_lets_a_changed_record_through_a_run_that_goes_on(tmp_path, stored, seed, where, flip):
+    """Property, for the array reader (found by a review: a changed byte that broke the JSON ended
+    the reading before the gzip CRC was checked, and the changed element before it was kept)."""
+    from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+    from oasst_data.readers.alpaca import AlpacaReader
+
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz "
+    records = [{"instruction": "".join(rng.choice(letters) for _ in range(rng.randint(5, 200))), "output": "".join(rng.choice(letters) for _ in range(rng.randint(5, 200)))} for _ in range(rng.randint(50, 1500))]
+    compressed = bytearray(gzip.compress(("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n").encode(), compresslevel=0 if stored else 6, mtime=0))
+    compressed[int(where * len(compressed))] ^= flip
+    path = tmp_path / f"alpaca{seed}.json.gz"
+    path.write_bytes(bytes(compressed))
+    original = {(r["instruction"], r["output"]) for r in records}
+    try:
+        read = [(located.record.instruction, located.record.output) for located in AlpacaReader(str(path), BadRecordHandler(OnBadRecord.SKIP))]
+    except CorruptStreamError:
+        return  # the run stops
+    assert all(record in original for record in read)
+
+
+def test_a_changed_byte_that_breaks_a_compressed_array_part_way_stops_the_run():
+    """The review's case: one flipped bit in a deflate stream changes an element (still valid JSON),
+    then breaks the JSON; the reader used to stop there, 1 MiB short of the member's CRC, and under
+    skip kept the changed element."""
+    import tempfile
+    from pathlib import Path
+
+    from oasst_data.quarantine import BadRecordHandler, OnBadRecord
+    from oasst_data.readers.alpaca import AlpacaReader
+
+    rng = random.Random(3)
+    text = lambda: "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(rng.randint(20, 300)))  # noqa: E731
+    records = [{"instruction": text(), "input": "", "output": text()} for _ in range(8000)]
+    compressed = bytearray(gzip.compress(("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n").encode(), mtime=0))
+    compressed[330490] ^= 1 << 1
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "alpaca.json.gz"
+        path.write_bytes(bytes(compressed))
+        with pytest.raises(CorruptStreamError, match="corrupt gzip member"):
+            list(AlpacaReader(str(path), BadRecordHandler(OnBadRecord.SKIP)))

@@ -448,14 +448,29 @@ def test_skip_mode_quarantines_inside_the_output_and_counts(tmp_path):
     manifest = result.manifest
     assert manifest["funnel"]["quarantined"] == 1 and manifest["quarantine"] == "quarantine.jsonl"
     assert manifest["funnel"]["by_source"]["oasst"]["records_read"] == 13
-    # A --quarantine elsewhere is named relative to the build folder too: no machine path recorded.
-    outside = tmp_path / "elsewhere" / "skipped.jsonl"
-    config = fixture_config(inputs=[str(bad)], threads=ThreadConfig(val_split=0.3, on_bad_record="skip", quarantine=outside))
-    assert build_shards(config, tmp_path / "other").manifest["quarantine"] == "../elsewhere/skipped.jsonl"
     assert manifest["funnel"]["by_source"]["oasst"]["bad_records"] == 1
     entries = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
     assert [(Path(e["source"]).name, e["line"], e["raw"]) for e in entries] == [("bad.jsonl", 13, "{not json")]
     assert manifest["funnel"]["threads"] == 16  # everything good is still built
+    # A --quarantine elsewhere is named relative to the build folder too: no machine path recorded.
+    outside = tmp_path / "elsewhere" / "skipped.jsonl"
+    config = fixture_config(inputs=[str(bad)], threads=ThreadConfig(val_split=0.3, on_bad_record="skip", quarantine=outside))
+    assert build_shards(config, tmp_path / "other").manifest["quarantine"] == "../elsewhere/skipped.jsonl"
+
+
+def test_a_quarantine_no_relative_path_reaches_is_recorded_whole(tmp_path, monkeypatch):
+    """Windows: --quarantine on another drive than --out (relpath raises ValueError, after all the work)."""
+    from oasst_data.shards import build as build_module
+
+    def no_relative_path(path, start):
+        raise ValueError("path is on mount 'D:', start on mount 'C:'")
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(Path(TREES).read_text() + "{not json\n")
+    outside = tmp_path / "elsewhere" / "skipped.jsonl"
+    monkeypatch.setattr(build_module.os.path, "relpath", no_relative_path)
+    config = fixture_config(inputs=[str(bad)], threads=ThreadConfig(val_split=0.3, on_bad_record="skip", quarantine=outside))
+    assert build_shards(config, tmp_path / "out").manifest["quarantine"] == str(outside)
 
 
 @pytest.mark.parametrize("second_input_bad", [True, False], ids=["new-bad-records", "no-bad-records"])

@@ -425,6 +425,44 @@ def test_a_restart_of_a_finished_run_trains_nothing_and_finishes_its_final_model
     assert longer.trainer.state.global_step == 3
 
 
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_a_restart_of_a_run_counted_in_epochs_trains_nothing_once_finished(fixture_shards, tiny_model, tmp_path, accumulation):
+    """Found by a review: with 1.5 epochs the Trainer ends inside the second epoch, and a restart
+    re-entered it and took one more step each time. The run's steps are counted as it counts them."""
+    from oasst_data.train.checkpoints import run_steps
+
+    out = tmp_path / "run"
+    common = dict(num_train_epochs=1.5, per_device_train_batch_size=2, gradient_accumulation_steps=accumulation, save_steps=1, eval_steps=0, resume="auto")
+    first = train(config(fixture_shards, tiny_model, out, **common))
+    assert first.trainer.state.max_steps == run_steps(0, 1.5, first.plan["batches_per_epoch"], 1, accumulation)
+    again = train(config(fixture_shards, tiny_model, out, **common))
+    assert again.already_finished_at == first.trainer.state.global_step
+    assert not (out / f"checkpoint-{first.trainer.state.global_step + 1}").exists()
+    more = train(config(fixture_shards, tiny_model, out, **(common | dict(num_train_epochs=2.0))))  # more epochs: trains on
+    assert more.trainer.state.global_step > first.trainer.state.global_step
+
+
+def test_the_steps_of_a_run_are_counted_as_the_trainer_counts_them():
+    from oasst_data.train.checkpoints import run_steps
+
+    assert run_steps(7, 3.0, 100, 2, 4) == 7  # --max-steps wins
+    assert run_steps(0, 1.0, 9, 2, 2) == 3  # 5 batches a rank: 2 whole accumulations and a short one
+    assert run_steps(0, 1.5, 8, 1, 2) == 6
+    assert run_steps(0, 0.1, 3, 4, 8) == 1  # at least one step an epoch, rounded up
+
+
+def test_a_checkpoint_with_weights_only_in_deepspeeds_folder_makes_no_final_model(tmp_path, caplog):
+    """ZeRO-3 without gathering the weights at save: copying the rest would make a final model without weights."""
+    from oasst_data.train.checkpoints import publish_final_model
+
+    checkpoint, out = tmp_path / "checkpoint-2", tmp_path / "out"
+    (checkpoint / "global_step2").mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="oasst_data"):
+        assert publish_final_model(checkpoint, out) is False
+    assert not out.exists() and "zero_to_fp32.py" in caplog.text
+
+
 def test_a_checkpoint_resumes_only_on_the_engine_that_saved_it(tmp_path):
     """Found by an audit: a DeepSpeed checkpoint resumed without DeepSpeed silently started a fresh
     AdamW and lr schedule; a plain one under DeepSpeed failed after loading everything."""
