@@ -17,7 +17,7 @@ from pathlib import Path
 import zstandard
 
 from ..errors import BadRecordError, CorruptStreamError, OasstDataError
-from .hints import misnamed_stream_hint
+from .hints import COMPRESSED_SUFFIXES, misnamed_stream_hint
 
 try:  # python-isal decompresses gzip ~4x faster than zlib (shared/PERFORMANCE.md)
     from isal import isal_zlib as _inflate
@@ -314,14 +314,13 @@ def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | No
             raise BadRecordError(name, number + 1, f"cannot read further: {error}{hint}") from None
 
 
-_COMPRESSION_SUFFIXES = frozenset((".gz", ".zst", ".zstd"))
 _JSON_LINES_SUFFIXES = frozenset((".jsonl", ".ndjson"))
 
 
 def names_json_lines(path: Path) -> bool:
     """True when the file's name (past a compression suffix) says JSON Lines: x.jsonl, x.ndjson.gz."""
     name = Path(path.name)
-    if name.suffix.lower() in _COMPRESSION_SUFFIXES:
+    if name.suffix.lower() in COMPRESSED_SUFFIXES:
         name = Path(name.stem)
     return name.suffix.lower() in _JSON_LINES_SUFFIXES
 

@@ -15,7 +15,8 @@ import msgspec
 
 # Magic bytes that open a compressed stream, with the suffix open_binary decompresses it by.
 _COMPRESSED = ((b"\x1f\x8b", "gzip", ".gz"), (b"\x28\xb5\x2f\xfd", "zstandard", ".zst"))
-_COMPRESSED_SUFFIXES = frozenset((".gz", ".zst", ".zstd"))
+# The suffixes open_binary decompresses by.
+COMPRESSED_SUFFIXES = frozenset((".gz", ".zst", ".zstd"))
 # Top-level keys only Open-Assistant records have (trees, messages, threads); "role" and "text"
 # count only together, as other chat formats have one of them.
 _OASST_KEYS = frozenset(("message_tree_id", "message_id", "parent_id", "thread_id", "thread", "tree_state"))
@@ -92,7 +93,7 @@ def compressed_reason(data: bytes, source: str, line: int) -> str | None:
         if data.startswith(magic):
             shown = magic.hex(" ")
             name = Path(source).name
-            if Path(name).suffix.lower() in _COMPRESSED_SUFFIXES:
+            if Path(name).suffix.lower() in COMPRESSED_SUFFIXES:
                 return f"{kind}-compressed data inside the decompressed file (it starts with {shown}): compressed twice? decompress it once more"
             return f"looks {kind}-compressed (it starts with the bytes {shown}) but its name does not say so: name it {name}{suffix}"
     return None
@@ -104,7 +105,7 @@ def misnamed_stream_hint(path: Path) -> str:
     Called only after the decompressor has failed on the file's start; reads the raw first bytes.
     """
     suffix = path.suffix.lower()
-    if suffix not in _COMPRESSED_SUFFIXES:
+    if suffix not in COMPRESSED_SUFFIXES:
         return ""
     named = ".zst" if suffix == ".zstd" else suffix
     try:

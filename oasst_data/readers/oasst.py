@@ -19,23 +19,10 @@ import msgspec
 
 from ..errors import BadRecordError
 from ..quarantine import BadRecordHandler
-from ..records import (
-    ExportMessage,
-    ExportMessageThread,
-    ExportMessageTree,
-    LabelValue,
-    Oasst1Row,
-    _RecordKind,
-    _TreeLine,
-)
+from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
 from . import deep_json
 from .files import ByteCounter, iter_lines
-from .hints import (
-    alpaca_record_hint,
-    array_hint,
-    compressed_reason,
-    pretty_printed_hint,
-)
+from .hints import alpaca_record_hint, array_hint, compressed_reason, pretty_printed_hint
 
 log = logging.getLogger(__name__)
 
