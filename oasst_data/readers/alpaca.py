@@ -20,7 +20,7 @@ from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
 from .files import iter_lines, names_json_lines
 from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
-from .jsonarray import iter_json_array, starts_with_array
+from .jsonarray import NonStandardElement, iter_json_array, starts_with_array
 from .oasst import _describe_decode_error, _lone_surrogate_escape, check_utf8, log_blank_lines, log_empty_file
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,13 @@ class AlpacaReader:
                 return
             self.records_read += 1
             element += 1
-            if isinstance(value, dict):
-                self._note_fields(value)
             # One-line arrays (json.dump's default) put every record on line 1: name the element too.
             where = f" (array element {element})"
+            if isinstance(value, NonStandardElement):  # refused as the JSON Lines reader refuses it
+                self._bad(BadRecordError(name, line, value.reason + where, raw))
+                continue
+            if isinstance(value, dict):
+                self._note_fields(value)
             try:
                 record = msgspec.convert(value, AlpacaRecord)
             except msgspec.ValidationError as error:

@@ -10,6 +10,7 @@ import codecs
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,6 +28,19 @@ _BOM = "\ufeff"
 _INT_DIGITS_LIMIT = (getattr(sys, "get_int_max_str_digits", lambda: 0)() or sys.maxsize) - 1  # 3.10.7+
 
 
+@dataclass(frozen=True, slots=True)
+class NonStandardElement:
+    """An element that holds NaN, Infinity or -Infinity: Python's json reads (and by default
+    writes) them, JSON does not, and the JSON Lines reader refuses such a line. Given in place of
+    the value, so the element is one bad record and the array reads on past it."""
+
+    constant: str
+
+    @property
+    def reason(self) -> str:
+        return f"malformed JSON: {self.constant} is not JSON; write null or a string"
+
+
 class _ArrayScanner:
     def __init__(self, handle, name: str):
         self.handle = handle
@@ -39,7 +53,8 @@ class _ArrayScanner:
         # A UTF-8 byte order mark at byte 0 is dropped, as Python's "utf-8-sig" does: editors on
         # Windows write one, and it is no JSON. Anywhere else it stays (and is malformed JSON).
         self.at_start = True
-        self.decoder = json.JSONDecoder(parse_int=_parse_int)
+        self.decoder = json.JSONDecoder(parse_int=_parse_int, parse_constant=self._note_constant)
+        self.constants: list[str] = []  # the non-standard constants of the element being decoded
         # Why the input ends early (invalid UTF-8, broken compressed stream): raised once the
         # elements before the break have been read, instead of "array not closed".
         self.failure: BadRecordError | None = None
@@ -129,8 +144,13 @@ class _ArrayScanner:
         self.skip_ws()
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
+    def _note_constant(self, name: str) -> float:
+        self.constants.append(name)
+        return float(name)
+
     def value(self) -> tuple[int, bytes, object]:
         while True:
+            self.constants.clear()
             try:
                 value, end = self.decoder.raw_decode(self.text, self.pos)
                 # A value ending at the buffer's edge may be cut short (a number): read more.
@@ -154,6 +174,8 @@ class _ArrayScanner:
         start = self.line
         self.line += raw.count("\n")
         self.pos = end
+        if self.constants:
+            value = NonStandardElement(self.constants[0])
         return start, raw.encode("utf-8"), value
 
     def broken(self, reason: str, cause: BadRecordError | None = None) -> BadRecordError:
@@ -244,7 +266,8 @@ def _check_end(scanner: _ArrayScanner) -> None:
 
 
 def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[int, bytes, object]]:
-    """Yield (line, raw bytes, value) for each element of a JSON array file.
+    """Yield (line, raw bytes, value) for each element of a JSON array file; value is a
+    NonStandardElement for an element that holds NaN or Infinity.
 
     Malformed JSON raises BadRecordError with the line where the failing element starts;
     the array cannot be resynchronised after a syntax error, so reading stops there. Anything

@@ -118,7 +118,28 @@ def _describe_decode_error(error: Exception, data: bytes | None = None) -> str:
     message = str(error)
     if isinstance(error, msgspec.ValidationError):
         return f"invalid record: {_shorten_reply_path(message)}"
+    constant = _non_standard_constant(error, data)
+    if constant is not None:
+        return f"malformed JSON: {message} ({constant} is not JSON; write null or a string)"
     return f"malformed JSON: {message}"
+
+
+_INVALID_AT_BYTE = re.compile(r"invalid character \(byte (\d+)\)")
+
+
+def _non_standard_constant(error: Exception, data: bytes | None) -> str | None:
+    """The NaN/Infinity that Python's json writes for a float that is no number (json.dumps
+    allows it by default), when that is where msgspec stopped: its message names only a byte."""
+    match = _INVALID_AT_BYTE.search(str(error)) if data is not None else None
+    if match is None:
+        return None
+    at = int(match.group(1))
+    if data.startswith(b"-Infinity", at - 1):  # msgspec points at the 'I' after the sign
+        return "-Infinity"
+    for constant in ("NaN", "Infinity"):
+        if data.startswith(constant.encode(), at):
+            return constant
+    return None
 
 
 def check_utf8(data: bytes, source: str, line: int) -> None:

@@ -578,6 +578,21 @@ def test_a_long_integer_in_an_ignored_field_is_read_in_an_array_as_in_json_lines
     assert [record for _, record in records(path)] == as_records([ROW_A, ROW_C])
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("lines", [False, True])
+def test_nan_or_infinity_is_one_bad_record_in_an_array_as_in_json_lines(tmp_path, constant, lines):
+    """Python's json reads (and json.dumps writes) NaN and Infinity; JSON has neither. An array
+    accepted such a record that JSON Lines refused; now both refuse it, and reading goes on."""
+    rows = ['{"instruction": "a", "output": "b", "score": [1, ' + constant + "]}", json.dumps(ROW_C)]
+    path = tmp_path / ("nan.jsonl" if lines else "nan.json")
+    path.write_text("\n".join(rows) + "\n" if lines else "[" + ",\n".join(rows) + "]\n")
+    with pytest.raises(BadRecordError, match=rf"nan.jsonl?:1: malformed JSON: .*{constant} is not JSON; write null or a string"):
+        records(path)
+    got, reader, seen = read_skipping(path)
+    assert got == as_records([ROW_C]) and (reader.records_read, reader.bad_records) == (2, 1)
+    assert seen[0].raw.rstrip(b"\n") == rows[0].encode()
+
+
 def test_a_syntax_error_inside_an_array_says_the_rest_is_not_read_and_quarantines_it(tmp_path, caplog):
     """Skip mode used to stop there with an empty raw and no word about the records after it."""
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(6)]
