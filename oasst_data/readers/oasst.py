@@ -246,6 +246,10 @@ def _describe_with_hint(error: Exception, data: bytes, source: str, line: int) -
     return reason + pretty_printed_hint(error, data, line)
 
 
+# JSON types by the names msgspec's errors give them.
+_JSON_TYPE_NAMES = {list: "array", dict: "object", str: "str", int: "int", float: "float", bool: "bool", type(None): "null"}
+
+
 def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree | None:
     """A tree line nested deeper than msgspec goes, read without recursion, message by message.
 
@@ -259,14 +263,14 @@ def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree 
         raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
     except deep_json.DeepJSONError as error:
         raise BadRecordError(source, line, _lone_surrogate_escape(data) or f"malformed JSON: {error}", data) from None
-    if not (
-        isinstance(document, dict)
-        and "message_id" not in document
-        and "thread_id" not in document
-        and "message_tree_id" in document
-        and isinstance(document.get("prompt"), dict)
-    ):
+    if not (isinstance(document, dict) and "message_id" not in document and "thread_id" not in document and "message_tree_id" in document):
         return None
+    if not isinstance(document.get("prompt"), dict):
+        # A tree whose depth is in its prompt's value, not in messages: the type is the error.
+        if "prompt" not in document:
+            raise BadRecordError(source, line, "invalid record: Object missing required field `prompt`", data)
+        got = _JSON_TYPE_NAMES.get(type(document["prompt"]), "value")
+        raise BadRecordError(source, line, f"invalid record: Expected `object`, got `{got}` - at `$.prompt`", data)
     try:
         head = _line_decoder.decode(json.dumps({key: value for key, value in document.items() if key != "prompt"}).encode())
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:

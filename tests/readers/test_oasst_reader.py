@@ -485,6 +485,23 @@ def test_a_bad_message_deep_in_a_deep_line_is_named(tmp_path, damage, says):
     assert str(caught.value).startswith(f"{path}:1: ")
 
 
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"prompt": "DEEP"}, "invalid record: Expected `object`, got `array` - at `$.prompt`"),
+        ({"extra": "DEEP"}, "invalid record: Object missing required field `prompt`"),
+    ],
+    ids=["prompt-an-array", "no-prompt"],
+)
+def test_a_deep_line_that_is_no_tree_of_messages_names_its_fault_not_its_depth(tmp_path, fields, says):
+    """Said "nesting deeper than the JSON parser allows", as if the depth were the fault."""
+    path = tmp_path / "deep.jsonl"
+    line = json.dumps({"message_tree_id": "t", "tree_state": "ready_for_export"} | fields)
+    path.write_text(line.replace('"DEEP"', "[" * 3_000 + "]" * 3_000) + "\n")
+    with pytest.raises(BadRecordError, match=re.escape(says)):
+        read(path)
+
+
 def test_a_deep_line_with_an_integer_past_pythons_digit_limit_is_a_bad_record(tmp_path):
     """The deep-line decoder met Python's 4,300-digit int limit as a bare ValueError (found by fuzzing)."""
     tree = chain_tree(3_000)
