@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from decimal import Decimal
 from typing import Any
 
 
@@ -96,10 +97,16 @@ def loads(text: str) -> Any:
         match = (_STRING if char == '"' else _SCALAR).match(text, pos)
         if match is None:
             raise DeepJSONError("expected a value", pos)
-        try:
-            value = _string(match.group(), pos) if char == '"' else json.loads(match.group())
-        except ValueError:  # an integer past Python's 4,300-digit limit (msgspec: out of range too)
-            raise DeepJSONError("number out of range", pos) from None
+        token = match.group()
+        if char == '"':
+            value = _string(token, pos)
+        else:
+            try:
+                value = json.loads(token)
+            except ValueError:
+                # An integer past Python's 4,300-digit limit: a Decimal, as msgspec reads one it passes
+                # over; a field that must hold an int then refuses it as msgspec does ("out of range").
+                value = Decimal(token)
         if type(value) is float and not math.isfinite(value):
             raise DeepJSONError("number out of range", pos)  # as msgspec says; json.loads gives inf
         attach(value)

@@ -7,7 +7,6 @@ line nested deeper than msgspec parses is re-read without recursion (`deep_json`
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -272,7 +271,7 @@ def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree 
         got = _JSON_TYPE_NAMES.get(type(document["prompt"]), "value")
         raise BadRecordError(source, line, f"invalid record: Expected `object`, got `{got}` - at `$.prompt`", data)
     try:
-        head = _line_decoder.decode(json.dumps({key: value for key, value in document.items() if key != "prompt"}).encode())
+        head = _line_decoder.decode(_reencode({key: value for key, value in document.items() if key != "prompt"}))
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
         raise BadRecordError(source, line, _describe_decode_error(error, None), data) from None
     if not isinstance(head.message_tree_id, str):
@@ -282,6 +281,11 @@ def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree 
     except RecursionError:  # deep nesting inside a message's own fields, not in its replies
         return None
     return ExportMessageTree(head.message_tree_id, root, head.tree_state, head.origin)
+
+
+# Parsed values back to JSON for the typed decoders; a Decimal (an integer too long for Python)
+# is written as the number it was.
+_reencode = msgspec.json.Encoder(decimal_format="number").encode
 
 
 def _link_messages(prompt: dict, source: str, line: int, data: bytes) -> ExportMessage:
@@ -295,7 +299,7 @@ def _link_messages(prompt: dict, source: str, line: int, data: bytes) -> ExportM
             raise BadRecordError(source, line, f"invalid record: replies of message at depth {depth} must be an array of objects", data)
         fields = {key: value for key, value in node.items() if key != "replies"}
         try:
-            message = _decode_message(json.dumps(fields).encode())
+            message = _decode_message(_reencode(fields))
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             where = f" (message {fields.get('message_id')!r} at depth {depth})"
             raise BadRecordError(source, line, _describe_decode_error(error, None) + where, data) from None

@@ -485,6 +485,20 @@ def test_a_bad_message_deep_in_a_deep_line_is_named(tmp_path, damage, says):
     assert str(caught.value).startswith(f"{path}:1: ")
 
 
+@pytest.mark.parametrize("where", ["tree", "message"])
+def test_a_long_integer_in_an_ignored_field_of_a_deep_line_is_read_as_in_a_shallow_one(tmp_path, where):
+    """The recursion-free parser refused what msgspec passes over in a shallow line."""
+    number = "-" + "9" * 5_000
+    shallow, deep = chain_tree(5), chain_tree(3_000)
+    for tree in (shallow, deep):
+        (tree if where == "tree" else message_at(tree, 3))["extra"] = "NUMBER"
+    (tmp_path / "shallow.jsonl").write_text(nested_line(shallow).replace('"NUMBER"', number))
+    (tmp_path / "deep.jsonl").write_text(nested_line(deep).replace('"NUMBER"', number))
+    assert len(read(tmp_path / "shallow.jsonl")) == 1
+    got = read(tmp_path / "deep.jsonl")
+    assert len(got) == 1 and got[0].prompt.replies[0].replies[0].message_id == message_at(deep, 3)["message_id"]
+
+
 @pytest.mark.parametrize(
     ("fields", "says"),
     [
@@ -503,12 +517,13 @@ def test_a_deep_line_that_is_no_tree_of_messages_names_its_fault_not_its_depth(t
 
 
 def test_a_deep_line_with_an_integer_past_pythons_digit_limit_is_a_bad_record(tmp_path):
-    """The deep-line decoder met Python's 4,300-digit int limit as a bare ValueError (found by fuzzing)."""
+    """The deep-line decoder met Python's 4,300-digit int limit as a bare ValueError (found by fuzzing);
+    now the rank refuses it as msgspec does in a shallow line."""
     tree = chain_tree(3_000)
     message_at(tree, 2500)["rank"] = "RANK"
     path = tmp_path / "deep.jsonl"
     path.write_text(nested_line(tree).replace('"RANK"', "1" + "0" * 4300))
-    with pytest.raises(BadRecordError, match=re.escape("number out of range")) as caught:
+    with pytest.raises(BadRecordError, match=re.escape("Integer value out of range - at `$.rank` (message 'c2499' at depth 2500)")) as caught:
         extract_threads([path])
     assert str(caught.value).startswith(f"{path}:1: ")
     skipped = ThreadConfig(on_bad_record=OnBadRecord.SKIP, quarantine=tmp_path / "q.jsonl")
