@@ -385,6 +385,9 @@ def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shard
         "format_version": FORMAT_VERSION,
         "package": "oasst-data",
         "package_version": __version__,
+        # The shards' and tokenizer files' bytes also depend on these: a rebuild that differs
+        # byte for byte can be told apart from a changed input here.
+        "library_versions": _library_versions(),
         "config": resolved,
         # The tokenizer enters the hash by what it does (its fingerprint), not by how --tokenizer
         # was spelled: `tok`, `./tok` and `/abs/tok` build the same shards, so the same hash.
@@ -400,6 +403,14 @@ def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shard
         "funnel": funnel,
         "quarantine": _quarantine_entry(config, out_dir, extractor.handler.count),
     }
+
+
+def _library_versions() -> dict[str, str]:
+    import pyarrow
+    import tokenizers
+    import transformers
+
+    return {"pyarrow": pyarrow.__version__, "tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
 
 
 def _quarantine_entry(config: BuildConfig, out_dir: Path, count: int) -> str | None:

@@ -165,6 +165,17 @@ def test_manifest_content(fixture_build):
     assert manifest["totals"]["train"]["rows"] + manifest["totals"]["validation"]["rows"] == 16
     assert manifest["funnel"]["threads"] == 16
     assert len(manifest["config_hash"]) == 64
+    import pyarrow
+    import pyarrow.parquet as pq
+    import tokenizers
+    import transformers
+
+    assert manifest["library_versions"] == {
+        "pyarrow": pyarrow.__version__, "tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
+    }
+    # What the bytes depend on: each shard names the pyarrow that wrote it.
+    shard = next((fixture_build / "data").rglob("*.parquet"))
+    assert pyarrow.__version__ in pq.ParquetFile(shard).metadata.created_by
 
 
 def test_the_build_depends_on_the_tokenizer_not_on_how_its_path_is_spelled(fixture_build, tmp_path, monkeypatch):
