@@ -19,6 +19,7 @@ from .filters import LabelThreshold, build_filters, parse_langs, warn_about_unkn
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
+from .readers.alpaca_sources import ResolvedAlpaca
 from .readers.files import ByteCounter, as_sources, expand_inputs
 from .readers.oasst import LocatedTree, OasstExportReader
 from .records import AlpacaRecord, ExportMessage
@@ -69,6 +70,8 @@ class ThreadExtractor:
         # Ids of the messages with blank text in the threads given: kept, but worth a warning.
         self._blank_messages: set[str] = set()
         self._warned_alpaca_lang = False
+        # What each Alpaca source was read from (its files, split, Hub revision), in reading order.
+        self.alpaca_read: list[ResolvedAlpaca] = []
 
     def forget_seen(self) -> None:
         """Free the ids kept to detect repeats (~130 bytes a message), once every input is read.
@@ -273,6 +276,8 @@ class ThreadExtractor:
                 yield thread
         finally:
             funnel.records_read += reader.records_read
+            if reader.resolved is not None:
+                self.alpaca_read.append(reader.resolved)
             funnel.bad_records += reader.bad_records
 
 

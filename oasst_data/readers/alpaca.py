@@ -18,15 +18,15 @@ import msgspec
 from ..errors import BadRecordError, ConfigError, OasstDataError
 from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
+from .alpaca_sources import DEFAULT_ALPACA_DATASET, DataFile, DataFormat, ResolvedAlpaca, choose_split, resolve_alpaca_source
 from .files import iter_lines, names_json_lines
 from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
 from .jsonarray import NonStandardElement, iter_json_array, starts_with_array
 from .oasst import _describe_decode_error, _lone_surrogate_escape, check_utf8, log_blank_lines, log_empty_file
+from .tables import iter_table_rows, table_columns
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALPACA_DATASET = "yahma/alpaca-cleaned"
-_FILE_SUFFIXES = (".json", ".jsonl", ".gz", ".zst", ".zstd")
 _record_decoder = msgspec.json.Decoder(AlpacaRecord)
 # The top-level keys of a line, values left undecoded: to name fields the format does not use.
 _keys_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -78,17 +78,22 @@ class AlpacaReader:
         self.records_read = 0
         self.bad_records = 0
         self.unused_fields: Counter[str] = Counter()  # fields other than instruction/input/output
+        self.resolved: ResolvedAlpaca | None = None  # what the source was read from, once it is
+        self._split_start = 0
 
     def __iter__(self) -> Iterator[LocatedAlpaca]:
-        path = Path(self.source)
-        if path.is_file():
-            yield from self._from_file(path, self.source)
-        elif path.suffix.lower() in _FILE_SUFFIXES and not path.exists():
-            raise OasstDataError(f"{self.source}: no such file")
-        elif path.exists() and not path.is_dir():
-            raise OasstDataError(f"{self.source}: is not a regular file (a pipe or a device?); write it to a file first")
+        resolved = self.resolved = resolve_alpaca_source(self.source, self.split)
+        read_before = self._split_start = self.records_read
+        if resolved.hub_name is not None:
+            yield from self._from_datasets(resolved)
         else:
-            yield from self._from_dataset()
+            for data_file in resolved.files:
+                if data_file.format is DataFormat.JSON:
+                    yield from self._from_file(data_file.path, str(data_file.path))
+                else:
+                    yield from self._from_table(data_file, resolved)
+        if self.records_read == read_before and not (resolved.is_file and resolved.files[0].format is DataFormat.JSON):
+            log_empty_file(self.source)  # (a JSON file has said so itself)
         if self.unused_fields:
             # Variants of the format add fields (a chat "history", a "system" prompt): they are
             # not part of the prompt or the answer, so say they were dropped.
@@ -193,99 +198,84 @@ class AlpacaReader:
                 continue
             yield LocatedAlpaca(record, name, line.number, line.data)
 
-    def _from_dataset(self) -> Iterator[LocatedAlpaca]:
-        import datasets
-
-        folder = Path(self.source)
-        json_files = self._json_data_files(folder) if folder.is_dir() and not _saved_to_disk(folder) else None
-        if json_files is not None:
-            # Read with the file readers: constant memory, errors by file and line, skip per
-            # record; `datasets` would first prepare the whole folder in memory and name rows.
-            for file in json_files:
-                yield from self._from_file(file, str(file))
-            return
-        if folder.is_dir() and _saved_to_disk(folder):
-            dataset = self._load_saved(datasets, folder)
-        else:
-            try:
-                split = self._choose_split(datasets.get_dataset_split_names(self.source))
-                dataset = datasets.load_dataset(self.source, split=split)
-            except OasstDataError:
-                raise
-            except Exception as error:  # datasets raises many types (hub offline, missing, bad files)
-                if folder.is_dir():  # a local folder: being offline is not the problem
-                    raise OasstDataError(
-                        f"{self.source}: is a directory but not a dataset: {_first_line(error)}"
-                        " -- pass a JSON or JSON Lines file, or a folder of data files or written by save_to_disk"
-                    ) from None
-                raise OasstDataError(
-                    f"cannot load Alpaca dataset {self.source!r}: {_first_line(error)}"
-                    " -- offline? pass a local file or dataset folder to --alpaca"
-                ) from None
-        unused = [name for name in dataset.column_names if name not in _ALPACA_FIELDS]
-        for row_number, row in enumerate(dataset, start=1):
+    def _from_table(self, data_file: DataFile, resolved: ResolvedAlpaca) -> Iterator[LocatedAlpaca]:
+        """A Parquet or Arrow file's rows; a bad row is named by its file and row index (from 0,
+        as pyarrow and `datasets` index rows) and, in a dataset, by its index in the split."""
+        path, name = data_file.path, str(data_file.path)
+        columns = table_columns(path, data_file.format)
+        self._check_columns(name, columns)
+        unused = [column for column in columns if column not in _ALPACA_FIELDS]
+        split_offset = self.records_read - self._split_start
+        for index, row in enumerate(iter_table_rows(path, data_file.format, sorted(_ALPACA_FIELDS))):
             self.records_read += 1
             self.unused_fields.update(unused)
             try:
                 record = msgspec.convert(row, AlpacaRecord)
             except msgspec.ValidationError as error:
-                hint = _OASST_ROW_HINT if looks_like_oasst(row) else ""
-                self._bad(BadRecordError(self.source, row_number, f"invalid record: {error}{hint}", msgspec.json.encode(row)))
+                where = f"row {index}"
+                if len(resolved.files) > 1:
+                    where += f" (row {split_offset + index} of split {resolved.split!r})"
+                self._bad(BadRecordError(name, None, f"{where}: invalid record: {error}", msgspec.json.encode(row)))
                 continue
-            yield LocatedAlpaca(record, self.source, row_number, None)
+            yield LocatedAlpaca(record, name, index + 1, None)
 
-    def _load_saved(self, datasets, folder: Path):
-        """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk` (load_dataset refuses the former).
-
-        A DatasetDict gives the requested split, or its only split when it has just one (the
-        extractor assigns its own train/val split, so the name of a lone split does not matter).
-        """
-        try:
-            loaded = datasets.load_from_disk(str(folder))
-        except Exception as error:  # datasets raises many types (missing arrow files, bad json)
-            raise OasstDataError(f"cannot load Alpaca dataset folder {self.source!r} (written by save_to_disk): {_first_line(error)}") from None
-        if not isinstance(loaded, datasets.DatasetDict):
-            return loaded
-        return loaded[self._choose_split(list(loaded))]
-
-    def _json_data_files(self, folder: Path) -> list[Path] | None:
-        """The files of the split to read when they are all JSON or JSON Lines, else None. Which
-        file belongs to which split is decided by `datasets` itself (its data-file patterns)."""
-        from datasets.data_files import DataFilesDict, get_data_patterns
-
-        try:
-            by_split = DataFilesDict.from_patterns(get_data_patterns(str(folder)), base_path=str(folder))
-        except Exception:  # no data files, or a layout only load_dataset understands: it says why
-            return None
-        if not by_split:
-            return None
-        names = {str(split): split for split in by_split}
-        files = sorted(Path(f) for f in by_split[names[self._choose_split(list(names))]])
-        formats = sorted({_data_format(f) for f in files} & _RECORD_FORMATS)  # a LICENSE.txt is no data
-        if len(formats) > 1:
-            # load_dataset would read the files of one format (the most common) and drop the rest.
+    def _check_columns(self, name: str, columns: list[str]) -> None:
+        """A table without the Alpaca columns is refused whole, before any row: under skip, every
+        row would otherwise go to the quarantine and the run would succeed without them."""
+        missing = [column for column in ("instruction", "output") if column not in columns]
+        if missing:
+            hint = _OASST_ROW_HINT if looks_like_oasst(dict.fromkeys(columns)) else ""
             raise OasstDataError(
-                f"{self.source}: its files are of several formats ({', '.join(formats)}), and a folder is read as one "
-                "format only: give the files to --alpaca one by one, or keep one format per folder"
+                f"{name}: no column {' or '.join(f'`{m}`' for m in missing)}; its columns are "
+                f"{', '.join(columns) or '(none)'}, and Alpaca data needs `instruction` and `output` (`input` optional){hint}"
             )
-        if not files or not all(_is_json_file(f) for f in files):
-            return None
-        return files
 
-    def _choose_split(self, names: list[str]) -> str:
-        """The split to read: the requested one, or the only one there is. The others are named
-        in a warning: their records are not read (the extractor makes its own validation split)."""
-        if self.split in names:
-            chosen = self.split
-        elif len(names) == 1:
-            (chosen,) = names
-            log.warning("%s: no %r split, reading its only split %r", self.source, self.split, chosen)
-        else:
-            raise OasstDataError(f"{self.source}: no {self.split!r} split in this dataset (it has {', '.join(sorted(names))})")
-        ignored = sorted(name for name in names if name != chosen)
-        if ignored:
-            log.warning("%s: reading split %r only; not read: %s", self.source, chosen, ", ".join(ignored))
-        return chosen
+    def _from_datasets(self, resolved: ResolvedAlpaca) -> Iterator[LocatedAlpaca]:
+        """What only `datasets.load_dataset` reads: a Hub dataset not in the local Hub cache (it
+        downloads and prepares it in its cache), or a folder of CSV files."""
+        import datasets
+
+        source = resolved.hub_name
+        quiet = not datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # the package reports progress itself
+        try:
+            split = choose_split(self.source, list(datasets.get_dataset_split_names(source)), self.split)
+            dataset = datasets.load_dataset(source, split=split)
+        except OasstDataError:
+            raise
+        except Exception as error:  # datasets raises many types (hub offline, missing, bad files)
+            if resolved.root is not None:  # a local folder: being offline is not the problem
+                raise OasstDataError(f"{self.source}: is a directory but not a dataset: {_first_line(error)}") from None
+            raise OasstDataError(_hub_error(self.source, error)) from None
+        finally:
+            if not quiet:
+                datasets.enable_progress_bars()
+        resolved.split = split
+        resolved.files = [DataFile(Path(entry["filename"]), DataFormat.ARROW) for entry in dataset.cache_files]
+        self._check_columns(self.source, list(dataset.column_names))
+        unused = [name for name in dataset.column_names if name not in _ALPACA_FIELDS]
+        for index, row in enumerate(dataset.select_columns([c for c in dataset.column_names if c in _ALPACA_FIELDS])):
+            self.records_read += 1
+            self.unused_fields.update(unused)
+            try:
+                record = msgspec.convert(row, AlpacaRecord)
+            except msgspec.ValidationError as error:
+                self._bad(BadRecordError(self.source, None, f"row {index} of split {split!r}: invalid record: {error}", msgspec.json.encode(row)))
+                continue
+            yield LocatedAlpaca(record, self.source, index + 1, None)
+
+
+def _hub_error(source: str, error: Exception) -> str:
+    from huggingface_hub import constants
+
+    reason = f"cannot load Alpaca dataset {source!r}: {_first_line(error)}"
+    if constants.HF_HUB_OFFLINE:
+        return (
+            f"{reason} -- offline, and it is neither a local file or folder nor in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}): download it where there is network (`hf download {source} --repo-type dataset`) "
+            "or pass a local file or dataset folder to --alpaca"
+        )
+    return f"{reason} -- offline? pass a local file or dataset folder to --alpaca"
 
 
 def _line_reason(error: Exception, data: bytes, source: str, line: int) -> str:
@@ -330,29 +320,6 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
         seen[key] = text
         if isinstance(key, str):
             local_alpaca[key] = text
-
-
-# Formats whose files `datasets` reads as records (a folder is read as one of them only).
-_RECORD_FORMATS = frozenset({".json", ".csv", ".tsv", ".parquet", ".arrow"})
-
-
-def _data_format(path: Path, compressions: tuple[str, ...] = (".gz", ".zst", ".zstd", ".bz2", ".xz")) -> str:
-    """A data file's format by its suffix, compression left out (JSON and JSON Lines are one)."""
-    suffixes = [suffix.lower() for suffix in path.suffixes]
-    if suffixes and suffixes[-1] in compressions:
-        suffixes = suffixes[:-1]
-    suffix = suffixes[-1] if suffixes else "(no suffix)"
-    return ".json" if suffix == ".jsonl" else suffix
-
-
-def _is_json_file(path: Path) -> bool:
-    """JSON the file readers can read: plain, or compressed as open_binary decompresses."""
-    return _data_format(path, (".gz", ".zst", ".zstd")) == ".json"
-
-
-def _saved_to_disk(folder: Path) -> bool:
-    """True for a folder `save_to_disk` wrote (the files `datasets.load_from_disk` looks for)."""
-    return ((folder / "dataset_info.json").is_file() and (folder / "state.json").is_file()) or (folder / "dataset_dict.json").is_file()
 
 
 def _first_line(error: Exception) -> str:

@@ -26,6 +26,7 @@ from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel, what_removed_everything
 from ..output_paths import check_not_in_a_build, check_outputs, check_replaced_folder, is_a_build
 from ..quarantine import BadRecordHandler, OnBadRecord
+from ..readers.alpaca_sources import ResolvedAlpaca
 from ..readers.files import as_sources, expand_inputs
 from ..threads import ThreadExtractor
 from ..tokenizer import DEFAULT_TOKENIZER, load_tokenizer, save_tokenizer
@@ -174,15 +175,10 @@ def _chunks(items: Iterable[Thread], size: int) -> Iterator[list[Thread]]:
         yield chunk
 
 
-def _describe_inputs(paths: list[Path], alpaca: list[str]) -> list[dict]:
+def _describe_inputs(paths: list[Path], alpaca: list[ResolvedAlpaca]) -> list[dict]:
+    """Each input by name, size and sha256; a dataset by its split, Hub revision and data files."""
     described = [{"name": p.name, "kind": "oasst", "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
-    for source in alpaca:
-        path = Path(source)
-        if path.is_file():
-            described.append({"name": path.name, "kind": "alpaca", "size": path.stat().st_size, "sha256": sha256_file(path)})
-        else:
-            described.append({"name": path.name if path.exists() else source, "kind": "alpaca-dataset"})
-    return described
+    return described + [source.describe(sha256_file) for source in alpaca]
 
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> StagingFolder:
@@ -393,7 +389,7 @@ def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shard
         # was spelled: `tok`, `./tok` and `/abs/tok` build the same shards, so the same hash.
         "config_hash": sha256_json(resolved | {"tokenizer": loaded.fingerprint}),
         "tokenizer": loaded.describe() | {"name": resolved["tokenizer"]},
-        "inputs": _describe_inputs(paths, config.alpaca),
+        "inputs": _describe_inputs(paths, extractor.alpaca_read),
         "buckets": [b.to_dict() for b in buckets],
         "padding": padding_report(
             lengths, bucket_of_row, buckets, sorted({1, 4, 8, config.bucket_batch_size}), config.bucket_batch_tokens

@@ -21,6 +21,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import ThreadConfig
 from ..errors import OasstDataError
+from ..readers.alpaca_sources import ResolvedAlpaca
 from ..readers.files import as_sources, expand_inputs
 from ..scratch import STATS_SCRATCH_PREFIX, scratch_folder
 from .collect import RowCollector, StatsExtractor
@@ -33,13 +34,13 @@ STATS_FORMAT = 1
 DEFAULT_MAX_LENGTH = 2048
 
 
-def _describe_inputs(paths: Sequence[Path], alpaca: Sequence[str]) -> list[dict]:
+def _describe_inputs(paths: Sequence[Path], alpaca: Sequence[ResolvedAlpaca]) -> list[dict]:
+    """Each input by name, kind (as the build's manifest names them) and size (a dataset's: its data files')."""
     described = [{"name": p.name, "kind": "oasst", "bytes": p.stat().st_size} for p in paths]
     for source in alpaca:
-        path = Path(source)
-        described.append(
-            {"name": path.name if path.exists() else source, "kind": "alpaca", "bytes": path.stat().st_size if path.is_file() else None}
-        )
+        entry = source.describe(lambda path: None)
+        sizes = [entry["size"]] if source.is_file else [f["size"] for f in entry["files"]]
+        described.append({"name": entry["name"], "kind": entry["kind"], "bytes": sum(sizes)})
     return described
 
 
@@ -93,7 +94,7 @@ def export_stats(
         "stats_format": STATS_FORMAT,
         "kind": "export",
         "package_version": __version__,
-        "inputs": _describe_inputs(paths, alpaca),
+        "inputs": _describe_inputs(paths, extractor.alpaca_read),
         "config": thread_config,
         "tokenizer": _describe_tokenizer(counter, max_length),
         "export": export,

@@ -13,7 +13,7 @@ import re
 import pytest
 import zstandard
 
-from oasst_data.errors import BadRecordError
+from oasst_data.errors import BadRecordError, OasstDataError
 from oasst_data.quarantine import BadRecordHandler, OnBadRecord
 from oasst_data.readers.alpaca import AlpacaReader
 from oasst_data.readers.oasst import OasstExportReader
@@ -178,9 +178,15 @@ def test_open_assistant_rows_of_a_dataset_given_with_alpaca_are_named(tmp_path):
     folder = tmp_path / "saved"
     rows = [{"message_id": "m1", "parent_id": None, "text": "Hi", "role": "prompter"}]
     datasets.Dataset.from_list(rows).save_to_disk(str(folder))
-    assert alpaca_error(folder).endswith(
-        "(an Open-Assistant record? Open-Assistant data is read from export files given as inputs, not with --alpaca)"
-    )
+    # Refused whole by its columns, under either policy (skip would otherwise quarantine every row).
+    for policy in OnBadRecord:
+        with pytest.raises(OasstDataError) as raised:
+            list(AlpacaReader(str(folder), BadRecordHandler(policy)))
+        assert not isinstance(raised.value, BadRecordError)
+        assert str(raised.value).endswith(
+            "its columns are message_id, parent_id, text, role, and Alpaca data needs `instruction` and `output` (`input` optional)"
+            " (an Open-Assistant record? Open-Assistant data is read from export files given as inputs, not with --alpaca)"
+        )
 
 
 def test_skip_still_counts_and_quarantines_every_line_of_misnamed_gzip(tmp_path):
