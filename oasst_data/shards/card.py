@@ -28,7 +28,7 @@ def dataset_card(manifest: dict) -> str:
         f"max length {manifest['config']['max_length']}."
         + (
             f" Saved with the markers in `{manifest['tokenizer']['saved']['folder']}/`: "
-            f"`AutoTokenizer.from_pretrained(\"{manifest['tokenizer']['saved']['folder']}\")` gives these token ids."
+            f"`AutoTokenizer.from_pretrained(\"{manifest['tokenizer']['saved']['folder']}\")` reproduces the shards' `input_ids` from their `text`."
             if manifest["tokenizer"].get("saved")
             else ""
         ),

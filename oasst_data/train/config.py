@@ -9,6 +9,7 @@ ones winning; flags win over all presets. Open-Assistant's key `model_name` is a
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import typing
@@ -28,7 +29,14 @@ ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
 BATCHING = ("buckets", "random")
 MAX_SEED = 2**32 - 1
 # Open-Assistant's names for the same settings (its trainer_sft.py configs).
-ALIASES = {"model_name": "model"}
+# Other spellings a preset file may use: Open-Assistant's config key, and the flags' names where
+# they differ from the field's (a preset written from `--help` must work).
+ALIASES = {
+    "model_name": "model",
+    "num_epochs": "num_train_epochs",
+    "per_device_batch_size": "per_device_train_batch_size",
+    "num_workers": "dataloader_num_workers",
+}
 
 
 def _help(text: str, **kwargs):
@@ -193,9 +201,15 @@ def _typed(data: dict, where: str) -> dict[str, Any]:
     hints = typing.get_type_hints(TrainConfig)
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = ALIASES.get(key, key)
+        spelled = key.replace("-", "_") if isinstance(key, str) else key  # `num-epochs:` as the flag is written
+        name = ALIASES.get(spelled, spelled)
         if name not in hints:
-            raise ConfigError(f"{where}: unknown setting {key!r} (see `oasst-data train --help`)")
+            close = difflib.get_close_matches(str(spelled), [*hints, *ALIASES], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{where}: unknown setting {key!r} ({hint}a preset's keys are the flags' names with _ for -, "
+                "as `oasst-data train --help` lists them, or the README's TrainConfig fields)"
+            )
         out[name] = convert_value(name, value, hints[name], where)
     return out
 

@@ -36,7 +36,7 @@ def resolve_dtype(dtype: str) -> str:
     if dtype == "auto":
         return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if dtype == "fp16" and not cuda:
-        raise ConfigError("dtype fp16 (mixed precision) needs a CUDA GPU; pass --dtype fp32 or bf16 on a CPU")
+        raise ConfigError("dtype fp16 (mixed precision) needs a CUDA GPU; pass --dtype fp32 on a CPU (bf16 works too with --deepspeed none)")
     return dtype
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, OasstDataError
 from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint, run_steps
 from .config import TrainConfig, read_json_object
@@ -210,12 +211,39 @@ def check_output_dir(cfg: TrainConfig) -> None:
             "--resume last (or auto) continues it, or give a new folder to start over"
         )
     final = [name for name in CHECKPOINT_WEIGHTS if (out / name).is_file()]
+    if final and cfg.resume == "auto" and finished_without_checkpoints(cfg) is not None:
+        return  # the same run, finished: train() says so and trains nothing
     if final:
         raise ConfigError(
             f"--output-dir {cfg.output_dir}: holds the final model of an earlier run ({final[0]}); "
             "give a new folder, or move that one away to train here again"
         )
     # Only a run record (a run stopped before it saved anything): nothing to mix, so it starts over.
+
+
+def finished_without_checkpoints(cfg: TrainConfig) -> int | None:
+    """The last step of a run in --output-dir that finished (its final model saved whole) with
+    the same configuration and left no checkpoint (`--save-steps 0`), else None: a scheduler's
+    restart of `--resume auto` then has nothing to train, as after a run that left checkpoints."""
+    out = Path(cfg.output_dir)
+    if any(path.name.startswith(PREFIX_CHECKPOINT) for path in out.iterdir()):
+        return None
+    try:
+        record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    finished = record.get("finished") if isinstance(record, dict) else None
+    if not isinstance(finished, dict) or not isinstance(finished.get("global_step"), int):
+        return None
+    # The same run whatever --resume said; dtype is recorded resolved ('auto' -> fp32).
+    ignored = ("dtype", "resume")
+    recorded = {key: value for key, value in record.get("config", {}).items() if key not in ignored}
+    current = {key: value for key, value in _as_recorded(cfg.to_dict()).items() if key not in ignored}
+    return finished["global_step"] if recorded == current else None
+
+
+def _as_recorded(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 def check_context(cfg: TrainConfig, model_config, splits: list) -> None:
@@ -351,6 +379,11 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     resume = resume_checkpoint(cfg.resume, cfg.output_dir)
     if resume is not None:
         check_same_engine(Path(resume), ds_path is not None)
+    elif cfg.resume == "auto" and Path(cfg.output_dir).is_dir():
+        done = finished_without_checkpoints(cfg)
+        if done is not None:
+            log.info("%s: this run finished at step %d (its final model is there): nothing left to train", cfg.output_dir, done)
+            return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=done)
     tokenizer, build, validation = _open_shards(cfg)
     check_context(cfg, load_config(cfg.model), [build.train, validation])
 
@@ -399,6 +432,8 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
 
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
+    if trainer.is_world_process_zero():
+        _mark_finished(cfg, trainer.state.global_step)
     eval_metrics = _final_eval(trainer) if validation is not None else {}
     return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer)
 
@@ -583,3 +618,11 @@ def _write_run_record(cfg: TrainConfig, manifest: dict, plan: dict, dtype: str) 
         "plan": plan,
     }
     (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _mark_finished(cfg: TrainConfig, global_step: int) -> None:
+    """Record, once the final model is saved whole, that the run finished (and at which step)."""
+    path = Path(cfg.output_dir) / RUN_RECORD
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["finished"] = {"global_step": global_step}
+    atomic_write_bytes(path, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))

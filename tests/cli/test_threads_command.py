@@ -36,6 +36,24 @@ def test_threads_writes_one_object_per_thread_and_prints_the_funnel(tmp_path):
     assert report["by_source"]["alpaca"]["tree_drops"] == {"empty_text": 1}
 
 
+def test_threads_lines_match_the_training_thread_json_schema(tmp_path):
+    """Found by a docs audit: thread.schema.json is the input record kind, which no output line matches."""
+    import jsonschema
+
+    from ..conftest import REPO
+
+    validator = jsonschema.Draft202012Validator(json.loads((REPO / "schemas" / "training_thread.schema.json").read_text()))
+    out = tmp_path / "threads.jsonl"
+    result = runner.invoke(app, ["threads", TREES, "--alpaca", ALPACA, "--system", "Be brief.", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for line in lines:
+        validator.validate(line)
+    assert {line["source"] for line in lines} == {"oasst", "alpaca"}
+    for broken in (dict(lines[0], split="test"), dict(lines[0], messages=lines[0]["messages"][:1]), {k: v for k, v in lines[0].items() if k != "text"}):
+        assert not validator.is_valid(broken)
+
+
 def test_table_output_names_every_drop_reason(tmp_path):
     result = runner.invoke(app, ["threads", TREES, "--top-k", "1", "--out", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 0

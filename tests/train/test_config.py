@@ -88,7 +88,7 @@ def test_flags_override_presets_which_override_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("learning_rat: 1e-4\n", "unknown setting"),
+        ("learning_rat: 1e-4\n", "unknown setting 'learning_rat' \\(did you mean 'learning_rate'\\?"),
         ("gradient_checkpointing: maybe\n", "must be bool"),
         ("per_device_train_batch_size: 2.5\n", "must be int"),
         ("- a list\n", "mapping"),
@@ -107,6 +107,15 @@ def test_bad_presets_are_clear_config_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         resolve_config([str(path)])
+
+
+def test_a_preset_may_use_the_flags_names(tmp_path):
+    """Found by a docs audit: `num_epochs: 2` (from `--num-epochs`) was an unknown setting, and the
+    error sent the user to `--help`, which shows only the flag names."""
+    path = tmp_path / "flags.yaml"
+    path.write_text("num_epochs: 2\nper-device-batch-size: 3\nnum_workers: 1\nmax-steps: 5\n")
+    config = resolve_config([str(path)])
+    assert (config.num_train_epochs, config.per_device_train_batch_size, config.dataloader_num_workers, config.max_steps) == (2, 3, 1, 5)
 
 
 def test_a_preset_that_is_not_utf8_is_a_clear_error(tmp_path):

@@ -371,6 +371,29 @@ def test_resume_auto_starts_afresh_then_continues_and_a_run_that_saved_nothing_i
         train(config(fixture_shards, tiny_model, tmp_path / "new", max_steps=1, resume="last"))
 
 
+def test_resume_auto_after_a_run_that_saved_no_checkpoint_trains_nothing_more(fixture_shards, tiny_model, tmp_path):
+    """Found by a docs audit: after `--save-steps 0`, the identical restart of a finished
+    `--resume auto` job failed ("holds the final model of an earlier run"), where one that had
+    left checkpoints said "nothing left to train"."""
+    out = tmp_path / "run"
+    first = train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
+    assert first.trainer.state.global_step == 2 and not list(out.glob("checkpoint-*"))
+    assert json.loads((out / "oasst_train.json").read_text())["finished"] == {"global_step": 2}
+    weights = (out / "model.safetensors").read_bytes()
+    again = train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
+    assert again.already_finished_at == 2 and again.trainer is None
+    assert (out / "model.safetensors").read_bytes() == weights
+    # Another configuration (more steps, with no checkpoint to continue from) is still refused,
+    # and so is a final model whose run never recorded that it finished (a kill during its save).
+    with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
+        train(config(fixture_shards, tiny_model, out, max_steps=3, save_steps=0, eval_steps=0, resume="auto"))
+    record = json.loads((out / "oasst_train.json").read_text())
+    del record["finished"]
+    (out / "oasst_train.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
+        train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
+
+
 def test_a_damaged_saved_tokenizer_is_named_by_its_checksum(fixture_shards, tiny_model, tmp_path):
     import shutil
 
