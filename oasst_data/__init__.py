@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 from .config import ThreadConfig
 from .conversation import Role, Source, Split, Thread, Turn
-from .errors import BadRecordError, ConfigError, OasstDataError
+from .errors import BadRecordError, ConfigError, CorruptStreamError, OasstDataError
 from .funnel import Funnel
 from .threads import ThreadExtractor, extract_threads, write_threads_jsonl
 
@@ -33,6 +33,7 @@ __all__ = [
     "BuildConfig",
     "BuildResult",
     "ConfigError",
+    "CorruptStreamError",
     "Funnel",
     "OasstDataError",
     "Role",
