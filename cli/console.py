@@ -18,6 +18,8 @@ from rich.markup import escape
 
 from oasst_data.errors import ConfigError, OasstDataError
 
+from .entry import Terminated
+
 err_console = Console(stderr=True)
 out_console = Console()
 
@@ -103,6 +105,9 @@ def user_errors() -> Iterator[None]:
         where = f"{error.filename}: " if error.filename else ""
         err_console.print(f"[bold red]{error_label()}[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except Terminated as stop:
+        err_console.print(f"[bold red]{stop.message}[/]")
+        raise typer.Exit(stop.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         raise typer.Exit(130) from None
