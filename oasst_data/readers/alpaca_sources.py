@@ -81,16 +81,17 @@ class ResolvedAlpaca:
         entry: dict = {"name": self.root.name if local else self.source, "kind": "alpaca-dataset", "split": self.split}
         if self.revision is not None:
             entry["revision"] = self.revision
-        base = self.root
-        entry["files"] = [
-            {
-                "name": os.path.relpath(f.path, base) if base is not None else f.path.name,
-                "size": f.path.stat().st_size,
-                "sha256": sha256_file(f.path),
-            }
-            for f in self.files
-        ]
+        entry["files"] = [{"name": self._file_name(f.path), "size": f.path.stat().st_size, "sha256": sha256_file(f.path)} for f in self.files]
         return entry
+
+    def _file_name(self, path: Path) -> str:
+        """A data file relative to its dataset's folder; one `datasets` prepared in its cache by
+        its name only (no machine path in a manifest)."""
+        if self.root is not None:
+            relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+            if not relative.startswith(".."):
+                return Path(relative).as_posix()
+        return path.name
 
 
 def resolve_alpaca_source(source: str, split: str = "train") -> ResolvedAlpaca:

@@ -297,3 +297,15 @@ def test_resolution_is_by_files_in_reading_order(tmp_path):
     resolved = resolve_alpaca_source(str(folder))
     assert [f.path.name for f in resolved.files] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     assert {f.format for f in resolved.files} == {DataFormat.PARQUET} and resolved.split == "train"
+
+
+def test_a_csv_folder_goes_through_datasets_and_its_cache_files_are_named_without_a_path(tmp_path, hf_home):
+    """The files `datasets` prepared live in its cache: the manifest must not name the machine's path."""
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "train.csv").write_text("instruction,input,output\nq,,a\nq2,x,a2\n")
+    got, reader = read(folder)
+    assert got == [("q", None, "a"), ("q2", "x", "a2")] and hf_home[1] == [str(folder)]
+    described = reader.resolved.describe(lambda path: "sha")
+    assert described["name"] == "csv" and described["split"] == "train"
+    assert [f["name"] for f in described["files"]] and all("/" not in f["name"] for f in described["files"])
