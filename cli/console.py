@@ -105,6 +105,13 @@ def user_errors() -> Iterator[None]:
         where = f"{error.filename}: " if error.filename else ""
         err_console.print(f"[bold red]{error_label()}[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except MemoryError as error:  # pyarrow's ArrowMemoryError too; the work's memory is freed by now
+        detail = str(error).splitlines()[0] if str(error).strip() else "MemoryError"
+        err_console.print(
+            f"[bold red]{error_label()}[/] {escape(f'out of memory ({detail}); a single huge line or message? (README: memory)')}",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     except Terminated as stop:
         err_console.print(f"[bold red]{stop.message}[/]")
         raise typer.Exit(stop.exit_code) from None

@@ -148,6 +148,11 @@ class RowCollector:
         for spill in (self.messages, self.labels, self.trees, self.threads):
             spill.close()
 
+    def abandon(self) -> None:
+        """After a failure: let go of the spill files without writing more into them."""
+        for spill in (self.messages, self.labels, self.trees, self.threads):
+            spill.abandon()
+
 
 class StatsExtractor(ThreadExtractor):
     """A ThreadExtractor that shows every tree and Alpaca record to a RowCollector as it reads."""

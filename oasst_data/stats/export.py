@@ -79,8 +79,10 @@ def export_stats(
         try:
             for thread in extractor.run(paths, alpaca, hook):
                 collector.add_thread(thread)
-        finally:
-            collector.close()
+        except BaseException:
+            collector.abandon()  # writing on (into a full disk) would only hide the first error
+            raise
+        collector.close()
         extractor.forget_seen()  # before polars summarizes: the ids are not needed any more
         log.debug("spilled %d messages, %d threads", collector.messages.rows, collector.threads.rows)
         export = summarize_export(Path(folder), counter is not None, max_length if counter is not None else None)

@@ -83,3 +83,24 @@ def test_a_ctrl_c_while_the_app_is_imported_is_no_traceback(monkeypatch, capsys)
         entry.main()
     assert exited.value.code == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("error", [MemoryError(), "arrow"], ids=["MemoryError", "ArrowMemoryError"])
+def test_running_out_of_memory_is_one_line(tmp_path, monkeypatch, error):
+    """Found by an audit: under `ulimit -v` a MemoryError (or pyarrow's ArrowMemoryError, one of
+    them) printed a traceback."""
+    import pyarrow
+
+    from oasst_data import threads
+
+    raised = pyarrow.ArrowMemoryError("malloc of size 1073741824 failed") if error == "arrow" else error
+
+    def out_of_memory(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(threads.ThreadExtractor, "run", out_of_memory)
+    trees = tmp_path / "t.jsonl"
+    trees.write_text("")
+    result = CliRunner().invoke(app, ["threads", str(trees), "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert " ".join(result.output.split()).startswith("error: out of memory (")

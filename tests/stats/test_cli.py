@@ -109,3 +109,26 @@ def test_a_report_on_standard_output_stays_alone_there(tmp_path):
         jsonschema.validate(report, SCHEMA)
         assert "Drop funnel" in done.stderr or "funnel" in done.stderr.lower()
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_temp_disk_is_one_line_naming_the_spill_file(tmp_path, monkeypatch):
+    """Found by an audit: a full $TMPDIR gave a traceback ending in ArrowInvalid "Operation on
+    closed file" (the cleanup wrote again into the failed writer), and under `ulimit -f` an error
+    that named no file."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    def disk_full(self, batch, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", disk_full)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    result = runner.invoke(app, ["stats", str(TREES), "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "closed file" not in result.output
+    assert "messages.parquet: No space left on device" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the spill folder is gone, no s.json
