@@ -20,8 +20,15 @@ from oasst_data.errors import ConfigError, OasstDataError
 
 from .entry import Terminated
 
-err_console = Console(stderr=True)
-out_console = Console()
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich's own handling exits with status 1 at once, past user_errors: a closed pipe
+        # (`... | head`) then looked like a failure; raised instead, it ends as 141, as Unix tools do.
+        raise BrokenPipeError
+
+
+err_console = _Console(stderr=True)
+out_console = _Console()
 
 
 def setup_logging(verbose: bool) -> None:

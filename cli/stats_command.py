@@ -98,10 +98,13 @@ def stats(
                     max_length if max_length is not None else DEFAULT_MAX_LENGTH,
                     progress=lambda done: progress.update(task, completed=done),
                 )
+        # The files first: the tables may go to a pipe that closes early (`| head`), and the
+        # statistics must not be lost with it.
+        written = write_report(report, json_out, html_out, markdown_out)
         if not quiet:
             # A report written to standard output keeps it to itself: the tables go to stderr.
             tables_console = err_console if any(is_stdout(path) for path in (json_out, html_out, markdown_out) if path) else out_console
             for table in render_tables(report):
                 tables_console.print(table)
-        for written in write_report(report, json_out, html_out, markdown_out):
-            err_console.print(f"wrote {escape(str(written))}")
+        for path in written:
+            err_console.print(f"wrote {escape(str(path))}")

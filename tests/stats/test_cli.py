@@ -132,3 +132,25 @@ def test_a_full_temp_disk_is_one_line_naming_the_spill_file(tmp_path, monkeypatc
     assert "Traceback" not in result.output and "closed file" not in result.output
     assert "messages.parquet: No space left on device" in " ".join(result.output.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # the spill folder is gone, no s.json
+
+
+def test_a_closed_stdout_pipe_loses_no_report_file_and_exits_141(tmp_path):
+    """Found by an audit: `stats ... --json FILE | head -1` exited 1 without writing FILE (the
+    tables came first, and rich turned the closed pipe into SystemExit(1))."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "s.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write to stdout meets a closed pipe
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "oasst_data_cli", "stats", str(TREES), "--json", str(out)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(out.read_text())["kind"] == "export"
