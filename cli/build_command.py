@@ -164,6 +164,8 @@ def verify(out_dir: Annotated[Path, typer.Argument(help="A build's output direct
             err_console.print(f"[red]missing:[/] {escape(path)}")
         for path in report.unlisted:
             err_console.print(f"[red]not in manifest:[/] {escape(path)}")
+        for path, why in report.unreadable:
+            err_console.print(f"[red]unreadable:[/] {escape(path)} ({escape(why)})")
         if not report.ok:
             raise typer.Exit(1)
         out_console.print(f"[green]ok[/]: {report.checked} files (shards and tokenizer) match the manifest")

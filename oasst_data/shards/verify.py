@@ -15,15 +15,17 @@ class VerifyReport:
     mismatched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, why): permissions, I/O errors
 
     @property
     def ok(self) -> bool:
-        return not (self.mismatched or self.missing or self.unlisted)
+        return not (self.mismatched or self.missing or self.unlisted or self.unreadable)
 
     def damage(self, limit: int = 3) -> str | None:
         """What stops the build from being read as the manifest describes it (listed files missing
         or changed; unlisted extra shards are ignored by readers), in one line; None if nothing."""
         problems = [f"checksum differs: {p}" for p in self.mismatched] + [f"missing: {p}" for p in self.missing]
+        problems += [f"unreadable: {p} ({why})" for p, why in self.unreadable]
         if not problems:
             return None
         more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
@@ -42,6 +44,7 @@ def verify_shards(out_dir: str | Path) -> VerifyReport:
     report.checked += saved.checked
     report.mismatched += saved.mismatched
     report.missing += saved.missing
+    report.unreadable += saved.unreadable
     data = out_dir / "data"
     if data.is_dir():
         for path in sorted(data.rglob("*.parquet")):
@@ -67,6 +70,11 @@ def _check_file(out_dir: Path, relative: str, digest: str, report: VerifyReport)
     if not path.is_file():
         report.missing.append(relative)
         return
+    try:
+        actual = sha256_file(path)
+    except OSError as error:  # one unreadable file must not hide the state of the others
+        report.unreadable.append((relative, error.strerror or str(error)))
+        return
     report.checked += 1
-    if sha256_file(path) != digest:
+    if actual != digest:
         report.mismatched.append(relative)

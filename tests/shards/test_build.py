@@ -151,6 +151,31 @@ def test_manifest_checksums_and_verify_names_a_changed_shard(tmp_path):
     assert manifest["shards"][0]["path"] in result.stderr
 
 
+def test_verify_reports_an_unreadable_shard_and_checks_the_others(tmp_path, monkeypatch):
+    """Found by an audit: the first unreadable shard (permissions, an I/O error) stopped `verify`
+    with one error line, so a deleted or changed shard after it went unreported."""
+    import errno
+
+    from oasst_data.shards import verify
+
+    out = tmp_path / "shards"
+    build_shards(fixture_config(), out)
+    paths = [shard["path"] for shard in load_manifest(out)["shards"]]
+    assert len(paths) >= 3
+    (out / paths[2]).unlink()
+    real = verify.sha256_file
+
+    def unreadable_first(path):
+        if Path(path) == out / paths[0]:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(verify, "sha256_file", unreadable_first)
+    report = verify_shards(out)
+    assert report.unreadable == [(paths[0], "Permission denied")] and report.missing == [paths[2]] and not report.ok
+    assert report.damage().startswith(f"missing: {paths[2]}; unreadable: {paths[0]} (Permission denied)")
+
+
 def test_manifest_content(fixture_build):
     manifest = load_manifest(fixture_build)
     assert manifest["format_version"] == 1
