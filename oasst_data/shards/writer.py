@@ -71,6 +71,26 @@ def plan_parts(
 # time it is reopened), so a build with thousands of shards stays far below a common soft
 # RLIMIT_NOFILE of 1024 instead of failing with "Too many open files".
 MAX_OPEN_GROUP_FILES = 128
+# File descriptors left for everything else while routing (the spill file, logging, the tokenizer).
+_SPARE_DESCRIPTORS = 16
+
+
+def group_files_allowed(wanted: int = MAX_OPEN_GROUP_FILES) -> int:
+    """How many group files may be open at once under this process's descriptor limit: a low
+    `ulimit -n` (64) failed a build with "Too many open files" that fewer open files would pass."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # no resource module on Windows
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 32  # a guess where /proc is not there (macOS)
+    return max(1, min(wanted, soft - in_use - _SPARE_DESCRIPTORS))
 
 
 class GroupFiles:
@@ -122,7 +142,7 @@ def route_to_groups(
     """Stream the spill file once, appending each row to its group's files; returns each
     group's segment files, groups in (split, bucket, part) order."""
     groups_dir.mkdir(parents=True, exist_ok=True)
-    files = GroupFiles(groups_dir, MAX_OPEN_GROUP_FILES if max_open is None else max_open)
+    files = GroupFiles(groups_dir, group_files_allowed() if max_open is None else max_open)
     start = 0
     try:
         with pa.OSFile(str(spill_path), "rb") as source:

@@ -218,3 +218,33 @@ def test_a_quarantine_that_fills_the_disk_names_it_and_is_discarded(tmp_path):
     # Not "a file an earlier run left ... is kept": there is none.
     assert "earlier run" not in done.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_a_low_descriptor_limit_opens_fewer_group_files(tmp_path):
+    """Found by an audit: under `ulimit -n 64` a build with many shards failed with "Too many open
+    files"; the routing now keeps as many group files open as the limit leaves room for."""
+    import subprocess
+    import sys
+
+    from ..conftest import FIXTURES
+
+    export = tmp_path / "export.jsonl"
+    script = FIXTURES.parent / "benchmarks" / "make_scaled_export.py"
+    subprocess.run([sys.executable, str(script), "--out", str(export), "--trees", "1500", "--seed", "2"], check=True, capture_output=True)
+    limited = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from oasst_data.shards.writer import group_files_allowed\n"
+        "print(group_files_allowed(), file=sys.stderr)\n"
+        "sys.argv = ['oasst-data', *sys.argv[1:]]\n"
+        "from oasst_data_cli.entry import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", limited, "build", str(export), "--tokenizer", str(FIXTURES / "tokenizer"),
+         "--out", str(tmp_path / "b"), "--shard-rows", "10"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 1 <= int(done.stderr.split()[0]) < 64 - 16
+    assert len(list((tmp_path / "b" / "data").rglob("*.parquet"))) > 100
