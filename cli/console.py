@@ -115,7 +115,7 @@ def user_errors() -> Iterator[None]:
     except MemoryError as error:  # pyarrow's ArrowMemoryError too; the work's memory is freed by now
         detail = str(error).splitlines()[0] if str(error).strip() else "MemoryError"
         err_console.print(
-            f"[bold red]{error_label()}[/] {escape(f'out of memory ({detail}); a single huge line or message? (README: memory)')}",
+            f"[bold red]{error_label()}[/] {escape(f'out of memory ({detail}); a single huge line? README, Build output: memory')}",
             highlight=False, soft_wrap=True,
         )
         raise typer.Exit(1) from None

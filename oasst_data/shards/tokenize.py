@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..conversation import Role, Thread
+from ..long_texts import BoundedEncoder
 from ..serialize import ASSISTANT, EOS, PROMPTER, SYSTEM, contains_marker
 from ..tokenizer import LoadedTokenizer
 
@@ -63,6 +64,8 @@ class ThreadTokenizer:
         # change the user's tokenizer object.
         self.content_encoder = Tokenizer.from_str(loaded.tokenizer.backend_tokenizer.to_str())
         self.content_encoder.encode_special_tokens = True
+        # A row holds max_length tokens: a text with more is encoded from a prefix (bounded memory).
+        self._bounded = BoundedEncoder(self.content_encoder, max_length)
         self.eos = np.array([loaded.eos_token_id], dtype=np.int32)
         self.eos_text = loaded.tokenizer.eos_token or EOS
         self.marker = {
@@ -89,8 +92,7 @@ class ThreadTokenizer:
         self.counts.marker_text_messages = len(seen)
 
     def encode_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
-        encodings = self.content_encoder.encode_batch(list(texts), add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+        return [np.asarray(ids, dtype=np.int32) for ids in self._bounded.encode_ids(texts)]
 
     def unique_texts(self, threads: Sequence[Thread]) -> tuple[list[str], list[list[int]]]:
         """Distinct texts of the batch, and for each thread the index of each turn's text."""

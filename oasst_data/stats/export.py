@@ -72,6 +72,8 @@ def export_stats(
     if not paths and not alpaca:
         raise OasstDataError("nothing to describe: give at least one export file or an Alpaca source")
     counter = TokenCounter.load(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    if counter is not None:
+        counter.bound(max(max_length, 1) + 1)  # exact up to max_length, so over-long threads are known
     with scratch_folder(STATS_SCRATCH_PREFIX) as folder:
         collector = RowCollector(Path(folder), counter, batch_rows=batch_rows)
         extractor = StatsExtractor(config, collector)
@@ -86,6 +88,12 @@ def export_stats(
         extractor.forget_seen()  # before polars summarizes: the ids are not needed any more
         log.debug("spilled %d messages, %d threads", collector.messages.rows, collector.threads.rows)
         export = summarize_export(Path(folder), counter is not None, max_length if counter is not None else None)
+    if counter is not None and counter.capped:
+        log.warning(
+            "%d message(s) longer than %s characters: their tokens were counted from that prefix (each has "
+            "more than %d, so the threads holding them are over-long either way); token totals are lower bounds",
+            counter.capped, f"{counter.cap_chars:,}", max_length,
+        )
     funnel = extractor.funnel.to_dict()
     funnel["by_source"] = {name: f.to_dict() for name, f in sorted(extractor.funnels.items())}
     funnel["quarantined"] = extractor.handler.count
