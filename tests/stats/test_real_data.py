@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 
-from oasst_data.stats import export_stats, shard_stats
+from oasst_data.stats import export_stats, shard_stats, to_json
 
 from ..conftest import REAL_TOKENIZER, REAL_TREES, needs_real_data, needs_real_tokenizer
-from .helpers import runner
+from .helpers import SCHEMA, runner
 
 pytestmark = needs_real_data
 
@@ -17,7 +20,13 @@ def report() -> dict:
     return export_stats([REAL_TREES])
 
 
+def _assert_valid(report: dict) -> None:
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(json.loads(to_json(report)))]
+    assert errors == []
+
+
 def test_real_export_figures(report):
+    _assert_valid(report)
     e = report["export"]
     assert e["totals"]["trees"] == 100
     assert e["totals"]["messages"] == 1167
@@ -38,8 +47,10 @@ def test_real_export_and_build_agree_on_threads_and_truncation(tmp_path):
     out = tmp_path / "shards"
     result = runner.invoke(app, ["build", str(REAL_TREES), "--tokenizer", str(REAL_TOKENIZER), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    e = export_stats([REAL_TREES], tokenizer=str(REAL_TOKENIZER))["export"]
-    s = shard_stats(out)["shards"]
+    export_report, shard_report = export_stats([REAL_TREES], tokenizer=str(REAL_TOKENIZER)), shard_stats(out)
+    for report in (export_report, shard_report):  # both match schemas/stats.schema.json
+        _assert_valid(report)
+    e, s = export_report["export"], shard_report["shards"]
     assert e["totals"]["threads"] == s["totals"]["rows"] == 538
     o = s["overflow"]
     # Threads over 2,048 tokens are exactly the rows the build truncated (or dropped).
