@@ -309,3 +309,18 @@ def test_a_csv_folder_goes_through_datasets_and_its_cache_files_are_named_withou
     described = reader.resolved.describe(lambda path: "sha")
     assert described["name"] == "csv" and described["split"] == "train"
     assert [f["name"] for f in described["files"]] and all("/" not in f["name"] for f in described["files"])
+
+
+def test_the_alpaca_benchmark_runs_and_checks_both_readers_agree():
+    """benchmarks/bench_alpaca.py at a small size (its figures are in benchmarks/README.md)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_alpaca.py", "--rows", "4000", "--repeat", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| 4,000 |" in done.stderr
