@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from oasst_data.errors import ConfigError, OasstDataError
 
-from .entry import Terminated
+from .entry import termination
 
 class _Console(Console):
     def on_broken_pipe(self) -> None:
@@ -95,36 +95,56 @@ def error_label() -> str:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the package's own errors, and the system's, into one red line and exit code 1 (no traceback)."""
+    """Turn the package's own errors, and the system's, into one red line and exit code 1 (no traceback).
+
+    Once a SIGTERM or SIGHUP came, whatever unwinding meets ends as that termination (128 + its
+    number): an error raised by the cleanup, or torch's error for a DataLoader worker the same
+    signal killed, is a consequence, not the cause."""
     try:
         yield
-    except OasstDataError as error:
+    except typer.Exit:
+        raise
+    except BaseException as error:
+        stop = termination()
+        if stop is None:
+            _report(error)
+            raise
+        _print_last(f"[bold red]{escape(stop.message)}[/]")
+        raise typer.Exit(stop.exit_code) from None
+
+
+def _report(error: BaseException) -> None:
+    """Raise typer.Exit for an error the user can act on, after one line saying it; else return."""
+    if isinstance(error, OasstDataError):
         message = name_the_option(str(error)) if isinstance(error, ConfigError) else str(error)
         err_console.print(f"[bold red]{error_label()}[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    except BrokenPipeError:
+    if isinstance(error, BrokenPipeError):
         # The reader went away (`... --out /dev/stdout | head`): stop quietly, as Unix tools do;
         # stdout goes to /dev/null so the flush at exit does not complain again.
         with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(141) from None  # 128 + SIGPIPE
-    except OSError as error:  # the machine's answer (disk full, permissions): no traceback either
+    if isinstance(error, OSError):  # the machine's answer (disk full, permissions): no traceback either
         where = f"{error.filename}: " if error.filename else ""
         err_console.print(f"[bold red]{error_label()}[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    except MemoryError as error:  # pyarrow's ArrowMemoryError too; the work's memory is freed by now
+    if isinstance(error, MemoryError):  # pyarrow's ArrowMemoryError too; the work's memory is freed by now
         detail = str(error).splitlines()[0] if str(error).strip() else "MemoryError"
         err_console.print(
             f"[bold red]{error_label()}[/] {escape(f'out of memory ({detail}); a single huge line? README, Build output: memory')}",
             highlight=False, soft_wrap=True,
         )
         raise typer.Exit(1) from None
-    except Terminated as stop:
-        err_console.print(f"[bold red]{stop.message}[/]")
-        raise typer.Exit(stop.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
+    if isinstance(error, KeyboardInterrupt):
+        _print_last("[bold red]interrupted[/]")
         raise typer.Exit(130) from None
+
+
+def _print_last(markup: str) -> None:
+    """The run's last line; a terminal that is gone (SIGHUP) cannot take it, and that is fine."""
+    with contextlib.suppress(OSError, ValueError):
+        err_console.print(markup)
 
 
 def is_interactive() -> bool:

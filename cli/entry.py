@@ -5,16 +5,23 @@
 SIGTERM and SIGHUP (what `timeout`, Slurm, `docker stop`, systemd and a closed terminal send) end
 a run the way Ctrl-C does: Python's default for them exits at once, skipping the cleanup that
 removes temp files, a build's staging folder and a stats spill folder (a 333 MB temp file was left).
+Once one came, the run ends with 128 + its number whatever else unwinding meets (a DataLoader
+worker killed by the same signal, a closed terminal), and a second one does not cut the cleanup
+short.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the work is, so every `finally` and cleanup runs."""
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the work is, so every `finally` and cleanup runs.
+
+    Not a KeyboardInterrupt: click would turn that into its own exit (130, no message)."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -29,15 +36,67 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
-def _raise_terminated(signum, frame) -> None:
+_received: int | None = None  # the termination signal, once one came
+_raise_again = False  # its exception was dropped (in a finalizer): raise it once more
+
+
+def termination() -> Terminated | None:
+    """The termination under way, if a SIGTERM or SIGHUP came."""
+    return Terminated(_received) if _received is not None else None
+
+
+def _on_termination_signal(signum, frame) -> None:
+    global _received, _raise_again
+    if _received is not None and not _raise_again:
+        return  # a second signal while the run stops: let the cleanup finish
+    _received, _raise_again = signum, False
+    sigchld = getattr(signal, "SIGCHLD", None)
+    if sigchld is not None and callable(signal.getsignal(sigchld)):
+        # torch's DataLoader raises from its SIGCHLD handler when a worker dies of a signal, as the
+        # workers do when the whole process group is terminated (Slurm, `kill -- -PGID`): that
+        # error would land in the middle of the cleanup. Stopping is decided already.
+        signal.signal(sigchld, signal.SIG_DFL)
     raise Terminated(signum)
 
 
+def _on_unraisable(unraisable) -> None:
+    """An exception raised in a `__del__` or a finalizer is printed and dropped by Python: a
+    Terminated raised there would let the run go on (to exit 0). The signal is sent again a moment
+    later instead (raised inside this hook, it would be dropped too), and its handler raises then."""
+    global _raise_again
+    if isinstance(unraisable.exc_value, Terminated):
+        _raise_again = True
+        signum = unraisable.exc_value.signum
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    if _received is not None:
+        return  # a finalizer failing while the run stops (a DataLoader's workers, killed by the same signal)
+    _previous_unraisable_hook(unraisable)
+
+
+_previous_unraisable_hook = sys.unraisablehook
+
+
 def install_signal_handlers() -> None:
+    installed = False
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)  # no SIGHUP on Windows
         if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:  # an ignored SIGHUP (nohup) stays ignored
-            signal.signal(signum, _raise_terminated)
+            signal.signal(signum, _on_termination_signal)
+            installed = True
+    if installed:
+        sys.unraisablehook = _on_unraisable
+
+
+def say(message: str) -> None:
+    """A last line on stderr; a terminal that is gone (SIGHUP) cannot take it, and that is fine."""
+    try:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def main() -> None:
@@ -46,9 +105,21 @@ def main() -> None:
         from .app import main as run_app
 
         run_app()
-    except Terminated as stop:  # one during the work is caught by the command (console.user_errors)
-        sys.stderr.write(stop.message + "\n")
-        raise SystemExit(stop.exit_code) from None
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
+    except BaseException as error:
+        stop = termination()
+        if stop is not None:
+            # Whatever unwinding met (an error line already printed, a worker killed by the same
+            # signal, a terminal that is gone), the run was terminated.
+            if not (isinstance(error, SystemExit) and error.code == stop.exit_code):
+                say(stop.message)
+            raise SystemExit(stop.exit_code) from None
+        if isinstance(error, KeyboardInterrupt):
+            say("interrupted")
+            raise SystemExit(130) from None
+        if isinstance(error, BrokenPipeError):  # a command that prints outside user_errors (`filters | head`)
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise SystemExit(141) from None
+        raise

@@ -82,3 +82,52 @@ def test_a_terminated_run_cleans_up_and_says_so(tmp_path, signum, command):
     assert f"terminated ({name})" in done.stderr and "Traceback" not in done.stderr
     assert list(out.iterdir()) == [], "a temp file, staging folder or lock was left"
     assert list(scratch.iterdir()) == [], "a spill folder was left"
+
+
+_SIGNAL_IN_A_FINALIZER = textwrap.dedent(
+    """
+    import sys, time
+    from oasst_data.threads import ThreadExtractor
+
+    class SlowToDelete:
+        def __del__(self):
+            print("deleting", file=sys.stderr, flush=True)
+            time.sleep(5)  # the signal lands here, where Python drops any exception raised
+
+    real_run = ThreadExtractor.run
+
+    def run_with_a_finalizer(self, *args, **kwargs):
+        for index, thread in enumerate(real_run(self, *args, **kwargs)):
+            if index == 0:
+                SlowToDelete()
+                time.sleep(600)  # a long run goes on: the signal must still stop it
+            yield thread
+
+    ThreadExtractor.run = run_with_a_finalizer
+    sys.argv = ["oasst-data", *sys.argv[1:]]
+    from oasst_data_cli.entry import main
+    main()
+    """
+)
+
+
+def test_a_signal_that_lands_in_a_finalizer_still_stops_the_run(tmp_path):
+    """Found by a review: raised inside a `__del__`, the Terminated was printed as "Exception
+    ignored" and dropped, and the run went on to exit 0."""
+    out = tmp_path / "t.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SIGNAL_IN_A_FINALIZER, "threads", TREES, "--out", str(out)],
+        cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        for line in process.stderr:
+            if "deleting" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        rest = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, rest
+    assert "terminated (SIGTERM)" in rest and "Exception ignored" not in rest
+    assert not out.exists() and list(tmp_path.iterdir()) == []
