@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -513,3 +514,36 @@ def test_run_name_names_the_tensorboard_folder(fixture_shards, tiny_model, tmp_p
     assert list((out / "runs" / "myrun").glob("events.out.tfevents.*"))
     assert [p.name for p in (out / "runs").iterdir()] == ["myrun"]
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ
+
+
+def test_a_sigterm_to_the_whole_process_group_ends_training_with_143(fixture_shards, tiny_model, tmp_path):
+    """Found by two audits: Slurm and `kill -- -PGID` signal the DataLoader workers too; torch then
+    raised "DataLoader worker ... is killed by signal" from its SIGCHLD handler in the middle of the
+    cleanup: exit 1 and a 70-line traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = [
+        sys.executable, "-m", "oasst_data_cli", "train", "--shards", str(fixture_shards), "--model", str(tiny_model),
+        "--random-init", "--tokenizer", str(FIXTURE_TOKENIZER), "--dtype", "fp32", "--max-steps", "100000",
+        "--eval-steps", "0", "--save-steps", "0", "--num-workers", "2", "--logging-steps", "1", "--output-dir", str(out),
+    ]
+    process = subprocess.Popen(args, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if "loss" in line and "step" in line:
+                break
+        os.killpg(process.pid, signal.SIGTERM)
+        rest = process.stdout.read()
+        process.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, "".join(seen) + rest
+    assert "terminated (SIGTERM)" in rest
+    assert "Traceback" not in rest and "Exception ignored" not in rest
