@@ -78,7 +78,8 @@ class ResolvedAlpaca:
             return {"name": path.name, "kind": "alpaca", "size": path.stat().st_size, "sha256": sha256_file(path)}
         # A local folder by its name (as files are: no machine path); a Hub dataset by its id.
         local = self.root is not None and self.revision is None
-        entry: dict = {"name": self.root.name if local else self.source, "kind": "alpaca-dataset", "split": self.split}
+        name = Path(os.path.abspath(self.root)).name if local else self.source  # `x/..` by its own name
+        entry: dict = {"name": name, "kind": "alpaca-dataset", "split": self.split}
         if self.revision is not None:
             entry["revision"] = self.revision
         entry["files"] = [{"name": self._file_name(f.path), "size": f.path.stat().st_size, "sha256": sha256_file(f.path)} for f in self.files]
@@ -88,9 +89,12 @@ class ResolvedAlpaca:
         """A data file relative to its dataset's folder; one `datasets` prepared in its cache by
         its name only (no machine path in a manifest)."""
         if self.root is not None:
-            relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
-            if not relative.startswith(".."):
-                return Path(relative).as_posix()
+            # As given, then with links resolved (a folder given through a symlink: `datasets`
+            # lists its files by their real path; a Hub snapshot's files are links into blobs/).
+            for base, file in ((os.path.abspath(self.root), os.path.abspath(path)), (os.path.realpath(self.root), os.path.abspath(path))):
+                relative = os.path.relpath(file, base)
+                if not relative.startswith(".."):
+                    return Path(relative).as_posix()
         return path.name
 
 
@@ -152,14 +156,16 @@ def _looks_local(source: str) -> bool:
 def _resolve_folder(source: str, folder: Path, split: str) -> ResolvedAlpaca:
     if _saved_to_disk(folder):
         return _resolve_saved(source, folder, split)
-    by_split = _data_files_by_split(source, folder)
+    by_split, options = _data_files_by_split(source, folder)
     chosen = choose_split(source, list(by_split), split)
     if not _has_configs(folder):
         _refuse_mixed_formats(source, folder, chosen)
     files = by_split[chosen]
-    if not all(_read_here(f) for f in files):
-        # CSV, or a compression the file readers do not open (xz, bz2): `datasets` reads those
-        return ResolvedAlpaca(source, root=folder, split=chosen, hub_name=str(folder))
+    if options or not all(_read_here(f) for f in files):
+        # CSV, a compression the file readers do not open (xz, bz2), or reading options in the
+        # README's config (`field:`, `columns:`, `features:`): `datasets` reads those as it says.
+        log.debug("%s: read by datasets (options: %s)", source, ", ".join(options) or "none")
+        return ResolvedAlpaca(source, root=folder, split=chosen, hub_name=os.path.abspath(folder))
     return ResolvedAlpaca(source, [DataFile(f, file_format(f)) for f in files], root=folder, split=chosen)
 
 
@@ -190,27 +196,49 @@ def _read_here(path: Path) -> bool:
     return bool(suffixes) and (suffixes[-1] in _JSON_SUFFIXES or suffixes[-1] in _TABLE_SUFFIXES)
 
 
-def _data_files_by_split(source: str, folder: Path) -> dict[str, list[Path]]:
+class NoDataFilesError(OasstDataError):
+    """A folder in which `datasets` finds no data file."""
+
+
+def _data_files_by_split(source: str, folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
     """Split name -> files, as `datasets.load_dataset(folder)` would read them: its default
-    patterns (`data/train-*`, `test.json`, ...) or the README's `configs:`."""
+    patterns (`data/train-*`, `test.json`, ...) or the README's `configs:`; and the reading
+    options that config sets (`field`, `columns`, `features`, ...), which only `datasets` applies."""
     import datasets
 
     # The builder only resolves the files here; its cache folder would take a lock in the user's
-    # Hugging Face cache (which may be read-only), so it gets a temporary one.
+    # Hugging Face cache (which may be read-only), so it gets a temporary one. An absolute path:
+    # `datasets` refuses "." as a dataset name.
     with tempfile.TemporaryDirectory(prefix="oasst-alpaca-") as cache:
         try:
-            builder = datasets.load_dataset_builder(str(folder), cache_dir=cache)
+            builder = datasets.load_dataset_builder(os.path.abspath(folder), cache_dir=cache)
         except ValueError as error:
             if "config name is missing" in str(error).lower():
                 raise OasstDataError(_several_configs(source, folder)) from None
             raise OasstDataError(_not_a_dataset(source, error)) from None
         except Exception as error:  # datasets raises many types (no data files, bad README)
-            raise OasstDataError(_not_a_dataset(source, error)) from None
+            raise NoDataFilesError(_not_a_dataset(source, error)) from None
     data_files = builder.config.data_files or {}
     by_split = {str(name): [Path(str(f)) for f in files] for name, files in data_files.items()}
     if not any(by_split.values()):
-        raise OasstDataError(_not_a_dataset(source, "no data files"))
-    return by_split
+        raise NoDataFilesError(_not_a_dataset(source, "no data files"))
+    return by_split, _reading_options(builder.config)
+
+
+# BuilderConfig fields that say which files or which config, not how to read them.
+_LOCATION_FIELDS = frozenset(("name", "version", "data_dir", "data_files", "description"))
+
+
+def _reading_options(config) -> list[str]:
+    """The fields of a builder config that differ from that config class's defaults."""
+    import dataclasses
+
+    try:
+        default = type(config)(name=config.name, data_files=config.data_files, data_dir=config.data_dir)
+        names = [f.name for f in dataclasses.fields(config) if f.name not in _LOCATION_FIELDS]
+    except Exception:  # an unusual config class: nothing known about it
+        return []
+    return [name for name in names if getattr(config, name, None) != getattr(default, name, None)]
 
 
 def _several_configs(source: str, folder: Path) -> str:
@@ -315,7 +343,12 @@ def _resolve_hub_name(source: str, split: str) -> ResolvedAlpaca:
     snapshot = _cached_snapshot(source)
     if snapshot is None:
         return ResolvedAlpaca(source, hub_name=source)
-    resolved = _resolve_folder(source, snapshot, split)
+    try:
+        resolved = _resolve_folder(source, snapshot, split)
+    except NoDataFilesError:
+        # A snapshot without its data files (a pruned cache; an older `datasets` kept the data in
+        # its own downloads folder): `load_dataset` may still have it prepared.
+        return ResolvedAlpaca(source, hub_name=source)
     resolved.revision = snapshot.name
     return resolved
 
@@ -332,5 +365,5 @@ def _cached_snapshot(name: str) -> Path | None:
 
 
 def _first_line(error: object) -> str:
-    text = str(error)
-    return text.splitlines()[0] if text.strip() else type(error).__name__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -38,13 +38,13 @@ def iter_table_rows(path: Path, data_format: DataFormat, columns: Sequence[str])
     try:
         if data_format is DataFormat.PARQUET:
             parquet = pq.ParquetFile(path)
-            present = [name for name in columns if name in parquet.schema_arrow.names]
+            present = [name for name in parquet.schema_arrow.names if name in columns]  # in file order
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=present):
                 yield from batch.to_pylist()
             return
         with pa.memory_map(str(path)) as source:
             reader = _open_arrow(source)
-            present = [name for name in columns if name in reader.schema.names]
+            present = [name for name in reader.schema.names if name in columns]
             for batch in _arrow_batches(reader):
                 # An Arrow batch may hold a whole file's rows: convert a slice at a time.
                 batch = batch.select(present)

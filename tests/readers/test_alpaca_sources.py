@@ -324,3 +324,55 @@ def test_the_alpaca_benchmark_runs_and_checks_both_readers_agree():
     )
     assert done.returncode == 0, done.stderr
     assert "| 4,000 |" in done.stderr
+
+
+# --- from a review of the above ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [".", "./", "sub/.."])
+def test_the_current_folder_may_be_given_as_dot(tmp_path, monkeypatch, spelling):
+    """`--alpaca .` worked before the rewrite; `datasets` refuses "." as a dataset name."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "train.json").write_text(json.dumps(ROWS))
+    monkeypatch.chdir(tmp_path)
+    got, reader = read(spelling)
+    assert got == as_tuples(ROWS)
+    assert reader.resolved.describe(lambda path: "sha")["name"] == tmp_path.name
+
+
+def test_reading_options_in_a_readme_config_go_through_datasets(tmp_path, hf_home):
+    """`field: data` (records inside an object) was ignored: every record a bad one."""
+    folder = tmp_path / "fielded"
+    folder.mkdir()
+    (folder / "data.json").write_text(json.dumps({"version": 1, "data": ROWS}))
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data.json\n  field: data\n---\n"
+    )
+    got, _ = read(folder)
+    assert got == as_tuples(ROWS) and hf_home[1] == [os.path.abspath(folder)]
+
+
+def test_a_cached_hub_snapshot_without_its_data_files_falls_back_to_datasets(tmp_path, monkeypatch, hf_home):
+    from huggingface_hub import constants
+
+    home, calls = hf_home
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    revision = "0" * 40
+    _hub_snapshot(home, "someone/pruned", revision, ROWS)
+    for link in (home / "hub" / "datasets--someone--pruned" / "snapshots" / revision / "data").iterdir():
+        link.unlink()
+    with pytest.raises(OasstDataError) as raised:
+        read("someone/pruned")
+    assert "is a directory" not in str(raised.value) and "offline, and it is neither" in str(raised.value)
+    assert "cannot load Alpaca dataset 'someone/pruned'" in str(raised.value)
+
+
+def test_a_folder_given_through_a_symlink_names_its_files_within_it(tmp_path):
+    real = tmp_path / "real"
+    write_parquet(real / "data" / "train-00000-of-00001.parquet", ROWS)
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    _, reader = read(link)
+    described = reader.resolved.describe(lambda path: "sha")
+    assert described["name"] == "link" and [f["name"] for f in described["files"]] == ["data/train-00000-of-00001.parquet"]
