@@ -5,8 +5,10 @@ so a 30 MB message took 5 GB and a 300 MB one aborted the process inside Rust. A
 most `max_length` tokens, and no token covers more than `longest_token` characters (the longest
 vocabulary entry), so a text longer than `max_length * longest_token` characters has more tokens
 than any row holds. Such a text is encoded from a prefix that long plus a margin, and its first
-`max_length` ids are kept: they lie at least the margin before the cut, where the cut cannot
-change them (pre-tokenization and BPE decide each piece from its own characters and its next).
+`max_length` ids are kept when they end at least the margin before the cut, where the cut cannot
+change them (pre-tokenization and BPE decide each piece from its own characters and its next);
+else (a token longer than the vocabulary's longest: WordPiece's [UNK] for a long word) the text
+is encoded whole.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ class BoundedEncoder:
         if not long:
             return [encoding.ids for encoding in self.encoder.encode_batch(list(texts), add_special_tokens=False)]
         batch = [text[: self.cap] if len(text) > self.cap else text for text in texts]
-        ids = [encoding.ids for encoding in self.encoder.encode_batch(batch, add_special_tokens=False)]
+        encodings = self.encoder.encode_batch(batch, add_special_tokens=False)
+        ids = [encoding.ids for encoding in encodings]
         for index in long:
-            if len(ids[index]) >= self.keep:
+            encoding = encodings[index]
+            # The kept ids must end the margin before the cut. They do whenever the premise holds;
+            # where it does not (a normalizer that drops characters; WordPiece's [UNK] for a word
+            # of any length), the text is encoded whole, in the memory that takes.
+            if len(ids[index]) >= self.keep and encoding.offsets[self.keep - 1][1] <= self.cap - MARGIN_CHARS:
                 ids[index] = ids[index][: self.keep]
                 self.capped += 1
-            else:  # a normalizer that drops characters: the prefix held fewer; encode it whole
+            else:
                 ids[index] = self.encoder.encode(texts[index], add_special_tokens=False).ids
         return ids

@@ -93,3 +93,22 @@ def test_stats_counts_a_huge_message_as_over_long_and_says_totals_are_lower_boun
     assert "1 message(s) longer than" in caplog.text and "token totals are lower bounds" in caplog.text
     threads = report["export"]["threads"]
     assert threads["over_max_length"] == 1 and threads["tokens"]["max"] > 64
+
+
+def test_a_token_longer_than_the_vocabularys_longest_falls_back_to_the_whole_text():
+    """Found by a review: WordPiece maps a word over 100 characters to one [UNK], so a token may
+    cover more than the longest vocabulary entry; the cut word then split into other pieces."""
+    import random
+
+    from tokenizers import models, normalizers, pre_tokenizers, trainers
+
+    rng = random.Random(0)
+    corpus = [" ".join("".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 8))) for _ in range(30)) for _ in range(300)]
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[UNK]"]))
+    for keep in (30, 37, 100):
+        bounded = BoundedEncoder(wordpiece, keep)
+        text = " ".join(["j" * 150] * (bounded.cap // 151 + 50))  # each word one [UNK] of 150 characters
+        assert bounded.encode_ids([text])[0][:keep] == wordpiece.encode(text, add_special_tokens=False).ids[:keep]
