@@ -18,6 +18,8 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, OasstDataError
+from ..shards.hashing import sha256_json
+from ..shards.load import load_manifest
 from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint, run_steps
 from .config import TrainConfig, read_json_object
 
@@ -239,7 +241,19 @@ def finished_without_checkpoints(cfg: TrainConfig) -> int | None:
     ignored = ("dtype", "resume")
     recorded = {key: value for key, value in record.get("config", {}).items() if key not in ignored}
     current = {key: value for key, value in _as_recorded(cfg.to_dict()).items() if key not in ignored}
-    return finished["global_step"] if recorded == current else None
+    if recorded != current:
+        return None
+    # ... on the same shards: a build rebuilt in place from other data has the same path.
+    try:
+        same_data = record.get("shards", {}).get("data_sha256") == shards_digest(load_manifest(cfg.shards))
+    except (OasstDataError, KeyError, TypeError):
+        return None  # opening the shards reports the problem, then
+    return finished["global_step"] if same_data else None
+
+
+def shards_digest(manifest: dict) -> str:
+    """One sha256 for the data of a build: of its shards' sha256, in manifest order."""
+    return sha256_json([shard["sha256"] for shard in manifest["shards"]])
 
 
 def _as_recorded(value: Any) -> Any:
@@ -614,6 +628,7 @@ def _write_run_record(cfg: TrainConfig, manifest: dict, plan: dict, dtype: str) 
             "path": str(cfg.shards),
             "config_hash": manifest.get("config_hash"),
             "tokenizer_fingerprint": manifest["tokenizer"].get("fingerprint"),
+            "data_sha256": shards_digest(manifest),
         },
         "plan": plan,
     }

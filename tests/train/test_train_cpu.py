@@ -388,7 +388,11 @@ def test_resume_auto_after_a_run_that_saved_no_checkpoint_trains_nothing_more(fi
     # and so is a final model whose run never recorded that it finished (a kill during its save).
     with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
         train(config(fixture_shards, tiny_model, out, max_steps=3, save_steps=0, eval_steps=0, resume="auto"))
+    # ... and so is the same command on shards rebuilt in place from other data (found by a review).
     record = json.loads((out / "oasst_train.json").read_text())
+    (out / "oasst_train.json").write_text(json.dumps(record | {"shards": record["shards"] | {"data_sha256": "0" * 64}}))
+    with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
+        train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
     del record["finished"]
     (out / "oasst_train.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
