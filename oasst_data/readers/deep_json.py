@@ -96,6 +96,9 @@ def loads(text: str) -> Any:
             continue
         match = (_STRING if char == '"' else _SCALAR).match(text, pos)
         if match is None:
+            for constant in ("NaN", "Infinity", "-Infinity"):  # what Python's json.dumps writes for them
+                if text.startswith(constant, pos):
+                    raise DeepJSONError(f"{constant} is not JSON; write null or a string", pos)
             raise DeepJSONError("expected a value", pos)
         token = match.group()
         if char == '"':

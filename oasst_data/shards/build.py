@@ -402,11 +402,16 @@ def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shard
 
 
 def _library_versions() -> dict[str, str]:
+    import datasets
     import pyarrow
     import tokenizers
     import transformers
 
-    return {"pyarrow": pyarrow.__version__, "tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
+    # datasets decides which files of an Alpaca dataset folder are read (its data-file patterns).
+    return {
+        "datasets": datasets.__version__, "pyarrow": pyarrow.__version__,
+        "tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
+    }
 
 
 def _quarantine_entry(config: BuildConfig, out_dir: Path, count: int) -> str | None:

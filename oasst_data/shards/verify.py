@@ -46,11 +46,14 @@ def verify_shards(out_dir: str | Path) -> VerifyReport:
     report.missing += saved.missing
     report.unreadable += saved.unreadable
     data = out_dir / "data"
-    if data.is_dir():
-        for path in sorted(data.rglob("*.parquet")):
-            relative = path.relative_to(out_dir).as_posix()
-            if relative not in listed:
-                report.unlisted.append(relative)
+    try:
+        found = sorted(data.rglob("*.parquet")) if data.is_dir() else []
+    except OSError:  # an unreadable folder: its shards are reported unreadable above
+        found = []
+    for path in found:
+        relative = path.relative_to(out_dir).as_posix()
+        if relative not in listed:
+            report.unlisted.append(relative)
     return report
 
 
@@ -67,10 +70,10 @@ def verify_saved_tokenizer(out_dir: str | Path, manifest: dict) -> VerifyReport:
 
 def _check_file(out_dir: Path, relative: str, digest: str, report: VerifyReport) -> None:
     path = out_dir / relative
-    if not path.is_file():
-        report.missing.append(relative)
-        return
     try:
+        if not path.is_file():
+            report.missing.append(relative)
+            return
         actual = sha256_file(path)
     except OSError as error:  # one unreadable file must not hide the state of the others
         report.unreadable.append((relative, error.strerror or str(error)))

@@ -203,6 +203,8 @@ def _typed(data: dict, where: str) -> dict[str, Any]:
     for key, value in data.items():
         spelled = key.replace("-", "_") if isinstance(key, str) else key  # `num-epochs:` as the flag is written
         name = ALIASES.get(spelled, spelled)
+        if name in out:
+            raise ConfigError(f"{where}: {key!r} sets {name!r} a second time; keep one of the two spellings")
         if name not in hints:
             close = difflib.get_close_matches(str(spelled), [*hints, *ALIASES], n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""

@@ -98,3 +98,10 @@ def test_the_deep_tree_benchmark_runs_and_checks_its_threads(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "| 700 |" in done.stderr and (tmp_path / "nested-700.jsonl").is_file()
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_named(constant):
+    """As the JSON Lines and array readers name them (found by a review: 'expected a value')."""
+    with pytest.raises(DeepJSONError, match=rf"{constant} is not JSON; write null or a string \(character 6\)"):
+        loads('{"a": ' + constant + "}")

@@ -190,13 +190,15 @@ def test_manifest_content(fixture_build):
     assert manifest["totals"]["train"]["rows"] + manifest["totals"]["validation"]["rows"] == 16
     assert manifest["funnel"]["threads"] == 16
     assert len(manifest["config_hash"]) == 64
+    import datasets
     import pyarrow
     import pyarrow.parquet as pq
     import tokenizers
     import transformers
 
     assert manifest["library_versions"] == {
-        "pyarrow": pyarrow.__version__, "tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
+        "datasets": datasets.__version__, "pyarrow": pyarrow.__version__,
+        "tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
     }
     # What the bytes depend on: each shard names the pyarrow that wrote it.
     shard = next((fixture_build / "data").rglob("*.parquet"))

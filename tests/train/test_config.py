@@ -118,6 +118,14 @@ def test_a_preset_may_use_the_flags_names(tmp_path):
     assert (config.num_train_epochs, config.per_device_train_batch_size, config.dataloader_num_workers, config.max_steps) == (2, 3, 1, 5)
 
 
+def test_a_setting_given_twice_in_one_preset_is_refused(tmp_path):
+    """Found by a review: `num_epochs` and `num_train_epochs` together kept the later one silently."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("num_epochs: 2\nnum_train_epochs: 3\n")
+    with pytest.raises(ConfigError, match="'num_train_epochs' sets 'num_train_epochs' a second time"):
+        resolve_config([str(path)])
+
+
 def test_a_preset_that_is_not_utf8_is_a_clear_error(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
