@@ -522,8 +522,14 @@ def _open_shards(cfg: TrainConfig):
     try:
         tokenizer = load_tokenizer(tokenizer_name)
     except TokenizerUnavailableError as error:
-        hint = "" if cfg.tokenizer else f" (the name recorded in {cfg.shards}/manifest.json; pass --tokenizer NAME_OR_PATH)"
-        raise OasstDataError(f"{error}{hint}") from None
+        if cfg.tokenizer:
+            raise
+        # Its own advice names --tokenizer already; say why the build's own copy was not used.
+        gone = f"the build's saved tokenizer ({saved}) is missing, and " if saved is not None else ""
+        raise OasstDataError(
+            f"{cfg.shards}: {gone}the tokenizer its manifest names, {tokenizer_name!r}, cannot be loaded; "
+            f"pass the tokenizer the build used with --tokenizer NAME_OR_PATH ({str(error).split(' -- ')[0]})"
+        ) from None
     build = open_build(
         cfg.shards,
         tokenizer.fingerprint,
@@ -531,6 +537,7 @@ def _open_shards(cfg: TrainConfig):
         vocab_size=len(tokenizer.tokenizer),
         max_length=cfg.max_length,
         verify_checksums=cfg.verify_checksums,
+        eos_token_id=tokenizer.eos_token_id,
     )
     validation = build.validation if build.validation is not None and len(build.validation) else None
     log.info("shards %s: train %s; validation %s", cfg.shards, describe(build.train), describe(validation) if validation else "none")

@@ -74,9 +74,17 @@ class OpenedBuild:
         return self.manifest["tokenizer"]
 
 
-def check_tokenizer(manifest: dict, fingerprint: str, name: str, where: str | Path = "") -> None:
-    """Refuse a tokenizer whose fingerprint differs from the one the shards were built with."""
+def check_tokenizer(manifest: dict, fingerprint: str, name: str, where: str | Path = "", eos_token_id: int | None = None) -> None:
+    """Refuse a tokenizer whose fingerprint differs from the one the shards were built with, or
+    whose end-of-text id does (the fingerprint is its tokenizer.json: two tokenizers may share it
+    and name another token EOS, and the model would learn to stop on a token no row ends with)."""
     built = manifest["tokenizer"]
+    if built.get("fingerprint") == fingerprint and eos_token_id is not None and built.get("eos_token_id") not in (None, eos_token_id):
+        raise TokenizerMismatchError(
+            f"{where}: every turn of the shards ends with token {built['eos_token_id']} (the build's EOS), but the "
+            f"tokenizer given, {name!r}, has EOS {eos_token_id}: the same vocabulary with another EOS (its "
+            "tokenizer_config.json or special_tokens_map.json differ). Pass the build's tokenizer with --tokenizer."
+        )
     if built.get("fingerprint") != fingerprint:
         raise TokenizerMismatchError(
             f"{where}: the shards were built with tokenizer {built.get('name')!r} (fingerprint "
@@ -93,6 +101,7 @@ def open_build(
     vocab_size: int | None = None,
     max_length: int | None = None,
     verify_checksums: bool = True,
+    eos_token_id: int | None = None,
 ) -> OpenedBuild:
     """Check a build (manifest, tokenizer fingerprint, checksums, row consistency) and load it.
 
@@ -107,7 +116,7 @@ def open_build(
     for key in ("tokenizer", "buckets", "shards"):
         if key not in manifest:
             raise ShardsError(f"{path}/manifest.json: no {key!r} entry")
-    check_tokenizer(manifest, fingerprint, tokenizer_name, path)
+    check_tokenizer(manifest, fingerprint, tokenizer_name, path, eos_token_id)
     if verify_checksums:
         check_checksums(path)
     splits = {}
@@ -124,12 +133,21 @@ def open_build(
 
 
 def check_checksums(path: Path) -> None:
-    """Refuse a build whose shards or saved tokenizer files differ from the manifest's sha256."""
+    """Refuse a build whose shards differ from the manifest's sha256 (the saved tokenizer's files
+    are checked where that tokenizer is used: a build whose tokenizer folder is gone trains with
+    --tokenizer). Shards the manifest does not list are ignored, with a warning."""
     from ..shards.verify import verify_shards
 
-    damage = verify_shards(path).damage()
+    report = verify_shards(path, tokenizer_files=False)
+    damage = report.damage()
     if damage:
         raise ShardsError(f"{path}: shards do not match the manifest ({damage}); rebuild, or run `oasst-data verify`")
+    if report.unlisted:
+        shown = ", ".join(report.unlisted[:3]) + (f" (+{len(report.unlisted) - 3} more)" if len(report.unlisted) > 3 else "")
+        log.warning(
+            "%s: shards not in the manifest are not trained on: %s (datasets.load_dataset on the folder would read them)",
+            path, shown,
+        )
 
 
 def _load_split(root: Path, split: str, entries: list[dict], buckets: list[dict]) -> SplitRows:

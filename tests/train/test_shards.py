@@ -63,6 +63,30 @@ def test_refuses_changed_shards_and_incomplete_builds(fixture_shards, fixture_to
         open_build(copy, fixture_tokenizer.fingerprint)
 
 
+def test_refuses_the_same_vocabulary_with_another_eos(fixture_shards, fixture_tokenizer):
+    """Found by an audit: a tokenizer sharing tokenizer.json (the fingerprint) but naming another
+    token EOS trained, and the saved model would stop on a token no row ends with."""
+    built_eos = fixture_tokenizer.eos_token_id
+    open_build(fixture_shards, fixture_tokenizer.fingerprint, eos_token_id=built_eos)
+    with pytest.raises(TokenizerMismatchError, match=rf"every turn of the shards ends with token {built_eos} .* has EOS {built_eos + 1}"):
+        open_build(fixture_shards, fixture_tokenizer.fingerprint, "swapped", eos_token_id=built_eos + 1)
+
+
+def test_a_build_without_its_tokenizer_folder_opens_with_the_right_tokenizer(fixture_shards, fixture_tokenizer, tmp_path, caplog):
+    """Found by an audit: with tokenizer/ deleted, the right --tokenizer was refused ("missing:
+    tokenizer/tokenizer.json"): only the shards' checksums matter when another copy is used. And an
+    unlisted shard was ignored without a word."""
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_shards, copy)
+    shutil.rmtree(copy / "tokenizer")
+    shard = next((copy / "data" / "train").glob("*.parquet"))
+    shutil.copy(shard, shard.with_name("b99999-00000.parquet"))
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        build = open_build(copy, fixture_tokenizer.fingerprint, eos_token_id=fixture_tokenizer.eos_token_id)
+    assert len(build.train) == sum(s["rows"] for s in build.manifest["shards"] if s["split"] == "train")
+    assert "shards not in the manifest are not trained on: data/train/b99999-00000.parquet" in caplog.text
+
+
 def test_refuses_rows_longer_than_max_length_and_ids_outside_the_vocab(fixture_shards, fixture_tokenizer):
     build = open_build(fixture_shards, fixture_tokenizer.fingerprint)
     longest = int(max(build.train.lengths.max(), build.validation.lengths.max()))
