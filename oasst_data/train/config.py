@@ -113,6 +113,9 @@ class TrainConfig:
         if self.num_train_epochs > MAX_EPOCHS:
             raise ConfigError(f"num_train_epochs must be at most {MAX_EPOCHS:,}, got {self.num_train_epochs} (bound the run with max_steps)")
         _positive("logging_steps", self.logging_steps)
+        if self.run_name is not None and (not self.run_name.strip() or self.run_name in (".", "..") or "/" in self.run_name or "\\" in self.run_name):
+            # It names the TensorBoard folder OUT/runs/RUN_NAME: `../../x` wrote outside OUT.
+            raise ConfigError(f"run_name must be a plain name (no / or \\, not . or ..), got {self.run_name!r}")
         if self.save_total_limit is not None:
             _positive("save_total_limit", self.save_total_limit)
         for name in ("eval_steps", "save_steps", "warmup_steps", "max_steps", "dataloader_num_workers", "seed"):

@@ -4,7 +4,8 @@ The batch size comes from a policy:
 
 * `FixedRows(n)`: n rows per batch (the seed: 4 per device);
 * `TokenBudget(n)`: as many rows of a bucket as fit in n padded tokens, counted against the
-  bucket's longest row, so short rows come in large batches and no batch exceeds the budget.
+  bucket's longest row, so short rows come in large batches; no batch exceeds the budget except
+  one of a single row wider than it, which comes alone (the trainer warns about such rows).
 
 Both give a fixed number of batches per epoch (rows per batch depend on the bucket, not on the
 shuffle), which the Trainer's step and learning-rate schedule rely on.

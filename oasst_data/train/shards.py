@@ -164,7 +164,10 @@ def _load_split(root: Path, split: str, entries: list[dict], buckets: list[dict]
         if table.num_rows != entry["rows"]:
             raise ShardsError(f"{file}: {table.num_rows} rows, the manifest says {entry['rows']}")
         tables.append(table)
-    table = pa.concat_tables(tables).combine_chunks()
+    try:
+        table = pa.concat_tables(tables).combine_chunks()
+    except pa.ArrowInvalid as error:  # a shard rewritten by another tool (pandas) with other column types
+        raise ShardsError(f"{root}: {split}: the shards' columns differ in type ({str(error).splitlines()[0]}); rebuild") from None
     ids_list = table.column("input_ids").chunk(0) if table.num_rows else pa.array([], pa.list_(pa.int32()))
     mask_list = table.column("loss_mask").chunk(0) if table.num_rows else pa.array([], pa.list_(pa.uint8()))
     offsets = ids_list.offsets.to_numpy().astype(np.int64)

@@ -100,6 +100,7 @@ def test_flags_override_presets_which_override_defaults(tmp_path):
         ("max_grad_norm: -1\n", "max_grad_norm must not be negative"),
         ("weight_decay: -0.1\n", "weight_decay must not be negative"),
         ("learning_rate: .nan\n", "learning_rate must be a finite number"),
+        ("run_name: ../../elsewhere\n", "run_name must be a plain name"),
     ],
 )
 def test_bad_presets_are_clear_config_errors(tmp_path, text, message):

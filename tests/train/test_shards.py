@@ -87,6 +87,21 @@ def test_a_build_without_its_tokenizer_folder_opens_with_the_right_tokenizer(fix
     assert "shards not in the manifest are not trained on: data/train/b99999-00000.parquet" in caplog.text
 
 
+def test_a_shard_rewritten_with_other_column_types_is_one_error(fixture_shards, fixture_tokenizer, tmp_path):
+    """Found by an audit: a raw ArrowInvalid traceback ("Schema at index 1 was different")."""
+    import pyarrow as pa
+
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_shards, copy)
+    shards = sorted((copy / "data" / "train").glob("*.parquet"))
+    assert len(shards) >= 2
+    table = pq.read_table(shards[-1])
+    widened = table.set_column(table.schema.get_field_index("input_ids"), "input_ids", table.column("input_ids").cast(pa.list_(pa.int64())))
+    pq.write_table(widened, shards[-1])
+    with pytest.raises(ShardsError, match="the shards' columns differ in type"):
+        open_build(copy, fixture_tokenizer.fingerprint, verify_checksums=False)
+
+
 def test_refuses_rows_longer_than_max_length_and_ids_outside_the_vocab(fixture_shards, fixture_tokenizer):
     build = open_build(fixture_shards, fixture_tokenizer.fingerprint)
     longest = int(max(build.train.lengths.max(), build.validation.lengths.max()))

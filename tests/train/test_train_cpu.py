@@ -551,3 +551,11 @@ def test_a_sigterm_to_the_whole_process_group_ends_training_with_143(fixture_sha
     assert process.returncode == 143, "".join(seen) + rest
     assert "terminated (SIGTERM)" in rest
     assert "Traceback" not in rest and "Exception ignored" not in rest
+
+
+def test_rows_wider_than_the_token_budget_are_warned_about(fixture_shards, tiny_model, tmp_path, caplog):
+    """Found by an audit: a row longer than --batch-tokens came alone in a batch past the budget
+    (a user sizes memory by it), without a word."""
+    with caplog.at_level(logging.WARNING, logger="oasst_data"):
+        train(config(fixture_shards, tiny_model, tmp_path / "run", max_steps=1, batch_tokens=16, pad_to_multiple_of=8, eval_steps=0))
+    assert re.search(r"train: \d+ train row\(s\) are wider than --batch-tokens 16 once padded to a multiple of 8: each comes alone", caplog.text)
