@@ -113,9 +113,12 @@ class TrainConfig:
         if self.num_train_epochs > MAX_EPOCHS:
             raise ConfigError(f"num_train_epochs must be at most {MAX_EPOCHS:,}, got {self.num_train_epochs} (bound the run with max_steps)")
         _positive("logging_steps", self.logging_steps)
-        if self.run_name is not None and (not self.run_name.strip() or self.run_name in (".", "..") or "/" in self.run_name or "\\" in self.run_name):
-            # It names the TensorBoard folder OUT/runs/RUN_NAME: `../../x` wrote outside OUT.
-            raise ConfigError(f"run_name must be a plain name (no / or \\, not . or ..), got {self.run_name!r}")
+        if self.run_name is not None:
+            # It names the TensorBoard folder OUT/runs/RUN_NAME: `../../x` wrote outside OUT;
+            # `exp/run1` (a group of runs) stays inside and is fine.
+            parts = self.run_name.replace("\\", "/").split("/")
+            if not self.run_name.strip() or self.run_name.startswith(("/", "\\", "~")) or ":" in parts[0] or ".." in parts or "" in parts:
+                raise ConfigError(f"run_name must be a relative name inside OUT/runs (no .., not absolute), got {self.run_name!r}")
         if self.save_total_limit is not None:
             _positive("save_total_limit", self.save_total_limit)
         for name in ("eval_steps", "save_steps", "warmup_steps", "max_steps", "dataloader_num_workers", "seed"):

@@ -38,6 +38,7 @@ ALLOWED: list[tuple[str, set]] = [
     # Settings that are null when not given.
     (r"config\.top_k|shards\.build\.build_config\.(bucket_batch_tokens|shard_rows)", {None}),
     (r"config\.seed", {-5}),  # any integer seeds the split
+    (r"inputs\[\*\]\.bytes", {None}),  # a dataset's size, in reports written before 2026-11-29 (stats_format 1 too)
     # Values of the data: a language, tree state or model name is any text, or missing (null).
     (r"(export|shards)\.languages\[\*\]\.lang|export\.(tree_states\[\*\]\.tree_state|synthetic_models\[\*\]\.model_name)", {"garbage", None}),
     (r"export\.labels\[\*\]\.label", {"garbage"}),
@@ -176,3 +177,17 @@ def test_drop_reasons_are_the_filters_reasons():
     assert set(defs["thread_drop_reason"]["anyOf"][0]["enum"]) == thread
     label = jsonschema.Draft202012Validator(defs["thread_drop_reason"])
     assert label.is_valid("max_label:spam") and label.is_valid("min_label:quality") and not label.is_valid("max_label:")
+
+
+def test_stats_of_a_build_made_before_dataset_inputs_were_fingerprinted_are_valid(reports, tmp_path):
+    """Found by a compatibility audit: a manifest of 2026-11-28 describes a dataset input as
+    {name, kind} only; stats copies the manifest's inputs, and the schema required split and files."""
+    import copy
+
+    old = copy.deepcopy(reports["shards"])
+    datasets = [entry for entry in old["inputs"] if entry["kind"] == "alpaca-dataset"]
+    assert datasets
+    for entry in datasets:
+        for key in ("split", "files", "revision"):
+            entry.pop(key, None)
+    validator.validate(old)

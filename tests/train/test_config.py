@@ -100,7 +100,9 @@ def test_flags_override_presets_which_override_defaults(tmp_path):
         ("max_grad_norm: -1\n", "max_grad_norm must not be negative"),
         ("weight_decay: -0.1\n", "weight_decay must not be negative"),
         ("learning_rate: .nan\n", "learning_rate must be a finite number"),
-        ("run_name: ../../elsewhere\n", "run_name must be a plain name"),
+        ("run_name: ../../elsewhere\n", "run_name must be a relative name inside OUT/runs"),
+        ("run_name: /abs/x\n", "run_name must be a relative name inside OUT/runs"),
+        ("run_name: exp/../../x\n", "run_name must be a relative name inside OUT/runs"),
     ],
 )
 def test_bad_presets_are_clear_config_errors(tmp_path, text, message):
@@ -117,6 +119,11 @@ def test_a_preset_may_use_the_flags_names(tmp_path):
     path.write_text("num_epochs: 2\nper-device-batch-size: 3\nnum_workers: 1\nmax-steps: 5\n")
     config = resolve_config([str(path)])
     assert (config.num_train_epochs, config.per_device_train_batch_size, config.dataloader_num_workers, config.max_steps) == (2, 3, 1, 5)
+
+
+def test_a_run_name_may_group_runs_in_subfolders():
+    """`exp/run1` worked before the '..' check and stays inside OUT/runs (found by a compatibility audit)."""
+    assert resolve_config([], run_name="exp/run1").run_name == "exp/run1"
 
 
 def test_a_setting_given_twice_in_one_preset_is_refused(tmp_path):
