@@ -402,16 +402,11 @@ def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shard
 
 
 def _library_versions() -> dict[str, str]:
-    import datasets
-    import pyarrow
-    import tokenizers
-    import transformers
+    from importlib.metadata import version
 
     # datasets decides which files of an Alpaca dataset folder are read (its data-file patterns).
-    return {
-        "datasets": datasets.__version__, "pyarrow": pyarrow.__version__,
-        "tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
-    }
+    # Read from the installed metadata: importing datasets only for its version costs ~1 s.
+    return {name: version(name) for name in ("datasets", "pyarrow", "tokenizers", "transformers")}
 
 
 def _quarantine_entry(config: BuildConfig, out_dir: Path, count: int) -> str | None:
