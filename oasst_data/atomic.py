@@ -313,11 +313,17 @@ class StagingFolder:
             _remove_replaced(staging, target)  # the old build, now under the staging name
             return
         aside = staging.with_name(staging.name + OLD_SUFFIX)
-        os.rename(target, aside)
         try:
+            os.rename(target, aside)
             os.rename(staging, target)
         except BaseException:
-            os.rename(aside, target)  # put the old build back
+            # What is on disk decides, not how far the code got: a signal (SIGTERM) may land
+            # right after either rename returned (found by a review: the old build stranded aside).
+            if aside.is_dir():
+                if target.exists():  # both renames done: the new build is in place
+                    _remove_replaced(aside, target)
+                else:
+                    os.rename(aside, target)  # put the old build back
             raise
         fsync_dir(target.parent)
         _remove_replaced(aside, target)
@@ -329,7 +335,10 @@ class StagingFolder:
 
     def _release(self) -> None:
         if self._lock_fd is not None:
-            self.lock_path.unlink(missing_ok=True)  # still locked while unlinked: no one can take it
+            # An old build still aside (its restore failed) keeps the lock file, unlocked: the next
+            # build of the target finds it and puts that build back (remove_abandoned_staging).
+            if self.path is None or not self.path.with_name(self.path.name + OLD_SUFFIX).exists():
+                self.lock_path.unlink(missing_ok=True)  # still locked while unlinked: no one can take it
             os.close(self._lock_fd)
             self._lock_fd = None
 

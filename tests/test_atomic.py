@@ -440,3 +440,34 @@ def test_fsync_of_a_read_only_handle_is_best_effort_on_windows_only(tmp_path, mo
         atomic.fsync_tree(tmp_path)
     monkeypatch.setattr(atomic, "_WINDOWS", True)
     atomic.fsync_tree(tmp_path)
+
+
+class _Stop(BaseException):
+    """Stands for the CLI's Terminated: a signal landing as a rename returns."""
+
+
+@pytest.mark.parametrize("after", [".old", "target"], ids=["after-moving-the-old-aside", "after-moving-the-new-in"])
+def test_a_signal_between_the_two_renames_of_a_swap_loses_no_build(tmp_path, monkeypatch, after):
+    """Found by a review: where renameat2 cannot swap (NFS), a SIGTERM as `rename(target, aside)`
+    returned left the target missing and the old build stranded aside, its lock deleted."""
+    target = tmp_path / "shards"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    staging = atomic.StagingFolder(target).create()
+    (staging.path / "new.txt").write_text("new")
+    monkeypatch.setattr(atomic, "_exchange", lambda first, second: False)
+    real_rename = os.rename
+
+    def rename_then_stop(source, destination):
+        real_rename(source, destination)
+        if str(destination).endswith(".old") == (after == ".old"):
+            raise _Stop
+
+    monkeypatch.setattr(atomic.os, "rename", rename_then_stop)
+    with pytest.raises(_Stop):
+        staging.publish(overwrite=True)
+    monkeypatch.setattr(atomic.os, "rename", real_rename)
+    staging.discard()
+    expected = "old.txt" if after == ".old" else "new.txt"
+    assert sorted(p.name for p in target.iterdir()) == [expected]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # nothing aside, no staging, no lock
