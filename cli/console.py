@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from oasst_data.errors import ConfigError, OasstDataError
 
-from .entry import termination
+from .entry import termination, termination_handled
 
 class _Console(Console):
     def on_broken_pipe(self) -> None:
@@ -109,6 +109,7 @@ def user_errors() -> Iterator[None]:
         if stop is None:
             _report(error)
             raise
+        termination_handled()
         _print_last(f"[bold red]{escape(stop.message)}[/]")
         raise typer.Exit(stop.exit_code) from None
 

@@ -80,14 +80,34 @@ _previous_unraisable_hook = sys.unraisablehook
 
 
 def install_signal_handlers() -> None:
-    installed = False
+    global _previous_unraisable_hook
+    installed = []
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)  # no SIGHUP on Windows
         if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:  # an ignored SIGHUP (nohup) stays ignored
             signal.signal(signum, _on_termination_signal)
-            installed = True
-    if installed:
+            installed.append(signum)
+    if installed and sys.unraisablehook is not _on_unraisable:
+        _previous_unraisable_hook = sys.unraisablehook
         sys.unraisablehook = _on_unraisable
+        if hasattr(os, "register_at_fork"):
+            # Forked children (DataLoader workers) die of the signal as before: raised there, it
+            # printed one traceback a worker when the whole process group got a SIGHUP.
+            os.register_at_fork(after_in_child=lambda: _restore_defaults(installed))
+
+
+def _restore_defaults(signums: list[int]) -> None:
+    for signum in signums:
+        if signal.getsignal(signum) is _on_termination_signal:
+            signal.signal(signum, signal.SIG_DFL)
+    if sys.unraisablehook is _on_unraisable:
+        sys.unraisablehook = _previous_unraisable_hook
+
+
+def termination_handled() -> None:
+    """The termination is being acted on: a re-send still pending must not raise again."""
+    global _raise_again
+    _raise_again = False
 
 
 def say(message: str) -> None:
@@ -108,6 +128,7 @@ def main() -> None:
     except BaseException as error:
         stop = termination()
         if stop is not None:
+            termination_handled()
             # Whatever unwinding met (an error line already printed, a worker killed by the same
             # signal, a terminal that is gone), the run was terminated.
             if not (isinstance(error, SystemExit) and error.code == stop.exit_code):

@@ -79,6 +79,9 @@ def test_a_ctrl_c_while_the_app_is_imported_is_no_traceback(monkeypatch, capsys)
 
     monkeypatch.delitem(sys.modules, "oasst_data_cli.app", raising=False)
     monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    # The console script's handlers must not stay in the test process (a CI `timeout -s TERM`
+    # could not stop pytest then; found by a review).
+    monkeypatch.setattr(entry, "install_signal_handlers", lambda: None)
     with pytest.raises(SystemExit) as exited:
         entry.main()
     assert exited.value.code == 130
