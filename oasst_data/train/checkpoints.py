@@ -125,10 +125,11 @@ def finished_step(folder: Path, steps: int) -> int | None:
     return None
 
 
-def publish_final_model(checkpoint: Path, output_dir: Path) -> bool:
-    """Give output_dir the model of `checkpoint` as its final model, unless it has one; True when
-    copied. A run killed after its last checkpoint but before its final save is finished so."""
-    if any((output_dir / name).is_file() for name in CHECKPOINT_WEIGHTS):
+def publish_final_model(checkpoint: Path, output_dir: Path, replace: bool = False) -> bool:
+    """Give output_dir the model of `checkpoint` as its final model, unless it has one (or also
+    then, with `replace`: a final save cut short after the weights left no tokenizer files); True
+    when copied. A run killed after its last checkpoint but before its final save is finished so."""
+    if not replace and any((output_dir / name).is_file() for name in CHECKPOINT_WEIGHTS):
         return False
     if not any((checkpoint / name).is_file() for name in CHECKPOINT_WEIGHTS):
         # ZeRO-3 without stage3_gather_16bit_weights_on_model_save: the weights are only in

@@ -215,6 +215,9 @@ def check_output_dir(cfg: TrainConfig) -> None:
     final = [name for name in CHECKPOINT_WEIGHTS if (out / name).is_file()]
     if final and cfg.resume == "auto" and finished_without_checkpoints(cfg) is not None:
         return  # the same run, finished: train() says so and trains nothing
+    if final and cfg.resume == "auto" and final_save_cut_short(cfg):
+        log.warning("%s: the final save of this run did not finish and there is no checkpoint: training again", cfg.output_dir)
+        return
     if final:
         raise ConfigError(
             f"--output-dir {cfg.output_dir}: holds the final model of an earlier run ({final[0]}); "
@@ -227,6 +230,23 @@ def finished_without_checkpoints(cfg: TrainConfig) -> int | None:
     """The last step of a run in --output-dir that finished (its final model saved whole) with
     the same configuration and left no checkpoint (`--save-steps 0`), else None: a scheduler's
     restart of `--resume auto` then has nothing to train, as after a run that left checkpoints."""
+    record = _same_run_without_checkpoints(cfg)
+    finished = record.get("finished") if record is not None else None
+    if not isinstance(finished, dict) or not isinstance(finished.get("global_step"), int):
+        return None
+    return finished["global_step"]
+
+
+def final_save_cut_short(cfg: TrainConfig) -> bool:
+    """Whether --output-dir holds this same run's final model from a save that did not finish (a
+    signal during it) and no checkpoint: nothing to resume from, so the run starts again there."""
+    record = _same_run_without_checkpoints(cfg)
+    return record is not None and "finished" not in record
+
+
+def _same_run_without_checkpoints(cfg: TrainConfig) -> dict | None:
+    """The run record in --output-dir when it is of this same run (settings and shards) and the
+    folder holds no checkpoint; else None."""
     out = Path(cfg.output_dir)
     if any(path.name.startswith(PREFIX_CHECKPOINT) for path in out.iterdir()):
         return None
@@ -234,8 +254,7 @@ def finished_without_checkpoints(cfg: TrainConfig) -> int | None:
         record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    finished = record.get("finished") if isinstance(record, dict) else None
-    if not isinstance(finished, dict) or not isinstance(finished.get("global_step"), int):
+    if not isinstance(record, dict):
         return None
     # The same run whatever --resume said; dtype is recorded resolved ('auto' -> fp32).
     ignored = ("dtype", "resume")
@@ -248,7 +267,7 @@ def finished_without_checkpoints(cfg: TrainConfig) -> int | None:
         same_data = record.get("shards", {}).get("data_sha256") == shards_digest(load_manifest(cfg.shards))
     except (OasstDataError, KeyError, TypeError):
         return None  # opening the shards reports the problem, then
-    return finished["global_step"] if same_data else None
+    return record if same_data else None
 
 
 def shards_digest(manifest: dict) -> str:
@@ -460,7 +479,11 @@ def _already_finished(cfg: TrainConfig, checkpoint: Path, step: int, steps: int)
     would take one more step); its final model is the checkpoint's if it has none yet."""
     copied = False
     if int(os.environ.get("RANK", "0") or 0) == 0:
-        copied = publish_final_model(checkpoint, Path(cfg.output_dir))
+        # Only a final save that finished (the run record says so) is kept: one a signal cut after
+        # the weights had no tokenizer files (found by a review), and is replaced by the checkpoint's.
+        copied = publish_final_model(checkpoint, Path(cfg.output_dir), replace=not _recorded_finish(cfg))
+        if copied and (Path(cfg.output_dir) / RUN_RECORD).is_file():
+            _mark_finished(cfg, step)
     log.info(
         "%s is at step %d of the run's %d: nothing left to train%s", checkpoint, step, steps,
         f"; its model is now the final model in {cfg.output_dir}" if copied else "",
@@ -663,6 +686,14 @@ def _write_run_record(cfg: TrainConfig, manifest: dict, plan: dict, dtype: str) 
         "plan": plan,
     }
     (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _recorded_finish(cfg: TrainConfig) -> bool:
+    try:
+        record = json.loads((Path(cfg.output_dir) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("finished"), dict)
 
 
 def _mark_finished(cfg: TrainConfig, global_step: int) -> None:

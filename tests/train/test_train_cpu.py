@@ -393,10 +393,13 @@ def test_resume_auto_after_a_run_that_saved_no_checkpoint_trains_nothing_more(fi
     (out / "oasst_train.json").write_text(json.dumps(record | {"shards": record["shards"] | {"data_sha256": "0" * 64}}))
     with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
         train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
+    # A final save cut by a signal (no finish recorded) and no checkpoint: the same run trains
+    # again (found by a review: every restart was refused, so a requeued job failed forever).
     del record["finished"]
     (out / "oasst_train.json").write_text(json.dumps(record))
-    with pytest.raises(ConfigError, match="holds the final model of an earlier run"):
-        train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
+    retrained = train(config(fixture_shards, tiny_model, out, max_steps=2, save_steps=0, eval_steps=0, resume="auto"))
+    assert retrained.trainer.state.global_step == 2
+    assert json.loads((out / "oasst_train.json").read_text())["finished"] == {"global_step": 2}
 
 
 def test_a_damaged_saved_tokenizer_is_named_by_its_checksum(fixture_shards, tiny_model, tmp_path):
@@ -448,6 +451,14 @@ def test_a_restart_of_a_finished_run_trains_nothing_and_finishes_its_final_model
     assert finished.already_finished_at == 2
     assert (out / "model.safetensors").read_bytes() == (out / "checkpoint-2" / "model.safetensors").read_bytes()
     assert (out / "config.json").is_file() and not (out / "optimizer.pt").exists() and not (out / "trainer_state.json").exists()
+    # A final save cut by a signal after the weights (found by a review): no tokenizer files, no
+    # finish recorded. The checkpoint's model replaces it whole, and the finish is recorded.
+    (out / "tokenizer.json").unlink()
+    record = json.loads((out / "oasst_train.json").read_text())
+    record.pop("finished", None)
+    (out / "oasst_train.json").write_text(json.dumps(record))
+    assert train(config(fixture_shards, tiny_model, out, **common)).already_finished_at == 2
+    assert (out / "tokenizer.json").is_file() and json.loads((out / "oasst_train.json").read_text())["finished"] == {"global_step": 2}
     # A larger --max-steps continues the run, as before.
     longer = train(config(fixture_shards, tiny_model, out, **(common | dict(max_steps=3))))
     assert longer.trainer.state.global_step == 3
