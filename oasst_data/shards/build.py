@@ -401,12 +401,19 @@ def _manifest(config, out_dir: Path, paths, loaded, buckets: list[Bucket], shard
     }
 
 
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import version
+def _library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
 
     # datasets decides which files of an Alpaca dataset folder are read (its data-file patterns).
-    # Read from the installed metadata: importing datasets only for its version costs ~1 s.
-    return {name: version(name) for name in ("datasets", "pyarrow", "tokenizers", "transformers")}
+    # Read from the installed metadata: importing datasets only for its version costs ~1 s. A
+    # library that is not installed (datasets, on a machine that reads files only) is null.
+    versions: dict[str, str | None] = {}
+    for name in ("datasets", "pyarrow", "tokenizers", "transformers"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _quarantine_entry(config: BuildConfig, out_dir: Path, count: int) -> str | None:

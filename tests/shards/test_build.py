@@ -649,3 +649,20 @@ def test_equal_bucket_bounds_however_written_give_one_config_hash(tmp_path):
         with pytest.raises(ConfigError, match="buckets must be positive token counts"):
             BuildConfig(inputs=[], tokenizer="t", buckets=parse_buckets(bad))
 
+
+
+def test_a_build_without_datasets_installed_records_its_version_as_null(tmp_path, monkeypatch):
+    """The GPU machine's image has no `datasets` (benchmarks/gpu_prepare.sh carries only what the
+    build needs): asking for its version must not stop a build of files."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def without_datasets(name):
+        if name == "datasets":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_datasets)
+    manifest = build_shards(fixture_config(), tmp_path / "shards").manifest
+    assert manifest["library_versions"]["datasets"] is None and manifest["library_versions"]["pyarrow"]
