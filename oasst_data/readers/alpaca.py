@@ -19,6 +19,7 @@ from ..errors import BadRecordError, ConfigError, OasstDataError
 from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
 from .alpaca_sources import DEFAULT_ALPACA_DATASET, DataFile, DataFormat, ResolvedAlpaca, choose_split, resolve_alpaca_source
+from .alpaca_sources import first_line as _first_line
 from .files import iter_lines, names_json_lines
 from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
 from .jsonarray import NonStandardElement, iter_json_array, starts_with_array
@@ -320,8 +321,3 @@ def check_distinct_sources(oasst_paths: Sequence[Path], alpaca: Sequence[str]) -
         seen[key] = text
         if isinstance(key, str):
             local_alpaca[key] = text
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error)
-    return text.splitlines()[0] if text.strip() else type(error).__name__

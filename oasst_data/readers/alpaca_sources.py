@@ -256,7 +256,7 @@ def _several_configs(source: str, folder: Path) -> str:
 
 def _not_a_dataset(source: str, error: object) -> str:
     return (
-        f"{source}: is a directory but not a dataset: {_first_line(error)}"
+        f"{source}: is a directory but not a dataset: {first_line(error)}"
         " -- pass a JSON or JSON Lines file, or a folder of data files or written by save_to_disk"
     )
 
@@ -306,7 +306,7 @@ def _resolve_saved(source: str, folder: Path, split: str) -> ResolvedAlpaca:
         state = json.loads((split_folder / "state.json").read_text(encoding="utf-8"))
         names = [entry["filename"] for entry in state["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        reason = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else _first_line(error)
+        reason = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else first_line(error)
         raise OasstDataError(f"cannot load Alpaca dataset folder {source!r} (written by save_to_disk): {reason}") from None
     files = [DataFile(split_folder / name, DataFormat.ARROW) for name in names]
     for data_file in files:
@@ -364,6 +364,7 @@ def _cached_snapshot(name: str) -> Path | None:
         return None
 
 
-def _first_line(error: object) -> str:
+def first_line(error: object) -> str:
+    """An error's first non-empty line (datasets' messages may start with a newline)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
