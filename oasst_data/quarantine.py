@@ -27,7 +27,7 @@ class BadRecordHandler:
     """Raises on the first bad record, or writes each one raw to a quarantine JSONL and counts it.
 
     Quarantine lines: {"source", "line", "reason", "raw"}: "raw" is the line as text without its
-    line ending; when the bytes are not valid UTF-8, "raw_base64" holds them exactly, line ending
+    line ending (one LF or CRLF: any other CR stays); when the bytes are not valid UTF-8, "raw_base64" holds them exactly, line ending
     included, so they can be restored. The file is written to a temp name and renamed on `close()`.
     """
 
@@ -64,12 +64,12 @@ class BadRecordHandler:
                 self._temp = LockedTemp(self._target)
                 self._handle = open(self._temp.path, "w", encoding="utf-8")
         entry: dict = {"source": error.source, "line": error.line, "reason": error.reason}
-        raw = error.raw if error.raw is not None else b""
+        data = error.raw if error.raw is not None else b""
         try:
-            entry["raw"] = raw.decode("utf-8").rstrip("\r\n")
+            entry["raw"] = _without_line_end(data).decode("utf-8")
         except UnicodeDecodeError:
-            entry["raw"] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
+            entry["raw"] = _without_line_end(data).decode("utf-8", errors="replace")
+            entry["raw_base64"] = base64.b64encode(data).decode("ascii")
         with naming_failed_writes(self.quarantine_path):
             self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
@@ -137,3 +137,12 @@ def is_quarantine_file(path: Path) -> bool:
     except OSError:
         return False
     return _QUARANTINE_LINE_START.match(start) is not None
+
+
+def _without_line_end(raw: bytes) -> bytes:
+    """The line without its one line ending (LF or CRLF): any other CR is part of the bad record."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+    return raw

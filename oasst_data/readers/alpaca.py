@@ -20,10 +20,10 @@ from ..quarantine import BadRecordHandler
 from ..records import AlpacaRecord
 from .alpaca_sources import DEFAULT_ALPACA_DATASET, DataFile, DataFormat, ResolvedAlpaca, choose_split, resolve_alpaca_source
 from .alpaca_sources import first_line as _first_line
-from .files import iter_lines, names_json_lines
-from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, looks_like_oasst, pretty_printed_hint
+from .files import JSON_WHITESPACE, iter_lines, names_json_lines
+from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, lone_surrogate_escape, looks_like_oasst, pretty_printed_hint
 from .jsonarray import NonStandardElement, iter_json_array, starts_with_array
-from .oasst import _describe_decode_error, _lone_surrogate_escape, check_utf8, log_blank_lines, log_empty_file
+from .oasst import _describe_decode_error, check_utf8, log_blank_lines, log_empty_file
 from .tables import iter_table_rows, table_columns
 
 log = logging.getLogger(__name__)
@@ -46,19 +46,6 @@ class LocatedAlpaca:
     source: str
     line: int
     raw: bytes | None
-
-
-def _lone_surrogate(record: AlpacaRecord) -> str | None:
-    """Python's json accepts escapes such as "\\ud800" that are no Unicode text; say where one is."""
-    for name in ("instruction", "input", "output"):
-        value = getattr(record, name)
-        if value is None:
-            continue
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            return f"lone surrogate {value[error.start]!r} in `{name}` (not valid Unicode text)"
-    return None
 
 
 def alpaca_prompt(record: AlpacaRecord) -> str:
@@ -151,6 +138,13 @@ class AlpacaReader:
             if isinstance(value, NonStandardElement):  # refused as the JSON Lines reader refuses it
                 self._bad(BadRecordError(name, line, value.reason + where, raw))
                 continue
+            # Python's json reads an escaped half surrogate pair ("\ud800"), which is no Unicode
+            # text; the JSON Lines reader refuses it anywhere in a line, so the array does too,
+            # ignored fields and keys included.
+            lone = lone_surrogate_escape(raw, "record") if b"\\u" in raw else None
+            if lone is not None:
+                self._bad(BadRecordError(name, line, f"invalid record: {lone}{where}", raw))
+                continue
             if isinstance(value, dict):
                 self._note_fields(value)
             try:
@@ -158,14 +152,6 @@ class AlpacaReader:
             except msgspec.ValidationError as error:
                 hint = OASST_ARRAY_AS_ALPACA_HINT if isinstance(value, dict) and looks_like_oasst(value) else ""
                 self._bad(BadRecordError(name, line, f"invalid record: {error}{where}{hint}", raw))
-                continue
-            except UnicodeEncodeError:  # a lone surrogate in a key (msgspec encodes keys to match fields)
-                reason = _lone_surrogate_escape(raw, "record") or "lone surrogate in a key (not valid Unicode text)"
-                self._bad(BadRecordError(name, line, f"invalid record: {reason}{where}", raw))
-                continue
-            surrogate = _lone_surrogate(record)
-            if surrogate is not None:
-                self._bad(BadRecordError(name, line, f"invalid record: {surrogate}{where}", raw))
                 continue
             yield LocatedAlpaca(record, name, line, raw)
 
@@ -182,7 +168,7 @@ class AlpacaReader:
                 self.records_read += 1
                 self._bad(error)
                 return
-            if not line.data.strip():  # no record: skipped, as datasets' JSON Lines reader skips it
+            if not line.data.strip(JSON_WHITESPACE):  # no record: skipped, as datasets' JSON Lines reader skips it
                 blank += 1
                 continue
             self.records_read += 1

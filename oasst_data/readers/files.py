@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - isal is a dependency, but keep working
 
 _CHUNK = 1 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
+# What JSON calls whitespace (RFC 8259): a line of only these holds no record. bytes.strip()
+# would also pass over vertical tab and form feed, which are no JSON: such a line is a bad record.
+JSON_WHITESPACE = b" \t\r\n"
 
 # What a broken byte stream raises: truncated (EOFError), bad header or CRC (OSError), corrupt
 # deflate data (zlib.error / isal's IsalError, which is not an OSError), corrupt zstd data.

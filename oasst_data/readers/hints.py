@@ -69,12 +69,29 @@ def alpaca_record_hint(data: bytes) -> str:
     return " (an Alpaca record? give the file with --alpaca)" if _ALPACA_KEYS <= _head_keys(data) else ""
 
 
+# A \uXXXX escape of a UTF-16 surrogate (an even run of backslashes before it), paired or not.
+_SURROGATE_ESCAPE = re.compile(
+    rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def lone_surrogate_escape(data: bytes, unit: str = "line") -> str | None:
+    """Where `data` (a line, or a record) escapes half a surrogate pair (Python's json writes these for broken text)."""
+    for match in _SURROGATE_ESCAPE.finditer(data):
+        if len(match.group(1)) == 6:
+            escape = match.group(1).decode("ascii")
+            return f"lone surrogate escape {escape} at byte {match.start(1)} of the {unit} (half a UTF-16 pair, not valid Unicode text)"
+    return None
+
+
 def pretty_printed_hint(error: Exception, data: bytes, line: int) -> str:
     """For line 1 opening an object that ends with the line while more lines follow.
 
     A file truncated inside its only line has no newline after it, and gets no hint.
     """
     if line != 1 or not isinstance(error, msgspec.DecodeError) or "truncated" not in str(error):
+        return ""
+    if lone_surrogate_escape(data) is not None:  # msgspec calls a lone surrogate at a line's end "truncated" too
         return ""
     if data.lstrip()[:1] != b"{" or not data.endswith(b"\n"):
         return ""

@@ -20,8 +20,8 @@ from ..errors import BadRecordError
 from ..quarantine import BadRecordHandler
 from ..records import ExportMessage, ExportMessageThread, ExportMessageTree, LabelValue, Oasst1Row, _RecordKind, _TreeLine
 from . import deep_json
-from .files import ByteCounter, iter_lines
-from .hints import alpaca_record_hint, array_hint, compressed_reason, pretty_printed_hint
+from .files import JSON_WHITESPACE, ByteCounter, iter_lines
+from .hints import alpaca_record_hint, array_hint, compressed_reason, lone_surrogate_escape, pretty_printed_hint
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +81,10 @@ class ReadCounts:
         )
 
 
-# A \uXXXX escape of a UTF-16 surrogate (an even run of backslashes before it), paired or not.
-_SURROGATE_ESCAPE = re.compile(
-    rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-)
-
-
-def _lone_surrogate_escape(data: bytes, unit: str = "line") -> str | None:
-    """Where `data` (a line, or a record) escapes half a surrogate pair (Python's json writes these for broken text)."""
-    for match in _SURROGATE_ESCAPE.finditer(data):
-        if len(match.group(1)) == 6:
-            escape = match.group(1).decode("ascii")
-            return f"lone surrogate escape {escape} at byte {match.start(1)} of the {unit} (half a UTF-16 pair, not valid Unicode text)"
-    return None
-
-
 def _describe_decode_error(error: Exception, data: bytes | None = None) -> str:
     if isinstance(error, msgspec.DecodeError) and data is not None:
         # msgspec calls this "truncated" or a bad escape; say what it is.
-        lone = _lone_surrogate_escape(data)
+        lone = lone_surrogate_escape(data)
         if lone is not None:
             return lone
     if isinstance(error, RecursionError):
@@ -261,7 +246,7 @@ def _decode_deep_tree(data: bytes, source: str, line: int) -> ExportMessageTree 
     except UnicodeDecodeError as error:
         raise BadRecordError(source, line, _describe_decode_error(error, data), data) from None
     except deep_json.DeepJSONError as error:
-        raise BadRecordError(source, line, _lone_surrogate_escape(data) or f"malformed JSON: {error}", data) from None
+        raise BadRecordError(source, line, lone_surrogate_escape(data) or f"malformed JSON: {error}", data) from None
     if not (isinstance(document, dict) and "message_id" not in document and "thread_id" not in document and "message_tree_id" in document):
         return None
     if not isinstance(document.get("prompt"), dict):
@@ -533,7 +518,7 @@ class OasstExportReader:
                 self.handler(error)
                 break
             data = line.data
-            if not data.strip():
+            if not data.strip(JSON_WHITESPACE):
                 counts.blank_lines += 1
                 continue
             counts.lines += 1

@@ -213,13 +213,27 @@ def test_wrong_record_in_an_array_is_skipped_alone(tmp_path):
     assert (reader.records_read, reader.bad_records) == (7, 2)
 
 
-def test_lone_surrogate_escape_in_an_array_is_a_bad_record(tmp_path):
-    """Python's json decodes "\\ud800" to a string UTF-8 cannot encode: a bad record, not a crash later."""
+@pytest.mark.parametrize(
+    ("element", "byte"),
+    [
+        ('{"instruction": "bad \\ud800 x", "output": "y"}', 21),
+        # An ignored field too (found by an audit: the array kept the record, JSON Lines refused it).
+        ('{"instruction": "a", "output": "b", "history": "\\udc00"}', 48),
+        ('{"instruction": "a", "output": "b", "meta": {"x": ["\\ud83d\\u0041"]}}', 52),
+    ],
+)
+def test_lone_surrogate_escape_in_an_array_is_a_bad_record_as_in_json_lines(tmp_path, element, byte):
+    """Python's json decodes "\\ud800" to a string UTF-8 cannot encode: a bad record, not a crash
+    later, wherever it is in the element, as the JSON Lines reader refuses it anywhere in a line."""
     path = tmp_path / "surrogate.json"
-    path.write_text('[{"instruction": "ok", "output": "fine"},\n {"instruction": "bad \\ud800 x", "output": "y"}]\n')
-    with pytest.raises(BadRecordError, match=r"surrogate.json:2: invalid record: lone surrogate '\\ud800' in `instruction`"):
+    path.write_text('[{"instruction": "ok", "output": "fine"},\n ' + element + "]\n")
+    with pytest.raises(BadRecordError, match=rf"surrogate.json:2: invalid record: lone surrogate escape \\u[dD]\w{{3}} at byte {byte} of the record"):
         records(path)
     threads, funnel = extract_threads(alpaca=[str(path)], config=ThreadConfig(on_bad_record="skip"))
+    assert len(threads) == 1 and (funnel.records_read, funnel.bad_records) == (2, 1)
+    lines = tmp_path / "surrogate.jsonl"
+    lines.write_text('{"instruction": "ok", "output": "fine"}\n' + element + "\n")
+    threads, funnel = extract_threads(alpaca=[str(lines)], config=ThreadConfig(on_bad_record="skip"))
     assert len(threads) == 1 and (funnel.records_read, funnel.bad_records) == (2, 1)
 
 

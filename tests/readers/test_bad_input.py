@@ -70,6 +70,10 @@ BAD_TREE_LINES = [
     ("invalid_utf8_in_an_ignored_value", tree_line(note="cafe").replace(b"cafe", b"caf\xe9"), "invalid UTF-8 at byte 179 of the line"),
     ("too_deep", tree_line()[:-3] + b', "extra": ' + DEEP + b"}}\n", "nesting deeper than the JSON parser allows"),
     ("unknown_record", b'{"id": 1, "text": "x"}\n', "unknown record: expected a message tree"),
+    # Vertical tab and form feed are no JSON whitespace: such a line is no blank line to skip.
+    ("vertical_tab_and_form_feed", b"\x0b\x0c\n", "malformed JSON: JSON is malformed: invalid character (byte 0)"),
+    # The quarantine drops the line ending only: a stray CR before it is part of the record.
+    ("carriage_returns", b'{"message_tree_id": 5}\r\r\n', "Expected `str`, got `int` - at `$.message_tree_id`"),
     ("not_an_object", b"[1, 2]\n", "invalid record: Expected `object`, got `array`"),
     ("roles_do_not_alternate", tree_line(replies=[alternating("assistant", "assistant")]), "invalid tree bad: message b3 is an assistant reply to an assistant"),
     ("prompter_reply_to_prompter", tree_line(replies=[alternating("prompter")]), "message b2 is a prompter reply to a prompter"),
@@ -168,7 +172,7 @@ def test_skip_run_quarantines_the_bad_line_and_counts_it(tmp_path, bad, fragment
     entry = entries[0]
     assert entry["source"] == str(source) and entry["line"] == 3
     assert fragment in entry["reason"]
-    raw = bad.rstrip(b"\n")
+    raw = bad.removesuffix(b"\n").removesuffix(b"\r")
     if b"\xe9" in raw or b"\xff" in raw:  # not UTF-8: shown with replacement characters, kept exactly in base64
         assert entry["raw"] == raw.decode("utf-8", errors="replace")
         assert base64.b64decode(entry["raw_base64"]) == bad

@@ -142,6 +142,17 @@ def test_a_pretty_printed_object_is_told_to_be_one_record_a_line(tmp_path, alpac
     assert message == f"{source}:1: malformed JSON: Input data was truncated (one record per line (JSON Lines): a pretty-printed JSON file?)"
 
 
+@pytest.mark.parametrize("alpaca", [False, True])
+def test_a_lone_surrogate_on_line_one_is_no_pretty_printed_object(tmp_path, alpaca):
+    """msgspec calls a lone surrogate escape "truncated" too; the Alpaca reader once added the hint."""
+    source = tmp_path / "x.jsonl"
+    lines = ALPACA_LINES if alpaca else (OASST / "trees.jsonl").read_text().splitlines()
+    first = lines[0].removesuffix("}") + ', "note": "\\ud800"}'  # at the end of the line, as a cut line ends
+    source.write_text("\n".join([first, *lines[1:]]) + "\n")
+    message = alpaca_error(source) if alpaca else export_error(source)
+    assert re.fullmatch(rf"{re.escape(str(source))}:1: lone surrogate escape \\ud800 at byte \d+ of the line \(half a UTF-16 pair, not valid Unicode text\)", message), message
+
+
 def test_a_line_cut_at_the_end_of_the_file_is_no_pretty_printed_object(tmp_path):
     source = tmp_path / "x.jsonl"
     source.write_bytes((OASST / "trees.jsonl").read_bytes().splitlines()[0][:-20])  # no newline: the file ends there
