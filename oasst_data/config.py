@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .filters import LangScope, SyntheticPolicy
 from .quarantine import OnBadRecord
+from .serialize import SpecialText
 
 
 def _help(text: str, **kwargs):
@@ -41,6 +42,7 @@ class ThreadConfig:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
         if self.system_prompt is not None and not str(self.system_prompt).strip():
             raise ConfigError("system_prompt is empty: it would add an empty <|system|> turn to every thread (leave --system out for none)")
+        check_system_prompt(self.system_prompt, SpecialText())
         if self.quarantine is not None:
             self.quarantine = Path(self.quarantine)
         # The filters parse their own options (languages, tree states, label thresholds): build
@@ -73,3 +75,14 @@ def field_help(cls, name: str, with_default: bool = False) -> str:
                 text = f"{text} (default: {shown})"
             return text
     raise KeyError(name)
+
+
+def check_system_prompt(system_prompt: str | None, special_text: SpecialText) -> None:
+    """Refuse a system prompt holding a special token's text: like a message's, it would be
+    encoded as plain text, never as that token, in every row (the serializer adds markers itself)."""
+    special = special_text.first_in(system_prompt) if system_prompt is not None else None
+    if special is not None:
+        raise ConfigError(
+            f"system_prompt holds {special}, a special token of the tokenizer: it would be trained as plain text in every row, "
+            "not as that token (the serializer adds the markers and the end-of-text token itself); leave it out"
+        )

@@ -7,7 +7,7 @@ closing token is the tokenizer's EOS (`<|endoftext|>` on Pythia).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .conversation import Role, Turn
 
@@ -44,8 +44,25 @@ def format_inference(turns: Sequence[Turn], eos: str = EOS) -> str:
     return format_training(turns, eos) + ASSISTANT
 
 
-def contains_marker(text: str, eos: str = EOS) -> bool:
-    """True when a message's own text contains a marker or the EOS string literally."""
-    if eos in text:  # before the "<|" shortcut: another tokenizer's EOS (`</s>`) does not start so
-        return True
-    return "<|" in text and any(marker in text for marker in MARKERS)
+class SpecialText:
+    """Tells which texts hold a special token's text literally: a marker, the EOS, or another
+    special token of the tokenizer (Pythia's `<|padding|>`). Such text is encoded as plain text,
+    never as the control id, so its row's `input_ids` differ from `tokenizer(text)`: counted."""
+
+    def __init__(self, specials: Iterable[str] = (*MARKERS, EOS)):
+        self.specials = tuple(sorted({special for special in specials if special}))
+        # A text without any special token's first two characters needs no further look (the
+        # common case: one fast substring search for Pythia's "<|").
+        self._heads = tuple(sorted({special[:2] for special in self.specials}))
+
+    @classmethod
+    def of_tokenizer(cls, tokenizer) -> SpecialText:
+        """The markers, the EOS and every special added token of a Hugging Face fast tokenizer."""
+        added = tokenizer.backend_tokenizer.get_added_tokens_decoder().values()
+        return cls((*MARKERS, tokenizer.eos_token or EOS, *(token.content for token in added if token.special)))
+
+    def __call__(self, text: str) -> bool:
+        return any(head in text for head in self._heads) and any(special in text for special in self.specials)
+
+    def first_in(self, text: str) -> str | None:
+        return next((special for special in self.specials if special in text), None)

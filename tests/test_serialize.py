@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oasst_data.conversation import Role, Source, Split, Thread, Turn
-from oasst_data.serialize import MARKERS, contains_marker, format_inference, format_training, format_turn
+from oasst_data.serialize import MARKERS, SpecialText, format_inference, format_training, format_turn
 
 
 def test_markers_are_in_the_fixed_order_that_gives_ids_50277_to_50281():
@@ -48,13 +48,13 @@ def test_system_message_comes_first():
     ("text", "expected"),
     [("plain", False), ("a <| b", False), ("say <|endoftext|>", True), ("<|prefix_end|>", True), ("<|assistant|>x", True)],
 )
-def test_contains_marker(text, expected):
-    assert contains_marker(text) is expected
+def test_special_text_knows_the_markers_and_eos(text, expected):
+    assert SpecialText()(text) is expected
 
 
 @pytest.mark.parametrize(("text", "expected"), [("a </s> b", True), ("a <|endoftext|> b", False), ("<|prompter|>", True), ("plain", False)])
-def test_contains_marker_with_another_tokenizers_eos(text, expected):
-    assert contains_marker(text, eos="</s>") is expected
+def test_special_text_of_another_tokenizer(text, expected):
+    assert SpecialText((*MARKERS, "</s>"))(text) is expected
 
 
 def test_thread_validates_its_shape():

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import StagingFolder, atomic_open, remove_abandoned_staging
-from ..config import ThreadConfig
+from ..config import ThreadConfig, check_system_prompt
 from ..conversation import Thread
 from ..errors import ConfigError, OasstDataError
 from ..funnel import Funnel, what_removed_everything
 from ..output_paths import check_not_in_a_build, check_outputs, check_replaced_folder, is_a_build
 from ..quarantine import BadRecordHandler, OnBadRecord
+from ..serialize import SpecialText
 from ..readers.alpaca_sources import ResolvedAlpaca
 from ..readers.files import as_sources, expand_inputs
 from ..threads import ThreadExtractor
@@ -238,6 +239,7 @@ def build_shards(
     check_not_in_a_build(out_dir, "--out")
     check_outputs({"--quarantine": quarantine}, read)
     loaded = load_tokenizer(config.tokenizer)
+    check_system_prompt(config.threads.system_prompt, SpecialText.of_tokenizer(loaded.tokenizer))
     staging = _prepare_output(out_dir, overwrite)
     handler = _bad_record_handler(config, staging.path)
     try:

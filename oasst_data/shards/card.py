@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import yaml
 
 
@@ -17,6 +20,20 @@ def dataset_card(manifest: dict) -> str:
         "tags": ["sft", "open-assistant", "oasst-data"],
     }
     totals = manifest["totals"]
+    tokenizer = manifest["tokenizer"]
+    saved = ""
+    if tokenizer.get("saved"):
+        folder = tokenizer["saved"]["folder"]
+        saved = (
+            f" Saved with the markers in {code_span(folder + '/')}: {code_span(f'AutoTokenizer.from_pretrained({json.dumps(folder)})')} "
+            "reproduces the shards' `input_ids` from their `text`"
+            + (
+                f", except in rows whose messages hold a special token's text, which stays plain text "
+                f"({manifest['funnel']['marker_text_messages']:,} such messages)."
+                if manifest.get("funnel", {}).get("marker_text_messages")
+                else "."
+            )
+        )
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False).rstrip(),
@@ -24,14 +41,8 @@ def dataset_card(manifest: dict) -> str:
         "",
         "# SFT shards built by oasst-data",
         "",
-        f"Tokenizer: `{manifest['tokenizer']['name']}` (fingerprint `{manifest['tokenizer']['fingerprint'][:16]}`), "
-        f"max length {manifest['config']['max_length']}."
-        + (
-            f" Saved with the markers in `{manifest['tokenizer']['saved']['folder']}/`: "
-            f"`AutoTokenizer.from_pretrained(\"{manifest['tokenizer']['saved']['folder']}\")` reproduces the shards' `input_ids` from their `text`."
-            if manifest["tokenizer"].get("saved")
-            else ""
-        ),
+        f"Tokenizer: {code_span(tokenizer['name'])} (fingerprint `{tokenizer['fingerprint'][:16]}`), "
+        f"max length {manifest['config']['max_length']}.{saved}",
         "",
         "| split | rows | tokens | trainable tokens |",
         "| --- | ---: | ---: | ---: |",
@@ -47,3 +58,12 @@ def dataset_card(manifest: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span, whatever it holds: a tokenizer's name is a path, and a
+    backtick or a line break in it would end the span and let the rest render as Markdown/HTML."""
+    text = " ".join(str(text).splitlines())
+    fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..conversation import Role, Thread
 from ..long_texts import BoundedEncoder
-from ..serialize import ASSISTANT, EOS, PROMPTER, SYSTEM, contains_marker
+from ..serialize import ASSISTANT, EOS, PROMPTER, SYSTEM, SpecialText
 from ..tokenizer import LoadedTokenizer
 
 
@@ -68,6 +68,7 @@ class ThreadTokenizer:
         self._bounded = BoundedEncoder(self.content_encoder, max_length)
         self.eos = np.array([loaded.eos_token_id], dtype=np.int32)
         self.eos_text = loaded.tokenizer.eos_token or EOS
+        self.special_text = SpecialText.of_tokenizer(loaded.tokenizer)
         self.marker = {
             Role.PROMPTER: np.array([loaded.marker_id(PROMPTER)], dtype=np.int32),
             Role.ASSISTANT: np.array([loaded.marker_id(ASSISTANT)], dtype=np.int32),
@@ -79,8 +80,8 @@ class ThreadTokenizer:
         self._marker_messages: set[tuple[str, str | int]] = set()
 
     def _count_marker_messages(self, threads, texts, keys) -> None:
-        eos = self.eos_text
-        marked = {index for index, text in enumerate(texts) if contains_marker(text, eos)}
+        special_text = self.special_text
+        marked = {index for index, text in enumerate(texts) if special_text(text)}
         if not marked:
             return
         seen = self._marker_messages

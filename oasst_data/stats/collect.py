@@ -17,7 +17,7 @@ from ..funnel import Funnel
 from ..readers.alpaca import alpaca_prompt
 from ..readers.oasst import LocatedTree
 from ..records import AlpacaRecord
-from ..serialize import EOS
+from ..serialize import SpecialText
 from ..threads import ThreadExtractor, quarantined_trees
 from .rows import (
     LABEL_SCHEMA,
@@ -45,8 +45,8 @@ class RowCollector:
         self.trees = ParquetSpill(folder / "trees.parquet", TREE_SCHEMA, batch_rows)
         self.threads = ParquetSpill(folder / "threads.parquet", THREAD_SCHEMA, batch_rows)
         self.counter = counter
-        # Marker text is counted with the tokenizer's EOS, as the build counts it.
-        self.eos = (counter.loaded.tokenizer.eos_token or EOS) if counter is not None else EOS
+        # Marker text is counted with the tokenizer's special tokens, as the build counts it.
+        self.special_text = SpecialText.of_tokenizer(counter.loaded.tokenizer) if counter is not None else SpecialText()
         self.batch_rows = batch_rows
         self.batch_texts = batch_texts
         self._texts: dict[str, int] = {}
@@ -64,7 +64,7 @@ class RowCollector:
             self._message_rows.append((row, self._key(text)))
 
     def add_tree(self, located: LocatedTree) -> None:
-        messages, labels = tree_rows(located, eos=self.eos)
+        messages, labels = tree_rows(located, special_text=self.special_text)
         max_depth = max(row["depth"] for row, _ in messages)
         if located.kind == "thread":
             # The thread records of one tree share their prefixes: each message is described once,
@@ -97,7 +97,7 @@ class RowCollector:
     def add_alpaca(self, record, index: int) -> None:
         prompt = alpaca_prompt(record)
         record_id = f"alpaca-{index}"
-        for row, text in zip(alpaca_message_rows(record, prompt, record_id, self.eos), (prompt, record.output)):
+        for row, text in zip(alpaca_message_rows(record, prompt, record_id, self.special_text), (prompt, record.output)):
             self._add_message(row, text)
         self.trees.add({"source": "alpaca", "tree_id": record_id, "tree_state": None, "lang": "en", "messages": 2, "max_depth": 2})
         self._maybe_encode()

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import html
+import re
 
 from .sections import Section, report_sections
 
+# Markdown syntax a value from the data could use: a link or remote image (`[x](javascript:..)`,
+# `![](https://tracker)`), code, emphasis, and the table's own cell separator.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*\[\]|])")
+
+
+def _text(text: str) -> str:
+    """Text from the data as inert Markdown: one line, HTML escaped (Markdown renders raw HTML: a
+    dataset card page would run a <script>), Markdown syntax backslash-escaped."""
+    text = html.escape(" ".join(text.splitlines()), quote=False)
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", text.strip())
+
 
 def _cell(text: str) -> str:
-    # A value from the data (a model name, a label) may hold a line break: it would end the row,
-    # or HTML, which Markdown renders as such (a dataset card page would run a <script>).
-    text = html.escape(" ".join(text.splitlines()), quote=False)
-    return text.strip().replace("|", "\\|") or " "
+    return _text(text) or " "
 
 
 def section_markdown(section: Section) -> str:
-    lines = [f"### {section.title}", ""]
+    lines = [f"### {_text(section.title)}", ""]
     align = [":---" if i < section.left else "---:" for i in range(len(section.columns))]
-    lines.append("| " + " | ".join(section.columns) + " |")
+    lines.append("| " + " | ".join(_cell(column) for column in section.columns) + " |")
     lines.append("| " + " | ".join(align) + " |")
     for row in section.rows:
         # Indented labels (sub-rows) keep their nesting visibly in Markdown.
@@ -25,7 +34,7 @@ def section_markdown(section: Section) -> str:
         label = ("&nbsp;&nbsp;" + _cell(first)) if first.startswith("  ") else _cell(first)
         lines.append("| " + " | ".join([label, *(_cell(c) for c in row[1:])]) + " |")
     if section.caption:
-        lines += ["", f"*{section.caption}*"]
+        lines += ["", f"*{_text(section.caption)}*"]
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from ..conversation import is_blank
 from ..readers.oasst import LocatedTree
 from ..records import AlpacaRecord
-from ..serialize import EOS, contains_marker
+from ..serialize import SpecialText
 
 MESSAGE_SCHEMA = pa.schema(
     [
@@ -75,7 +75,7 @@ THREAD_SCHEMA = pa.schema(
 )
 
 
-def tree_rows(located: LocatedTree, source: str = "oasst", eos: str = EOS) -> tuple[list[tuple[dict, str]], list[dict]]:
+def tree_rows(located: LocatedTree, source: str = "oasst", special_text: SpecialText = SpecialText()) -> tuple[list[tuple[dict, str]], list[dict]]:
     """(row, text) per message of the tree, depth first, and one row per label of a message.
 
     The rows hold no text (`tokens` is left empty); an explicit stack of (message, depth,
@@ -111,7 +111,7 @@ def tree_rows(located: LocatedTree, source: str = "oasst", eos: str = EOS) -> tu
             "review_result": message.review_result,
             "ranked": message.rank is not None,
             "model_name": message.model_name,
-            "marker_text": contains_marker(text, eos),
+            "marker_text": special_text(text),
             "blank_text": is_blank(text),
             "text_chars": len(text),
             "tokens": None,
@@ -126,7 +126,7 @@ def tree_rows(located: LocatedTree, source: str = "oasst", eos: str = EOS) -> tu
     return messages, labels
 
 
-def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str, eos: str = EOS) -> list[dict]:
+def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str, special_text: SpecialText = SpecialText()) -> list[dict]:
     """An Alpaca record as a two-message tree: the prompt (instruction + input) and the output."""
     common = {
         "source": "alpaca",
@@ -148,7 +148,7 @@ def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str, eos: 
         "n_replies": 1,
         "assistant_replies": 1,
         "ranked_assistant_replies": 0,
-        "marker_text": contains_marker(prompt, eos),
+        "marker_text": special_text(prompt),
         "blank_text": is_blank(prompt),
         "text_chars": len(prompt),
     }
@@ -160,7 +160,7 @@ def alpaca_message_rows(record: AlpacaRecord, prompt: str, record_id: str, eos: 
         "n_replies": 0,
         "assistant_replies": 0,
         "ranked_assistant_replies": 0,
-        "marker_text": contains_marker(record.output, eos),
+        "marker_text": special_text(record.output),
         "blank_text": is_blank(record.output),
         "text_chars": len(record.output),
     }

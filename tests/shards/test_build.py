@@ -617,10 +617,33 @@ def test_shard_parts_respect_the_row_cap_whatever_the_read_order():
 @pytest.mark.parametrize("tokenize_batch", [1024, 1])
 def test_marker_text_messages_counts_each_message_once(tmp_path, tokenize_batch):
     """The count was of distinct texts per tokenizer batch: a message shared by threads in two
-    batches counted twice, and a --system text holding a marker once per batch."""
-    config = fixture_config(tokenize_batch=tokenize_batch, threads=ThreadConfig(val_split=0.3, system_prompt="be <|assistant|> kind"))
+    batches counted twice."""
+    config = fixture_config(tokenize_batch=tokenize_batch, threads=ThreadConfig(val_split=0.3, system_prompt="be kind"))
     result = build_shards(config, tmp_path / "out")
     assert result.manifest["funnel"]["marker_text_messages"] == 2
+
+
+def test_any_special_token_text_in_a_message_is_counted_as_marker_text(tmp_path):
+    """Found by an audit: Pythia's `<|padding|>` in a message stays plain text (its row's input_ids
+    differ from tokenizer(text)) but was not counted, as only the markers and EOS were looked for."""
+    message = dict(lang="en", review_count=3, review_result=True, deleted=False, synthetic=False)
+    reply = dict(message, message_id="r", parent_id="q", text="Pad with <|padding|> here.", role="assistant", rank=0, replies=[])
+    prompt = dict(message, message_id="q", text="How to pad?", role="prompter", replies=[reply])
+    trees = tmp_path / "trees.jsonl"
+    trees.write_text(json.dumps({"message_tree_id": "t-pad", "tree_state": "ready_for_export", "prompt": prompt}) + "\n")
+    result = build_shards(fixture_config(inputs=[str(trees)], alpaca=[], threads=ThreadConfig(val_split=0.0)), tmp_path / "out")
+    assert result.manifest["funnel"]["marker_text_messages"] == 1
+    [row] = all_rows(tmp_path / "out")
+    tokenizer = load_tokenizer(str(FIXTURE_TOKENIZER)).tokenizer
+    assert row["input_ids"] != tokenizer(row["text"], add_special_tokens=False).input_ids  # what the count tells
+
+
+@pytest.mark.parametrize("system", ["Be nice <|endoftext|>", "x <|assistant|> y", "pad <|padding|>"])
+def test_a_system_prompt_holding_a_special_token_is_refused(tmp_path, system):
+    """It was trained as plain text in every row, unlike the marker its writer meant, and not counted."""
+    with pytest.raises(ConfigError, match=r"system_prompt holds <\|\w+\|>, a special token of the tokenizer"):
+        build_shards(fixture_config(threads=ThreadConfig(val_split=0.3, system_prompt=system)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_marker_prompt_shared_by_two_threads_is_one_marker_text_message(tmp_path):

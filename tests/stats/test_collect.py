@@ -132,14 +132,16 @@ def test_summary_from_counts_matches_numpy_quantiles():
     assert (small["p50"], small["p10"]) == (3.0, 2.2)
 
 
-def test_marker_text_is_counted_with_the_tokenizers_eos(tmp_path):
-    """As the build counts it: with a `</s>` tokenizer a literal `</s>` is marker text, `<|endoftext|>` is not."""
+def test_marker_text_is_counted_with_the_tokenizers_eos_and_special_tokens(tmp_path):
+    """As the build counts it: with a `</s>` tokenizer a literal `</s>` is marker text, and so is
+    `<|endoftext|>`, still a special token of that tokenizer; plain `</ s>` is not."""
     counter = TokenCounter.load(TOKENIZER)
     counter.loaded.tokenizer.eos_token = "</s>"
     collector = RowCollector(tmp_path, counter)
     root = ExportMessage(message_id="q", text="What is </s>?", role="prompter", replies=[
-        ExportMessage(message_id="a", text="Pythia's <|endoftext|> is not it.", role="assistant", replies=[])])
+        ExportMessage(message_id="a", text="Pythia's <|endoftext|> is special too.", role="assistant", replies=[
+            ExportMessage(message_id="b", text="Not </ s>.", role="prompter", replies=[])])])
     collector.add_tree(LocatedTree(ExportMessageTree(message_tree_id="q", prompt=root), "x.jsonl", 1))
     collector.close()
     marked = {row["message_id"]: row["marker_text"] for row in pq.read_table(tmp_path / "messages.parquet").to_pylist()}
-    assert marked == {"q": True, "a": False}
+    assert marked == {"q": True, "a": True, "b": False}

@@ -198,6 +198,24 @@ def test_markdown_escapes_html_from_the_data(tmp_path):
     assert "&nbsp;&nbsp;" in text  # the indented sub-rows keep their (intended) entity
 
 
+def test_markdown_keeps_links_images_and_html_from_the_data_inert():
+    """Found by an audit: a build folder named `<img src=x onerror=...>` went raw into the `### Build`
+    heading, and `[x](javascript:...)` or `![](https://tracker)` in a value became a link or an image."""
+    from oasst_data.stats.markdown import section_markdown
+    from oasst_data.stats.sections import Section
+
+    section = Section("build", "Build <img src=x onerror=alert(1)>", ["name", "n"], caption="from [a](javascript:alert(1))")
+    section.add("![](https://tracker.example/p.png)", "1")
+    section.add("[md](javascript:alert(1)) `code` *em*", "2")
+    text = section_markdown(section)
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "\\!\\[\\](https://tracker.example/p.png)" not in text  # ! needs no escape once [ ] are
+    assert "!\\[\\](https://tracker.example/p.png)" in text
+    assert "\\[md\\](javascript:alert(1)) \\`code\\` \\*em\\*" in text
+    assert "*from \\[a\\](javascript:alert(1))*" in text
+    assert re.search(r"(?<!\\)\[", text) is None  # every [ escaped: no link can open
+
+
 def test_terminal_tables_fold_long_values_instead_of_cutting_them():
     """Found by an audit: three long model names ending differently were cut to the same "…" prefix."""
     from oasst_data.stats.sections import Section
