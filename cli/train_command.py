@@ -145,4 +145,4 @@ def train(
             summary = f"trained: {outcome.train_metrics.get('train_loss', float('nan')):.4f} mean train loss"
             if "eval_loss" in outcome.eval_metrics:
                 summary += f", {outcome.eval_metrics['eval_loss']:.4f} eval loss"
-            err_console.print(f"{summary}; model in {outcome.output_dir}")
+            err_console.print(escape(f"{summary}; model in {outcome.output_dir}"))

@@ -56,10 +56,15 @@ def _scalar(name: str, value: Any, kind: Any, where: str) -> Any:
             if not math.isfinite(number):  # .inf, .nan, or the strings "inf"/"nan"
                 raise ConfigError(f"{where}: {name} must be a finite number, got {value!r}")
             return number
-        if isinstance(value, (dict, list, tuple)):
+        if isinstance(value, (dict, list, tuple, bool)):
             raise ValueError
         if kind is Path:
             return Path(str(value))
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}") from None
+        hint = ""
+        if kind in (str, Path) and any(isinstance(item, bool) for item in (value if isinstance(value, (list, tuple)) else [value])):
+            # PyYAML (YAML 1.1) reads unquoted no/yes/on/off as booleans: `lang: no` (Norwegian)
+            # became "False" and dropped every tree without a word.
+            hint = f' (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the text, e.g. {name}: "no")'
+        raise ConfigError(f"{where}: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}{hint}") from None

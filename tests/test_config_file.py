@@ -77,6 +77,11 @@ def test_unknown_section_and_native_key_are_clear_errors(tmp_path):
         ("on_bad_record: ignore\n", "on_bad_record must be one of fail, skip"),
         ("val_split: {a: 1}\n", "val_split must be float"),
         ("tokenizer: [a, b]\n", "tokenizer must be str"),
+        # Found by an audit: YAML 1.1 reads `no` (Norwegian) as false; it became the code "False"
+        # and every tree was dropped under `lang` without a word.
+        ("lang: no\n", 'lang must be str, got False \\(YAML reads unquoted yes/no/on/off/true/false as booleans: quote the text, e.g. lang: "no"\\)'),
+        ("threads:\n  lang: [en, no]\n", r"lang must be str, got \['en', False\] \(YAML reads unquoted"),
+        ("tree_states: on\n", "tree_states must be str, got True \\(YAML reads"),
     ],
 )
 def test_a_value_of_the_wrong_type_names_the_file_and_the_setting(tmp_path, text, message):
@@ -84,6 +89,12 @@ def test_a_value_of_the_wrong_type_names_the_file_and_the_setting(tmp_path, text
     path.write_text(text)
     with pytest.raises(ConfigError, match=f"^{path}: {message}"):
         config_from_file(path)
+
+
+def test_a_quoted_no_is_the_norwegian_language_code(tmp_path):
+    path = tmp_path / "no.yaml"
+    path.write_text('lang: "no"\n')
+    assert merge(config_from_file(path), {}, {}).threads.lang == "no"
 
 
 def test_values_are_converted_to_their_types(tmp_path):
