@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 # transformers warns at import that torch is missing (it is only needed for training).
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -15,6 +16,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from oasst_data.config import ThreadConfig
+from oasst_data.display import is_utf8_text
 from oasst_data.funnel import what_removed_everything
 from oasst_data.atomic import write_target
 from oasst_data.output_paths import check_outputs
@@ -24,7 +26,7 @@ from oasst_data.threads import ThreadExtractor, write_threads_jsonl
 
 from . import build_command, stats_command, train_command
 from . import options as opt
-from .console import dash_is_stdout, err_console, escape, is_stdout, out_console, setup_logging, user_errors
+from .console import dash_is_stdout, err_console, is_stdout, out_console, setup_logging, shown, user_errors
 
 log = logging.getLogger("oasst_data")
 
@@ -105,7 +107,7 @@ def threads(
         # Threads on stdout: the funnel goes to stderr, so the output stays JSON Lines.
         on_stdout = is_stdout(out) or (config.quarantine is not None and is_stdout(config.quarantine))
         report(extractor, as_json, config, err_console if on_stdout else out_console)
-        err_console.print(f"wrote {count:,} threads to {escape(str(out))}")
+        err_console.print(f"wrote {count:,} threads to {shown(str(out))}")
         if not count:
             log.warning("no thread was kept: %s", what_removed_everything(extractor.funnel.to_dict()))
 
@@ -158,7 +160,7 @@ def report(extractor: ThreadExtractor, as_json: bool, config: ThreadConfig, cons
     if extractor.handler.count:
         err_console.print(
             f"[yellow]{extractor.handler.count:,} bad records skipped[/]"
-            + (f", quarantined in {escape(str(config.quarantine))}" if config.quarantine else "")
+            + (f", quarantined in {shown(str(config.quarantine))}" if config.quarantine else "")
         )
 
 
@@ -169,6 +171,12 @@ app.command("train")(train_command.train)
 
 
 def main() -> None:  # console-script entry point
+    # A name in another encoding (Latin-1 é is byte 0xE9) reaches Python as lone surrogates, which
+    # no UTF-8 output (manifest, quarantine, stats JSON) can hold: refused before any work.
+    for arg in sys.argv[1:]:
+        if not is_utf8_text(arg):
+            err_console.print(f"[bold red]error:[/] {shown(arg)}: not valid UTF-8 (a file name in another encoding?): rename it", highlight=False, soft_wrap=True)
+            raise SystemExit(1)
     app()
 
 

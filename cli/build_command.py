@@ -15,7 +15,7 @@ from oasst_data.report import funnel_table
 from oasst_data.shards.tokenize import Overflow
 
 from . import options as opt
-from .console import err_console, escape, out_console, user_errors
+from .console import err_console, out_console, shown, user_errors
 
 _SHARDS = "Tokens and shards"
 
@@ -110,8 +110,8 @@ def build(
             out_console.print(summary_table(manifest))
             out_console.print(bucket_table(manifest))
         if result.quarantined:
-            err_console.print(f"[yellow]{result.quarantined:,} bad records skipped[/], see {escape(str(result.quarantine_path))}")
-        err_console.print(f"wrote {sum(t['shards'] for t in manifest['totals'].values())} shards to {escape(str(out))}")
+            err_console.print(f"[yellow]{result.quarantined:,} bad records skipped[/], see {shown(str(result.quarantine_path))}")
+        err_console.print(f"wrote {sum(t['shards'] for t in manifest['totals'].values())} shards to {shown(str(out))}")
 
 
 def summary_table(manifest: dict) -> Table:
@@ -159,13 +159,13 @@ def verify(out_dir: Annotated[Path, typer.Argument(help="A build's output direct
     with user_errors():
         report = verify_shards(out_dir)
         for path in report.mismatched:
-            err_console.print(f"[red]checksum differs:[/] {escape(path)}")
+            err_console.print(f"[red]checksum differs:[/] {shown(path)}")
         for path in report.missing:
-            err_console.print(f"[red]missing:[/] {escape(path)}")
+            err_console.print(f"[red]missing:[/] {shown(path)}")
         for path in report.unlisted:
-            err_console.print(f"[red]not in manifest:[/] {escape(path)}")
+            err_console.print(f"[red]not in manifest:[/] {shown(path)}")
         for path, why in report.unreadable:
-            err_console.print(f"[red]unreadable:[/] {escape(path)} ({escape(why)})")
+            err_console.print(f"[red]unreadable:[/] {shown(path)} ({shown(why)})")
         if not report.ok:
             raise typer.Exit(1)
         out_console.print(f"[green]ok[/]: {report.checked} files (shards and tokenizer) match the manifest")

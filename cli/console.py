@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from oasst_data.display import visible
 from oasst_data.errors import ConfigError, OasstDataError
 
 from .entry import termination, termination_handled
@@ -31,13 +32,21 @@ err_console = _Console(stderr=True)
 out_console = _Console()
 
 
+def shown(text: object) -> str:
+    """Text from the data (a path, an id, a reason quoting a line) for a console line: rich markup
+    escaped, control characters shown as escapes (an ESC in an id would drive the terminal)."""
+    return escape(visible(str(text)))
+
+
+class _VisibleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record))
+
+
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
-        force=True,
-    )
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler.setFormatter(_VisibleFormatter("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
 
 
 # Config fields whose option is not the field name with dashes (the others: val_split -> --val-split).
@@ -110,7 +119,7 @@ def user_errors() -> Iterator[None]:
             _report(error)
             raise
         termination_handled()
-        _print_last(f"[bold red]{escape(stop.message)}[/]")
+        _print_last(f"[bold red]{shown(stop.message)}[/]")
         raise typer.Exit(stop.exit_code) from None
 
 
@@ -118,7 +127,7 @@ def _report(error: BaseException) -> None:
     """Raise typer.Exit for an error the user can act on, after one line saying it; else return."""
     if isinstance(error, OasstDataError):
         message = name_the_option(str(error)) if isinstance(error, ConfigError) else str(error)
-        err_console.print(f"[bold red]{error_label()}[/] {escape(message)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{error_label()}[/] {shown(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if isinstance(error, BrokenPipeError):
         # The reader went away (`... --out /dev/stdout | head`): stop quietly, as Unix tools do;
@@ -128,12 +137,12 @@ def _report(error: BaseException) -> None:
         raise typer.Exit(141) from None  # 128 + SIGPIPE
     if isinstance(error, OSError):  # the machine's answer (disk full, permissions): no traceback either
         where = f"{error.filename}: " if error.filename else ""
-        err_console.print(f"[bold red]{error_label()}[/] {escape(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{error_label()}[/] {shown(where + (error.strerror or str(error)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if isinstance(error, MemoryError):  # pyarrow's ArrowMemoryError too; the work's memory is freed by now
         detail = str(error).splitlines()[0] if str(error).strip() else "MemoryError"
         err_console.print(
-            f"[bold red]{error_label()}[/] {escape(f'out of memory ({detail}); a single huge line? README, Build output: memory')}",
+            f"[bold red]{error_label()}[/] {shown(f'out of memory ({detail}); a single huge line? README, Build output: memory')}",
             highlight=False, soft_wrap=True,
         )
         raise typer.Exit(1) from None

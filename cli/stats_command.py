@@ -13,7 +13,7 @@ from oasst_data.errors import ConfigError
 from oasst_data.output_paths import check_outputs
 
 from . import options as opt
-from .console import dash_is_stdout, err_console, escape, is_stdout, out_console, user_errors
+from .console import dash_is_stdout, err_console, is_stdout, out_console, shown, user_errors
 
 _OUTPUT = "Output"
 _TOKENS = "Tokens"
@@ -107,4 +107,4 @@ def stats(
             for table in render_tables(report):
                 tables_console.print(table)
         for path in written:
-            err_console.print(f"wrote {escape(str(path))}")
+            err_console.print(f"wrote {shown(str(path))}")

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from oasst_data.train.config import field_help
 
-from .console import err_console, error_label, user_errors
+from .console import err_console, error_label, shown, user_errors
 
 # What `pip install oasst-data[train]` adds that training cannot start without (DeepSpeed is checked
 # where it is used: --deepspeed none trains without it).
@@ -134,15 +133,15 @@ def train(
                 raise ImportError(name=", ".join(absent))
             from oasst_data.train.run import train as run_training
         except ImportError as error:
-            missing = escape(f"training needs the train extra ({error.name or error} is missing): {train_install_steps()}")
+            missing = shown(f"training needs the train extra ({error.name or error} is missing): {train_install_steps()}")
             err_console.print(f"[bold red]{error_label()}[/] {missing}", highlight=False)
             raise typer.Exit(1) from None
         outcome = run_training(config)
         if outcome.already_finished_at is not None:
             if int(os.environ.get("RANK", "0") or 0) == 0:
-                err_console.print(escape(f"nothing left to train: the run is at step {outcome.already_finished_at}; model in {outcome.output_dir}"))
+                err_console.print(shown(f"nothing left to train: the run is at step {outcome.already_finished_at}; model in {outcome.output_dir}"))
         elif outcome.trainer is None or outcome.trainer.is_world_process_zero():
             summary = f"trained: {outcome.train_metrics.get('train_loss', float('nan')):.4f} mean train loss"
             if "eval_loss" in outcome.eval_metrics:
                 summary += f", {outcome.eval_metrics['eval_loss']:.4f} eval loss"
-            err_console.print(escape(f"{summary}; model in {outcome.output_dir}"))
+            err_console.print(shown(f"{summary}; model in {outcome.output_dir}"))

@@ -71,15 +71,54 @@ class RootReviewFilter(TreeFilter):
         return None if tree.prompt.review_result else "review_result"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RootLangFilter(TreeFilter):
+    """Codes match exactly (`EN` is not `en`, nor `en-US` `en`), as Open-Assistant's loader matches
+    them; the trees it drops are counted by their root's code, so a code that matched nothing can
+    be told apart from a typo or another spelling of it (`unmatched_hint`)."""
+
     langs: frozenset[str]
     name = "lang"
+    met: set[str] = field(default_factory=set, compare=False)
+    dropped: dict[str | None, int] = field(default_factory=dict, compare=False)
 
     def check(self, tree):
-        if ANY in self.langs or tree.prompt.lang in self.langs:
+        lang = tree.prompt.lang
+        if ANY in self.langs or lang in self.langs:
+            self.met.add(lang)
             return None
+        if lang in self.dropped or len(self.dropped) < _MAX_DROPPED_LANGS:
+            self.dropped[lang] = self.dropped.get(lang, 0) + 1
         return "lang"
+
+    def warn_about_unmatched_codes(self) -> None:
+        """A code no root had, when the dropped roots have one like it (`EN`, `en-US`, ` en` for
+        `en`): codes match exactly. When no code matched at all, the codes the roots have."""
+        if ANY in self.langs or not self.dropped:
+            return
+        unmatched = sorted(self.langs - self.met)
+        warned = False
+        for code in unmatched:
+            alike = [lang for lang in self.dropped if lang is not None and _lang_base(lang) == _lang_base(code)]
+            if alike:
+                warned = True
+                log.warning("--lang %s: no tree's root prompt has this code; codes match exactly, and the trees dropped under `lang` have %s", code, self._most_dropped(alike))
+        if not warned and len(unmatched) == len(self.langs):
+            log.warning("--lang %s: no tree's root prompt has any of these codes; the trees dropped under `lang` have %s", ",".join(unmatched), self._most_dropped(self.dropped))
+
+    def _most_dropped(self, langs) -> str:
+        top = sorted(langs, key=lambda lang: (-self.dropped[lang], str(lang)))
+        shown = ", ".join(f"{lang!r} ({self.dropped[lang]:,} tree{'s' if self.dropped[lang] != 1 else ''})" for lang in top[:5])
+        return shown + (f" and {len(top) - 5:,} more" if len(top) > 5 else "")
+
+
+def _lang_base(code: str) -> str:
+    """`en` of `EN`, ` en`, `en-US`, `en_GB`: what a code that was meant alike has in common."""
+    return code.strip().lower().replace("_", "-").split("-")[0]
+
+
+# Distinct root codes counted as dropped: a real export has a few dozen; bounded for odd data.
+_MAX_DROPPED_LANGS = 10_000
 
 
 class DeletedFilter(ThreadFilter):

@@ -15,7 +15,7 @@ from pathlib import Path
 from .config import ThreadConfig
 from .conversation import Role, Source, Split, Thread, Turn, is_blank
 from .errors import BadRecordError
-from .filters import LabelThreshold, build_filters, parse_langs, warn_about_unknown_labels
+from .filters import LabelThreshold, RootLangFilter, build_filters, parse_langs, warn_about_unknown_labels
 from .funnel import Funnel
 from .quarantine import BadRecordHandler
 from .readers.alpaca import AlpacaReader, alpaca_prompt, check_distinct_sources
@@ -133,6 +133,8 @@ class ThreadExtractor:
                 "%d message(s) in the threads kept have blank text (empty or whitespace); they are kept, "
                 "as Open-Assistant's trainer keeps them: `oasst-data stats` counts them", blank,
             )
+        for lang_filter in (f for f in self.tree_filters if isinstance(f, RootLangFilter)):
+            lang_filter.warn_about_unmatched_codes()
         if funnel.candidates > candidates_before:
             for unmet in (f for f in self.thread_filters if isinstance(f, LabelThreshold) and not f.met):
                 log.warning(

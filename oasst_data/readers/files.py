@@ -16,6 +16,7 @@ from pathlib import Path
 
 import zstandard
 
+from ..display import is_utf8_text, visible
 from ..errors import BadRecordError, CorruptStreamError, OasstDataError
 from .hints import COMPRESSED_SUFFIXES, misnamed_stream_hint
 
@@ -365,6 +366,8 @@ def expand_inputs(patterns: str | os.PathLike | Iterable[str | os.PathLike] | No
     # The same file twice (a repeated name, overlapping globs) would give every thread twice.
     seen: dict[str, Path] = {}
     for path in paths:
+        if not is_utf8_text(str(path)):  # a glob can match a name the command line never spelled
+            raise OasstDataError(f"{visible(str(path))}: the file name is not valid UTF-8 (written in another encoding?): rename it")
         real = os.path.realpath(path)
         if real in seen:
             raise OasstDataError(f"{path}: given twice (also as {seen[real]}); its threads would be counted and trained on twice")

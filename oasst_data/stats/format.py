@@ -30,4 +30,7 @@ def percent(part, whole=None) -> str:
 
 
 def lang_name(lang) -> str:
-    return lang if lang else "(none)"
+    """A language code as shown: quoted when it would look like another (`' en'`, `''`), `(none)` when absent."""
+    if lang is None:
+        return "(none)"
+    return lang if lang and lang == lang.strip() else repr(lang)

@@ -6,8 +6,7 @@ the same offline, from an e-mail attachment or a CI artifact.
 
 from __future__ import annotations
 
-from html import escape
-
+from ..display import html_text as escape
 from .format import count, percent
 from .sections import Section, report_sections
 from .svg import Bar, column_chart, hbar_chart

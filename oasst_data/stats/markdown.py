@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 
+from ..display import visible
 from .sections import Section, report_sections
 
 # Markdown syntax a value from the data could use: a link or remote image (`[x](javascript:..)`,
@@ -15,7 +16,7 @@ _MARKDOWN_SYNTAX = re.compile(r"([\\`*\[\]|])")
 def _text(text: str) -> str:
     """Text from the data as inert Markdown: one line, HTML escaped (Markdown renders raw HTML: a
     dataset card page would run a <script>), Markdown syntax backslash-escaped."""
-    text = html.escape(" ".join(text.splitlines()), quote=False)
+    text = html.escape(visible(" ".join(text.splitlines())), quote=False)
     return _MARKDOWN_SYNTAX.sub(r"\\\1", text.strip())
 
 

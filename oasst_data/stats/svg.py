@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from html import escape
 
+from ..display import html_text as escape
 from .format import count
 
 Formatter = Callable[[float], str]

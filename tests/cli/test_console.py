@@ -107,3 +107,52 @@ def test_running_out_of_memory_is_one_line(tmp_path, monkeypatch, error):
     result = CliRunner().invoke(app, ["threads", str(trees), "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert " ".join(result.output.split()).startswith("error: out of memory (")
+
+
+def _tree_with_control_characters(tmp_path, valid: bool = False):
+    """Ids and a language holding an ESC sequence and a line break (found by an audit: printed raw,
+    they cleared the screen or forged an output line)."""
+    import json
+
+    bad = "b\x1b[2J\nFAKE: ok"
+    replies = [{"message_id": "a1", "parent_id": "p1", "text": "x", "role": "assistant", "lang": "\x1b[31mxx", "review_result": True,
+                "replies": [{"message_id": bad, "parent_id": "a1", "text": "y", "role": "prompter" if valid else "assistant", "lang": "en", "replies": []}]}]
+    prompt = {"message_id": "p1", "text": "hi", "role": "prompter", "lang": "\x1b[31mxx", "review_result": True, "replies": replies}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"message_tree_id": "t\x1b]0;title\x07", "tree_state": "ready_for_export", "prompt": prompt}) + "\n")
+    return path
+
+
+def test_control_characters_from_the_data_are_shown_as_escapes_in_errors(tmp_path):
+    path = _tree_with_control_characters(tmp_path)
+    result = CliRunner().invoke(app, ["threads", str(path), "--lang", "*", "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 1, result.output
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    joined = "".join(lines)  # rich may wrap a long line: the data's own line break must not show up as one
+    assert joined.startswith("error: ") and "\\x1b[2J\\nFAKE: ok" in joined, result.stderr
+    assert not any(line.startswith("FAKE") for line in lines)
+
+
+def test_control_characters_from_the_data_are_shown_as_escapes_in_stats(tmp_path):
+    path = _tree_with_control_characters(tmp_path, valid=True)
+    html, markdown = tmp_path / "s.html", tmp_path / "s.md"
+    result = CliRunner().invoke(app, ["stats", str(path), "--lang", "*", "--tree-states", "*", "--html", str(html), "--markdown", str(markdown)])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\\x1b[31mxx" in result.output
+    assert "\x1b" not in html.read_text(encoding="utf-8") and "\\x1b[31mxx" in html.read_text(encoding="utf-8")
+    assert "\x1b" not in markdown.read_text(encoding="utf-8") and "\\\\x1b\\[31mxx" in markdown.read_text(encoding="utf-8")
+
+
+def test_log_lines_show_control_characters_as_escapes(capsys):
+    import logging
+
+    from oasst_data_cli.console import setup_logging
+
+    setup_logging(verbose=False)
+    try:
+        logging.getLogger("oasst_data.test").warning("label %r from %s", "spam", "x\x1b[2J\ny\udce9")
+    finally:
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x\\x1b[2J\\ny\\xe9" in err, err

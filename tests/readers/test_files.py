@@ -151,3 +151,29 @@ def test_an_unreadable_input_is_refused_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "open", no_permission)
     with pytest.raises(OasstDataError, match=r"z.jsonl: cannot open: Permission denied"):
         expand_inputs([str(first), str(tmp_path / "z*.jsonl")])
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_with_its_bytes_shown(tmp_path):
+    """Found by an audit: a Latin-1 name (byte 0xE9) went through tokenizing, then `build` died with
+    UnicodeEncodeError writing the manifest; stats and the quarantine likewise."""
+    import os
+    import subprocess
+    import sys
+
+    from oasst_data.errors import OasstDataError
+    from oasst_data.readers.files import expand_inputs
+
+    from ..conftest import FIXTURES, REPO
+
+    name = os.fsdecode(b"caf\xe9.jsonl")
+    (tmp_path / name).write_bytes((FIXTURES / "oasst" / "trees.jsonl").read_bytes())
+    with pytest.raises(OasstDataError, match=r"caf\\xe9\.jsonl: the file name is not valid UTF-8 \(written in another encoding\?\): rename it"):
+        expand_inputs([str(tmp_path / "*.jsonl")])  # a glob reaches it without the command line spelling it
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "oasst_data_cli", "threads", os.fsencode(tmp_path / name), "--out", tmp_path / "t.jsonl"],
+        capture_output=True, env=env, timeout=120,
+    )
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert done.stderr.decode().strip().endswith("caf\\xe9.jsonl: not valid UTF-8 (a file name in another encoding?): rename it")
+    assert not (tmp_path / "t.jsonl").exists()

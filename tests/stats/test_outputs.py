@@ -248,3 +248,10 @@ def test_the_export_thread_length_histogram_is_in_every_output(reports):
     assert "Thread length histogram (tokens)" in _render(report, 80)
     assert "### Thread length histogram (tokens)" in render_markdown(report)
     assert f"{last['min_length']}+" in render_html(report)
+
+
+def test_language_codes_that_would_look_alike_are_quoted():
+    """Found by an audit: 'en', ' en' and 'en ' were three identical `en` rows, '' and null both `(none)`."""
+    from oasst_data.stats.format import lang_name
+
+    assert [lang_name(code) for code in ("en", " en", "en ", "", None)] == ["en", "' en'", "'en '", "''", "(none)"]
