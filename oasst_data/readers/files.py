@@ -67,6 +67,11 @@ class _DecompressingRaw(io.RawIOBase):
         self._input = b""  # compressed bytes read, not yet decompressed
         self._unit_output = 0  # bytes the current compressed unit has given so far
         self._read_any = False
+        # The bytes handed over since the last line break (up to _MAX_PARTIAL_LINE): when the
+        # stream breaks, the reader's readline drops the line it was gathering; the quarantine
+        # keeps it from here.
+        self._partial: list[bytes] = []
+        self._partial_size = 0
 
     def readable(self) -> bool:
         return True
@@ -103,10 +108,25 @@ class _DecompressingRaw(io.RawIOBase):
             while not self._pending and not self._done:
                 self._fill()
         # Handed over from an offset: slicing off the front would copy the rest on every read.
-        size = min(len(buffer), len(self._pending) - self._offset)
-        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
+        start = self._offset
+        size = min(len(buffer), len(self._pending) - start)
+        buffer[:size] = memoryview(self._pending)[start:start + size]
         self._offset += size
+        self._note_partial_line(start, start + size)
         return size
+
+    def _note_partial_line(self, start: int, end: int) -> None:
+        newline = self._pending.rfind(b"\n", start, end)
+        if newline >= 0:
+            self._partial, self._partial_size = [self._pending[newline + 1 : end]], end - newline - 1
+        elif self._partial_size < _MAX_PARTIAL_LINE:
+            piece = self._pending[start : min(end, start + _MAX_PARTIAL_LINE - self._partial_size)]
+            self._partial.append(piece)
+            self._partial_size += len(piece)
+
+    def partial_line(self) -> bytes:
+        """What was read of the line the stream broke in (its first _MAX_PARTIAL_LINE bytes)."""
+        return b"".join(self._partial)
 
     def close(self) -> None:
         self._handle.close()
@@ -177,6 +197,8 @@ class _ZstdRaw(_DecompressingRaw):
                 self._slice = max(_ZSTD_MIN_SLICE, min(_CHUNK, _MAX_INFLATE * fed // out_size))
 
 
+# How much of the line a broken stream cuts off is kept for the quarantine.
+_MAX_PARTIAL_LINE = 16 << 20
 # Compressed bytes for the first zstd decompress call (then sized by the ratio seen), and the least.
 _ZSTD_FIRST_SLICE = 256
 _ZSTD_MIN_SLICE = 256
@@ -315,7 +337,8 @@ def iter_lines(path: Path, display: str | None = None, counter: ByteCounter | No
             raise CorruptStreamError(name, number + 1, str(error)) from None
         except STREAM_ERRORS as error:
             hint = misnamed_stream_hint(path) if number == 0 else ""
-            raise BadRecordError(name, number + 1, f"cannot read further: {error}{hint}") from None
+            raw = handle.raw.partial_line() if isinstance(handle.raw, _DecompressingRaw) else b""
+            raise BadRecordError(name, number + 1, f"cannot read further: {error}{hint}", raw or None) from None
 
 
 _JSON_LINES_SUFFIXES = frozenset((".jsonl", ".ndjson"))

@@ -255,6 +255,10 @@ def test_truncated_compressed_file(tmp_path, suffix):
     assert readable > 0
     assert [(e["source"], e["line"]) for e in entries] == [(str(source), line)]
     assert "cannot read further" in entries[0]["reason"]
+    # The quarantine holds what was read of the line the break cut (an audit found it empty).
+    readable_bytes = data[: len(b"".join(data.splitlines(keepends=True)[:readable]))]
+    cut_line = data[len(readable_bytes) :].split(b"\n", 1)[0]
+    assert entries[0]["raw"] and cut_line.startswith(entries[0]["raw"].encode())
     funnel = report["funnel"]
     assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (readable + 1, 1, readable)
     assert_accounted(report, entries)
