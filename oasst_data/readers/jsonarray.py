@@ -286,9 +286,13 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
             _check_end(scanner)
             return
         while True:
+            # At the end of the file, the line named is the last one with text, not one past the
+            # final line break that skipping whitespace counted.
+            last_text_line = scanner.line
             if scanner.peek() == "":
-                raise scanner.error(scanner.line, "malformed JSON: array not closed (truncated file?)")
+                raise scanner.error(last_text_line, "malformed JSON: array not closed (truncated file?)")
             yield scanner.value()
+            last_text_line = scanner.line
             separator = scanner.peek()
             if separator == "]":
                 scanner.pos += 1
@@ -296,7 +300,7 @@ def iter_json_array(path: Path, display: str | None = None) -> Iterator[tuple[in
                 return
             if separator != ",":
                 if not separator:
-                    raise scanner.error(scanner.line, "malformed JSON: expected ',' or ']' after an element, got end of file")
+                    raise scanner.error(last_text_line, "malformed JSON: expected ',' or ']' after an element, got end of file")
                 raise scanner.broken(f"malformed JSON: expected ',' or ']' after an element, got {separator!r}")
             scanner.pos += 1
 

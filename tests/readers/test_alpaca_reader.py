@@ -202,6 +202,23 @@ def test_bad_json_in_an_array_names_its_line(tmp_path):
     assert (reader.records_read, reader.bad_records) == (3, 1)
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ('[{"instruction": "a", "output": "b"},\n{"instruction": "c", "output": "d"}\n', 2, "expected ',' or ']' after an element, got end of file"),
+        ('[{"instruction": "a", "output": "b"},\n\n\n', 1, "array not closed (truncated file?)"),
+        ('[\n  {"instruction": "a", "output": "b"}\n\n', 2, "expected ',' or ']' after an element, got end of file"),
+    ],
+)
+def test_an_array_cut_short_names_its_last_line_of_text(tmp_path, text, line, reason):
+    """Found by a fuzz audit: the line after the file's final line break was named (line 3 of 2)."""
+    path = tmp_path / "cut.json"
+    path.write_text(text)
+    with pytest.raises(BadRecordError) as caught:
+        records(path)
+    assert (caught.value.line, caught.value.reason) == (line, f"malformed JSON: {reason}")
+
+
 def test_wrong_record_in_an_array_is_skipped_alone(tmp_path):
     rows = FIXTURE_RECORDS[:2] + [{"instruction": 5, "output": "x"}, ["not", "an", "object"]] + FIXTURE_RECORDS[2:]
     path = tmp_path / "mixed.json"
