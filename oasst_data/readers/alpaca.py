@@ -22,7 +22,7 @@ from .alpaca_sources import DEFAULT_ALPACA_DATASET, DataFile, DataFormat, Resolv
 from .alpaca_sources import first_line as _first_line
 from .files import JSON_WHITESPACE, iter_lines, names_json_lines
 from .hints import OASST_ARRAY_AS_ALPACA_HINT, OASST_AS_ALPACA_HINT, compressed_reason, lone_surrogate_escape, looks_like_oasst, pretty_printed_hint
-from .jsonarray import NonStandardElement, iter_json_array, starts_with_array
+from .jsonarray import NonStandardElement, TooDeepElement, iter_json_array, starts_with_array
 from .oasst import _describe_decode_error, check_utf8, log_blank_lines, log_empty_file
 from .tables import iter_table_rows, table_columns
 
@@ -135,7 +135,7 @@ class AlpacaReader:
             element += 1
             # One-line arrays (json.dump's default) put every record on line 1: name the element too.
             where = f" (array element {element})"
-            if isinstance(value, NonStandardElement):  # refused as the JSON Lines reader refuses it
+            if isinstance(value, (NonStandardElement, TooDeepElement)):  # refused as the JSON Lines reader refuses it
                 self._bad(BadRecordError(name, line, value.reason + where, raw))
                 continue
             # Python's json reads an escaped half surrogate pair ("\ud800"), which is no Unicode
@@ -145,14 +145,13 @@ class AlpacaReader:
             if lone is not None:
                 self._bad(BadRecordError(name, line, f"invalid record: {lone}{where}", raw))
                 continue
-            if isinstance(value, dict):
-                self._note_fields(value)
             try:
                 record = msgspec.convert(value, AlpacaRecord)
             except msgspec.ValidationError as error:
                 hint = OASST_ARRAY_AS_ALPACA_HINT if isinstance(value, dict) and looks_like_oasst(value) else ""
                 self._bad(BadRecordError(name, line, f"invalid record: {error}{where}{hint}", raw))
                 continue
+            self._note_fields(value)  # of records read only: a bad record's fields are its quarantine entry's
             yield LocatedAlpaca(record, name, line, raw)
 
     def _from_lines(self, path: Path, name: str) -> Iterator[LocatedAlpaca]:
@@ -174,7 +173,7 @@ class AlpacaReader:
             self.records_read += 1
             try:
                 record = _record_decoder.decode(line.data)
-                self._note_fields(_keys_decoder.decode(line.data))
+                keys = _keys_decoder.decode(line.data)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as error:
                 self._bad(BadRecordError(name, line.number, _line_reason(error, line.data, name, line.number), line.data))
                 continue
@@ -183,6 +182,7 @@ class AlpacaReader:
             except BadRecordError as error:
                 self._bad(error)
                 continue
+            self._note_fields(keys)
             yield LocatedAlpaca(record, name, line.number, line.data)
 
     def _from_table(self, data_file: DataFile, resolved: ResolvedAlpaca) -> Iterator[LocatedAlpaca]:

@@ -124,3 +124,39 @@ def _string(token: str, pos: int) -> str:
         except UnicodeEncodeError:  # an unpaired surrogate escape: msgspec refuses it, json.loads would not
             raise DeepJSONError("lone surrogate escape in a string", pos) from None
     return value
+
+
+# What delimits a value's structure, and a whole string token, escapes taken as they come (each
+# alternative starts with a different character: matching stays linear, also when unterminated).
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_ANY_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_CLOSES = {"[": "]", "{": "}"}
+
+
+def value_end(text: str, pos: int) -> int | None:
+    """Where the array or object opening at `text[pos]` ends, found by its brackets and strings
+    alone, without recursion or building it; None when the text ends first (read more).
+
+    For a JSON array reader to step over an element too deep to decode, and read on: only that
+    element is then a bad record. Raises DeepJSONError for a bracket that closes the wrong kind.
+    """
+    open_brackets: list[str] = []
+    while True:
+        match = _STRUCTURE.search(text, pos)
+        if match is None:
+            return None
+        char, pos = match.group(), match.start()
+        if char == '"':
+            string = _ANY_STRING.match(text, pos)
+            if string is None:
+                return None
+            pos = string.end()
+            continue
+        pos += 1
+        if char in _CLOSES:
+            open_brackets.append(_CLOSES[char])
+            continue
+        if not open_brackets or open_brackets.pop() != char:
+            raise DeepJSONError(f"unexpected {char!r}", pos - 1)
+        if not open_brackets:
+            return pos

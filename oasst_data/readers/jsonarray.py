@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..errors import BadRecordError, CorruptStreamError
+from . import deep_json
 from .files import STREAM_ERRORS, CorruptCompressedUnit, _DecompressingRaw, open_binary
 
 _READ = 1 << 20
@@ -39,6 +40,14 @@ class NonStandardElement:
     @property
     def reason(self) -> str:
         return f"malformed JSON: {self.constant} is not JSON; write null or a string"
+
+
+@dataclass(frozen=True, slots=True)
+class TooDeepElement:
+    """An element nested deeper than the JSON parser goes, stepped over by its brackets: one bad
+    record, as such a line is in JSON Lines, and the array reads on past it."""
+
+    reason: str = "nesting deeper than the JSON parser allows"
 
 
 class _ArrayScanner:
@@ -166,7 +175,10 @@ class _ArrayScanner:
                 if len(self.text) - self.pos > _MAX_ELEMENT:
                     raise BadRecordError(self.name, self.line, "malformed JSON: element too large") from None
             except RecursionError:
-                raise self.broken("nesting deeper than the JSON parser allows") from None
+                end = self._deep_element_end()
+                value = TooDeepElement()
+                self.constants.clear()  # whatever the partial decode met: the depth is the reason
+                break
             except ValueError as error:  # an integer past Python's 4,300-digit limit
                 raise self.broken(f"malformed JSON: {str(error).splitlines()[0]}") from None
             self.refill()
@@ -177,6 +189,23 @@ class _ArrayScanner:
         if self.constants:
             value = NonStandardElement(self.constants[0])
         return start, raw.encode("utf-8"), value
+
+    def _deep_element_end(self) -> int:
+        """The end of an element too deep to decode, read on (doubling the text held) until found."""
+        while True:
+            try:
+                end = deep_json.value_end(self.text, self.pos)
+            except deep_json.DeepJSONError as error:
+                raise self.broken(f"malformed JSON: {error}") from None
+            if end is not None:
+                return end
+            if self.eof:
+                raise self.broken("malformed JSON: array not closed (truncated file?)", self.failure)
+            held = len(self.text) - self.pos
+            if held > _MAX_ELEMENT:
+                raise BadRecordError(self.name, self.line, "malformed JSON: element too large")
+            while not self.eof and len(self.text) - self.pos < 2 * held:
+                self.refill()
 
     def broken(self, reason: str, cause: BadRecordError | None = None) -> BadRecordError:
         """The error for an element that cannot be read, with the rest of the input as raw.

@@ -715,6 +715,21 @@ def test_fields_the_format_does_not_use_are_named_in_a_warning(tmp_path, caplog,
     assert f"{source}: fields the Alpaca format does not use were ignored: {expected}" in caplog.text
 
 
+@pytest.mark.parametrize("layout", ["array", "lines"])
+def test_a_bad_records_fields_are_not_counted_as_ignored(tmp_path, caplog, layout):
+    """Found by an audit: the warning counted the fields of records then rejected (quarantined)."""
+    rows = [dict(ROW_A, note="kept"), {"instruction": 5, "output": "x", "junk": 1}, dict(ROW_C, junk="\ud800")]
+    source = tmp_path / ("x.json" if layout == "array" else "x.jsonl")
+    text = json.dumps(rows, indent=1) if layout == "array" else "".join(json.dumps(row) + "\n" for row in rows)
+    source.write_text(text)
+    reader = AlpacaReader(str(source), BadRecordHandler(OnBadRecord.SKIP))
+    with caplog.at_level("WARNING", logger="oasst_data"):
+        assert [loc.record for loc in reader] == as_records([ROW_A])
+    assert reader.bad_records == 2
+    assert f"{source}: fields the Alpaca format does not use were ignored: note (1 record)" in caplog.text
+    assert "junk" not in caplog.text
+
+
 def test_no_warning_when_every_field_is_used(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="oasst_data"):
         records(ALPACA / "alpaca.json")

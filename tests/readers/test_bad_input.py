@@ -714,10 +714,25 @@ def test_alpaca_array_invalid_utf8_names_the_line_of_the_bad_byte(tmp_path):
     assert_accounted(report, entries)
 
 
+@pytest.mark.parametrize("padding", [0, 3 << 20], ids=["small", "across-read-chunks"])
+def test_a_too_deep_alpaca_array_element_is_one_bad_record_and_the_array_reads_on(tmp_path, padding):
+    """Found by a fuzz audit: it stopped the array (tens of thousands of records after it lost,
+    counted as one bad record); in JSON Lines such a line is one bad record."""
+    deep_element = b'{"instruction": "c", "output": "d", "meta": ' + DEEP[:50_000] + b'"' + b"]" * padding + b'"' + DEEP[50_000:] + b"}"
+    after = b",\n".join(b'{"instruction": "q%d", "output": "a%d"}' % (i, i) for i in range(300))
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n' + deep_element + b",\n" + after + b"\n]\n")
+    assert_one_line_error(threads_cli("--alpaca", str(deep), "--out", str(tmp_path / "t.jsonl")), deep, 3, "nesting deeper than the JSON parser allows (array element 2)")
+    report, entries, _ = skip_run(tmp_path / "t.jsonl", extra=("--alpaca", str(deep)))
+    funnel = report["funnel"]
+    assert (funnel["records_read"], funnel["bad_records"], funnel["threads"]) == (302, 1, 301)
+    assert [e["line"] for e in entries] == [3] and entries[0]["raw"].encode() == deep_element
+
+
 def test_alpaca_array_too_deep_and_truncated(tmp_path):
     deep = tmp_path / "deep.json"
-    deep.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n' + DEEP + b"\n]\n")
-    assert_one_line_error(threads_cli("--alpaca", str(deep), "--out", str(tmp_path / "t.jsonl")), deep, 3, "nesting deeper than the JSON parser allows")
+    deep.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n' + DEEP[:-10])
+    assert_one_line_error(threads_cli("--alpaca", str(deep), "--out", str(tmp_path / "t.jsonl")), deep, 3, "array not closed (truncated file?)")
     cut = tmp_path / "cut.json.gz"
     cut.write_bytes(gzip.compress(ALPACA_ARRAY.encode() * 1)[:-30])
     result = threads_cli("--alpaca", str(cut), "--out", str(tmp_path / "t.jsonl"))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oasst_data.readers.deep_json import DeepJSONError, loads
+from oasst_data.readers.deep_json import DeepJSONError, loads, value_end
 
 from ..conftest import REPO
 
@@ -105,3 +105,27 @@ def test_nan_and_infinity_are_named(constant):
     """As the JSON Lines and array readers name them (found by a review: 'expected a value')."""
     with pytest.raises(DeepJSONError, match=rf"{constant} is not JSON; write null or a string \(character 6\)"):
         loads('{"a": ' + constant + "}")
+
+
+CONTAINERS = st.one_of(st.lists(VALUES, max_size=4), st.dictionaries(st.text(max_size=4), VALUES, max_size=4))
+
+
+@given(CONTAINERS, st.sampled_from([None, 2]), st.sampled_from([True, False]), st.sampled_from(["", ",\n{}", "]", '  "x"']))
+def test_value_end_finds_where_an_array_or_object_ends(value, indent, ascii_only, after):
+    """How the Alpaca array reader steps over an element too deep to decode, and reads on."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    assert value_end("  " + text + after, 2) == len(text) + 2
+
+
+@given(CONTAINERS)
+def test_value_end_wants_more_text_for_every_cut_of_a_value(value):
+    text = json.dumps(value)
+    for cut in range(1, len(text)):
+        assert value_end(text[:cut], 0) is None
+
+
+def test_value_end_goes_past_any_depth_and_brackets_inside_strings():
+    text = "[" * 200_000 + json.dumps('a]}\\"[{') + "]" * 200_000  # a string holding brackets, a backslash and a quote
+    assert value_end(text + ", 1", 0) == len(text)
+    with pytest.raises(DeepJSONError, match=r"unexpected '\}' \(character 3\)"):
+        value_end("[[1}]", 0)
