@@ -162,7 +162,7 @@ def verify(out_dir: Annotated[Path, typer.Argument(help="A build's output direct
             err_console.print(f"[red]checksum differs:[/] {shown(path)}")
         for path in report.missing:
             err_console.print(f"[red]missing:[/] {shown(path)}")
-        for path in report.unlisted:
+        for path in [*report.unlisted, *report.unlisted_tokenizer_files]:
             err_console.print(f"[red]not in manifest:[/] {shown(path)}")
         for path, why in report.unreadable:
             err_console.print(f"[red]unreadable:[/] {shown(path)} ({shown(why)})")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import yaml
+
+from .hashing import shards_digest
 
 
 def dataset_card(manifest: dict) -> str:
@@ -13,8 +14,14 @@ def dataset_card(manifest: dict) -> str:
     header = {
         "configs": [
             {
-                "config_name": "default",
-                "data_files": [{"split": split, "path": f"data/{split}/*.parquet"} for split in splits],
+                # datasets caches a folder's data under its name, this config name and the data
+                # files' names: with "default" and a glob, another build in a folder of the same
+                # name (or this one rebuilt) was served from the cache, silently. A name from the
+                # data's digest and the manifest's own file list (no shard it does not list) cannot be.
+                "config_name": f"shards-{shards_digest(manifest)[:16]}",
+                "data_files": [
+                    {"split": split, "path": [s["path"] for s in manifest["shards"] if s["split"] == split]} for split in splits
+                ],
             }
         ],
         "tags": ["sft", "open-assistant", "oasst-data"],
@@ -25,7 +32,7 @@ def dataset_card(manifest: dict) -> str:
     if tokenizer.get("saved"):
         folder = tokenizer["saved"]["folder"]
         saved = (
-            f" Saved with the markers in {code_span(folder + '/')}: {code_span(f'AutoTokenizer.from_pretrained({json.dumps(folder)})')} "
+            f" Saved with the markers in {code_span(folder + '/')} of this folder: `AutoTokenizer.from_pretrained` on it "
             "reproduces the shards' `input_ids` from their `text`"
             + (
                 f", except in rows whose messages hold a special token's text, which stays plain text "

@@ -21,3 +21,8 @@ def canonical_json(value) -> bytes:
 
 def sha256_json(value) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def shards_digest(manifest: dict) -> str:
+    """One sha256 for the data of a build: of its shards' sha256, in manifest order."""
+    return sha256_json([shard["sha256"] for shard in manifest["shards"]])

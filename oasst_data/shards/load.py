@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from ..errors import OasstDataError
-from .hashing import sha256_json
+from .hashing import sha256_file, sha256_json
 from .schema import FORMAT_VERSION, ManifestShape
 
 
@@ -86,13 +86,35 @@ def shard_paths(out_dir: str | Path, split: str, manifest: dict | None = None) -
     return [Path(out_dir) / s["path"] for s in manifest["shards"] if s["split"] == split]
 
 
-def load_shards(out_dir: str | Path, split: str = "train"):
-    """The rows of one split as a `datasets.Dataset` (memory-mapped Arrow, not loaded into RAM)."""
+def load_shards(out_dir: str | Path, split: str = "train", verify: bool = True):
+    """The rows of one split as a `datasets.Dataset` (memory-mapped Arrow, not loaded into RAM).
+
+    Each of the split's shards is checked against the manifest first: its sha256 (`verify=False`
+    skips that, trusting the files: faster on a large build), and the rows read against the
+    rows listed. A shard copied in from another build gave its rows (another tokenizer's ids)
+    without a word; a missing one, datasets' FileNotFoundError.
+    """
     import datasets
 
     manifest = load_manifest(out_dir)
-    files = shard_paths(out_dir, split, manifest)
-    if not files:
+    entries = [shard for shard in manifest["shards"] if shard["split"] == split]
+    if not entries:
         splits = sorted({s["split"] for s in manifest["shards"]})
         raise OasstDataError(f"{out_dir}: no {split!r} shards (splits present: {', '.join(splits) or 'none'})")
-    return datasets.Dataset.from_parquet([str(f) for f in files], split=split)
+    files = [Path(out_dir) / shard["path"] for shard in entries]
+    for entry, file in zip(entries, files):
+        try:
+            if not file.is_file():
+                raise OasstDataError(f"{file}: missing: the manifest lists it; rebuild, or run `oasst-data verify`")
+            if verify and sha256_file(file) != entry["sha256"]:
+                raise OasstDataError(f"{file}: its sha256 differs from the manifest's; rebuild, or run `oasst-data verify`")
+        except OSError as error:
+            raise OasstDataError(f"{file}: cannot read shard: {error.strerror or error}") from None
+    try:
+        dataset = datasets.Dataset.from_parquet([str(f) for f in files], split=split)
+    except Exception as error:  # datasets and pyarrow raise many types for a damaged file
+        raise OasstDataError(f"{out_dir}: cannot read the {split!r} shards: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    listed = sum(shard["rows"] for shard in entries)
+    if dataset.num_rows != listed:
+        raise OasstDataError(f"{out_dir}: the {split!r} shards hold {dataset.num_rows:,} rows, the manifest lists {listed:,}; rebuild")
+    return dataset

@@ -14,17 +14,23 @@ class VerifyReport:
     checked: int = 0  # files whose sha256 was compared: shards and saved tokenizer files
     mismatched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-    unlisted: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # shards under data/ the manifest does not list
+    # Files in the saved tokenizer's folder the manifest does not list: one (special_tokens_map.json)
+    # changes what AutoTokenizer loads (another EOS or pad) while every listed file still matches.
+    unlisted_tokenizer_files: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, why): permissions, I/O errors
 
     @property
     def ok(self) -> bool:
-        return not (self.mismatched or self.missing or self.unlisted or self.unreadable)
+        return not (self.mismatched or self.missing or self.unlisted or self.unlisted_tokenizer_files or self.unreadable)
 
     def damage(self, limit: int = 3) -> str | None:
         """What stops the build from being read as the manifest describes it (listed files missing
-        or changed; unlisted extra shards are ignored by readers), in one line; None if nothing."""
+        or changed, a tokenizer file added), in one line; None if nothing. Unlisted extra shards
+        are not read by the package, nor by datasets (the card lists the files), but a glob over
+        data/ (polars, DuckDB) reads them: `verify` names them, `stats` warns."""
         problems = [f"checksum differs: {p}" for p in self.mismatched] + [f"missing: {p}" for p in self.missing]
+        problems += [f"not in the manifest: {p}" for p in self.unlisted_tokenizer_files]
         problems += [f"unreadable: {p} ({why})" for p, why in self.unreadable]
         if not problems:
             return None
@@ -47,6 +53,7 @@ def verify_shards(out_dir: str | Path, tokenizer_files: bool = True) -> VerifyRe
         report.checked += saved.checked
         report.mismatched += saved.mismatched
         report.missing += saved.missing
+        report.unlisted_tokenizer_files += saved.unlisted_tokenizer_files
         report.unreadable += saved.unreadable
     data = out_dir / "data"
     try:
@@ -66,8 +73,17 @@ def verify_saved_tokenizer(out_dir: str | Path, manifest: dict) -> VerifyReport:
     out_dir = Path(out_dir)
     report = VerifyReport()
     saved = manifest.get("tokenizer", {}).get("saved")
-    for name, digest in sorted((saved or {}).get("files", {}).items()):
+    if not saved:
+        return report
+    files = saved.get("files", {})
+    for name, digest in sorted(files.items()):
         _check_file(out_dir, f"{saved['folder']}/{name}", digest, report)
+    folder = out_dir / saved["folder"]
+    try:
+        present = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    except OSError:  # an unreadable folder: its files are reported unreadable above
+        present = []
+    report.unlisted_tokenizer_files += [f"{saved['folder']}/{name}" for name in present if name not in files]
     return report
 
 

@@ -11,6 +11,7 @@ and texts are never loaded whole.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +27,8 @@ from .histogram import length_histogram, split_key
 from .padding import BATCH_SIZES, bucketed_waste, expected_waste
 from .summary import empty_summary, number, summary_from_counts
 
+log = logging.getLogger(__name__)
+
 
 def is_build_dir(path: str | Path) -> bool:
     path = Path(path)
@@ -35,9 +38,16 @@ def is_build_dir(path: str | Path) -> bool:
 def _shard_files(out_dir: Path, manifest: dict) -> list[Path]:
     """The listed shards, after checking their sha256: a changed shard could otherwise be read
     back without an error (a flipped byte inside a value) and give wrong figures."""
-    damage = verify_shards(out_dir).damage()
+    report = verify_shards(out_dir)
+    damage = report.damage()
     if damage:
         raise OasstDataError(f"{out_dir}: the build does not match its manifest.json ({damage}); rebuild, or run `oasst-data verify`")
+    if report.unlisted:
+        shown = ", ".join(report.unlisted[:3]) + (f" (+{len(report.unlisted) - 3} more)" if len(report.unlisted) > 3 else "")
+        log.warning(
+            "%s: shard(s) the manifest does not list: %s; these figures leave them out, but a glob over data/ "
+            "(polars, DuckDB) would read them: remove them, or rebuild", out_dir, shown,
+        )
     return [out_dir / shard["path"] for shard in manifest["shards"]]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, OasstDataError
-from ..shards.hashing import sha256_json
+from ..shards.hashing import shards_digest
 from ..shards.load import load_manifest
 from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint, run_steps
 from .config import TrainConfig, read_json_object
@@ -268,11 +268,6 @@ def _same_run_without_checkpoints(cfg: TrainConfig) -> dict | None:
     except (OasstDataError, KeyError, TypeError):
         return None  # opening the shards reports the problem, then
     return record if same_data else None
-
-
-def shards_digest(manifest: dict) -> str:
-    """One sha256 for the data of a build: of its shards' sha256, in manifest order."""
-    return sha256_json([shard["sha256"] for shard in manifest["shards"]])
 
 
 def _as_recorded(value: Any) -> Any:

@@ -145,7 +145,7 @@ def check_checksums(path: Path) -> None:
     if report.unlisted:
         shown = ", ".join(report.unlisted[:3]) + (f" (+{len(report.unlisted) - 3} more)" if len(report.unlisted) > 3 else "")
         log.warning(
-            "%s: shards not in the manifest are not trained on: %s (datasets.load_dataset on the folder would read them)",
+            "%s: shards not in the manifest are not trained on: %s (a glob over data/, as polars or DuckDB take, would read them)",
             path, shown,
         )
 

@@ -283,6 +283,33 @@ def test_a_damaged_manifest_is_one_clear_error_for_every_reader(fixture_build, t
             read(damaged)
 
 
+def test_load_dataset_reads_this_build_whatever_its_cache_holds(tmp_path):
+    """Found by an audit: the card's config ("default", a glob) made datasets cache a build under
+    its folder's name only: a build in another folder of the same name, or this folder rebuilt,
+    came back from the cache (the other build's rows and token ids), and a shard the manifest does
+    not list was read too."""
+    import shutil
+
+    import datasets
+
+    cache = tmp_path / "hf-cache"
+    first, second = tmp_path / "a" / "shards", tmp_path / "b" / "shards"
+    build_shards(fixture_config(threads=ThreadConfig(val_split=0.3)), first)
+    build_shards(fixture_config(threads=ThreadConfig(val_split=0.6, seed=7)), second)
+    ids = {}
+    for out in (first, second):
+        loaded = datasets.load_dataset(str(out), cache_dir=str(cache))
+        ids[out] = sorted(loaded["validation"]["id"])
+        assert ids[out] == sorted(load_shards(out, split="validation")["id"])
+        assert loaded["train"].num_rows == load_manifest(out)["totals"]["train"]["rows"]
+    assert ids[first] != ids[second]
+    build_shards(fixture_config(threads=ThreadConfig(val_split=0.6, seed=7)), first, overwrite=True)  # rebuilt in place
+    assert sorted(datasets.load_dataset(str(first), cache_dir=str(cache))["validation"]["id"]) == ids[second]
+    stray = next((second / "data" / "train").glob("*.parquet"))
+    shutil.copy(stray, second / "data" / "train" / "b99999-00000.parquet")  # not in the manifest
+    assert datasets.load_dataset(str(second), cache_dir=str(cache))["train"].num_rows == load_manifest(second)["totals"]["train"]["rows"]
+
+
 def test_load_dataset_polars_and_duckdb_read_the_output(fixture_build):
     import datasets
     import duckdb
@@ -689,3 +716,37 @@ def test_a_build_without_datasets_installed_records_its_version_as_null(tmp_path
     monkeypatch.setattr(importlib.metadata, "version", without_datasets)
     manifest = build_shards(fixture_config(), tmp_path / "shards").manifest
     assert manifest["library_versions"]["datasets"] is None and manifest["library_versions"]["pyarrow"]
+
+
+def test_load_shards_refuses_shards_that_are_not_the_manifests(tmp_path):
+    """Found by an audit: a shard of another build copied over a listed one gave its rows (another
+    tokenizer's ids) without a word, and a missing shard raised datasets' FileNotFoundError."""
+    import shutil
+
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    build_shards(fixture_config(), ours)
+    build_shards(fixture_config(threads=ThreadConfig(val_split=0.6, seed=3)), other)
+    listed = load_manifest(ours)["shards"][0]["path"]
+    shutil.copy(other / load_manifest(other)["shards"][0]["path"], ours / listed)
+    with pytest.raises(OasstDataError, match=r"its sha256 differs from the manifest's"):
+        load_shards(ours, split="train")
+    with pytest.raises(OasstDataError, match=r"rows, the manifest lists"):
+        load_shards(ours, split="train", verify=False)  # trusting the files: the row count still tells
+    (ours / listed).unlink()
+    with pytest.raises(OasstDataError, match=rf"{listed}: missing: the manifest lists it"):
+        load_shards(ours, split="train", verify=False)
+
+
+def test_verify_names_a_file_added_to_the_saved_tokenizer(fixture_build, tmp_path):
+    """Found by an audit: a special_tokens_map.json dropped into tokenizer/ made AutoTokenizer load
+    another EOS and pad, and `verify` said ok (only the listed files were hashed)."""
+    import shutil
+
+    from oasst_data.shards.verify import verify_shards
+
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_build, copy)
+    (copy / "tokenizer" / "special_tokens_map.json").write_text('{"eos_token": "<|padding|>"}')
+    report = verify_shards(copy)
+    assert not report.ok and report.unlisted_tokenizer_files == ["tokenizer/special_tokens_map.json"]
+    assert "not in the manifest: tokenizer/special_tokens_map.json" in report.damage()

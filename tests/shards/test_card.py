@@ -9,7 +9,7 @@ from oasst_data.shards.card import code_span, dataset_card
 
 def _manifest(name: str, marker_text_messages: int = 0) -> dict:
     return {
-        "shards": [{"split": "train"}],
+        "shards": [{"split": "train", "path": "data/train/b00128-00000.parquet", "sha256": "0" * 64}],
         "totals": {"train": {"rows": 3, "tokens": 30, "trainable_tokens": 10}},
         "tokenizer": {"name": name, "fingerprint": "ab" * 32, "saved": {"folder": "tokenizer"}},
         "config": {"max_length": 2048},
@@ -39,3 +39,17 @@ def test_code_span_fences_any_backtick_run():
 def test_the_card_says_when_input_ids_differ_from_the_text():
     assert "except in rows whose messages hold a special token's text" in dataset_card(_manifest("t", marker_text_messages=2))
     assert "reproduces the shards' `input_ids` from their `text`." in dataset_card(_manifest("t"))
+
+
+def test_the_card_names_its_config_by_the_data_and_lists_the_manifests_shards():
+    """datasets caches a folder's data by its name, the config's name and its data file names."""
+    import yaml
+
+    manifest = _manifest("t")
+    manifest["shards"].append({"split": "train", "path": "data/train/b02048-00000.parquet", "sha256": "1" * 64})
+    header = yaml.safe_load(dataset_card(manifest).split("---")[1])
+    [config] = header["configs"]
+    assert re.fullmatch(r"shards-[0-9a-f]{16}", config["config_name"])
+    assert config["data_files"] == [{"split": "train", "path": ["data/train/b00128-00000.parquet", "data/train/b02048-00000.parquet"]}]
+    manifest["shards"][1]["sha256"] = "2" * 64
+    assert yaml.safe_load(dataset_card(manifest).split("---")[1])["configs"][0]["config_name"] != config["config_name"]

@@ -194,6 +194,22 @@ def test_a_build_directory_is_detected_and_checked(build, tmp_path):
         shard_stats(incomplete)
 
 
+def test_a_shard_the_manifest_does_not_list_is_warned_about(build, tmp_path, caplog):
+    """Found by an audit: stats said "totals match manifest: yes" and nothing else, while a glob
+    over data/ (polars, DuckDB) reads the stray shard."""
+    import logging
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(build, copy)
+    stray = next((copy / "data" / "train").glob("*.parquet"))
+    shutil.copy(stray, copy / "data" / "train" / "b99999-00000.parquet")
+    with caplog.at_level(logging.WARNING, logger="oasst_data"):
+        report = shard_stats(copy)
+    assert report["shards"]["totals"]["matches_manifest"]
+    assert "shard(s) the manifest does not list: data/train/b99999-00000.parquet" in caplog.text
+
+
 def test_an_unreadable_shard_is_named(build, tmp_path):
     import shutil
 
