@@ -142,6 +142,9 @@ def train(
                 err_console.print(shown(f"nothing left to train: the run is at step {outcome.already_finished_at}; model in {outcome.output_dir}"))
         elif outcome.trainer is None or outcome.trainer.is_world_process_zero():
             summary = f"trained: {outcome.train_metrics.get('train_loss', float('nan')):.4f} mean train loss"
+            if outcome.resumed_at is not None and outcome.trainer is not None:
+                # The Trainer's mean covers this session's steps only, not the run's.
+                summary += f" over steps {outcome.resumed_at + 1}-{outcome.trainer.state.global_step} (resumed at {outcome.resumed_at})"
             if "eval_loss" in outcome.eval_metrics:
                 summary += f", {outcome.eval_metrics['eval_loss']:.4f} eval loss"
             err_console.print(shown(f"{summary}; model in {outcome.output_dir}"))

@@ -19,6 +19,9 @@ PREFIX_CHECKPOINT = "checkpoint-"
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 # What a Trainer checkpoint holds the weights in (one file, or an index of several).
 CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Written into each checkpoint folder, last, once every rank's files are there: the settings that
+# decide the batch order (`trainer.batch_plan`), and the world size they were saved by.
+BATCH_PLAN_FILE = "oasst_batch_plan.json"
 # What a checkpoint holds besides the model a final save writes (config, weights, tokenizer, args).
 _TRAINING_STATE = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "latest", "zero_to_fp32.py")
 
@@ -70,6 +73,20 @@ def checkpoint_problem(folder: Path) -> str | None:
         return str(error).removeprefix(f"{state}: ")
     if not any((folder / name).is_file() for name in CHECKPOINT_WEIGHTS) and not any(folder.glob("global_step*")):
         return "the checkpoint holds no model weights (a save that was interrupted?)"
+    plan = folder / BATCH_PLAN_FILE
+    if not plan.is_file():
+        return f"not a complete checkpoint (no {BATCH_PLAN_FILE}, written once every rank saved: a save that was interrupted?)"
+    try:
+        world_size = read_json_object(plan, "the checkpoint's batch plan").get("world_size")
+    except ConfigError as error:
+        return str(error).removeprefix(f"{plan}: ")
+    if isinstance(world_size, int) and not isinstance(world_size, bool):
+        # Each rank saves its own RNG state (the Trainer's naming); without it, the resumed rank
+        # draws other dropout masks than the uninterrupted run would.
+        expected = ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{rank}.pth" for rank in range(world_size)]
+        missing = [name for name in expected if not (folder / name).is_file()]
+        if missing:
+            return f"not a complete checkpoint (no {missing[0]}: that rank's save was interrupted?)"
     return None
 
 
@@ -119,10 +136,16 @@ def finished_step(folder: Path, steps: int) -> int | None:
     The Trainer resumed such a checkpoint by training one more step before it checked the
     limit: each restart of a finished job (`--resume auto`) took another step.
     """
-    step = read_json_object(folder / "trainer_state.json", "the checkpoint's trainer state").get("global_step")
-    if isinstance(step, int) and step >= steps > 0:
+    step = checkpoint_step(folder)
+    if step >= steps > 0:
         return step
     return None
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The optimizer step a checkpoint was saved at (its trainer state's global_step; 0 if none)."""
+    step = read_json_object(folder / "trainer_state.json", "the checkpoint's trainer state").get("global_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else 0
 
 
 def publish_final_model(checkpoint: Path, output_dir: Path, replace: bool = False) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -20,8 +21,18 @@ from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, OasstDataError
 from ..shards.hashing import shards_digest
 from ..shards.load import load_manifest
-from .checkpoints import CHECKPOINT_WEIGHTS, PREFIX_CHECKPOINT, check_same_engine, finished_step, publish_final_model, resume_checkpoint, run_steps
+from .checkpoints import (
+    CHECKPOINT_WEIGHTS,
+    PREFIX_CHECKPOINT,
+    check_same_engine,
+    checkpoint_step,
+    finished_step,
+    publish_final_model,
+    resume_checkpoint,
+    run_steps,
+)
 from .config import TrainConfig, read_json_object
+from .ranks import on_every_rank
 
 log = logging.getLogger("oasst_data.train")
 
@@ -37,6 +48,7 @@ class TrainOutcome:
     plan: dict[str, Any] = field(default_factory=dict)
     trainer: Any = None
     already_finished_at: int | None = None  # the step of a restarted run that had nothing left to train
+    resumed_at: int | None = None  # the checkpoint's step a resumed run started from (its metrics cover the steps after)
 
 
 def packaged_deepspeed_config(name: str = "zero2") -> Path:
@@ -124,10 +136,17 @@ def _configure_cpu_deepspeed_state() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)  # what TrainingArguments does first, too
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # how TrainingArguments itself asks for DeepSpeed
     try:
-        PartialState(backend="gloo")
-    finally:
-        del os.environ["ACCELERATE_USE_DEEPSPEED"]
-    remove_shm_allreduce_buffer()
+        try:
+            PartialState(backend="gloo")
+        finally:
+            del os.environ["ACCELERATE_USE_DEEPSPEED"]
+        remove_shm_allreduce_buffer()
+    except BaseException:
+        # A SIGTERM (or an error) between the buffer's creation and the unlink after the barrier
+        # left 66 MB per rank in /dev/shm (an audit): this run maps no buffer again.
+        with contextlib.suppress(OSError):
+            shm_allreduce_buffer().unlink()
+        raise
 
 
 def shm_allreduce_buffer() -> Path:
@@ -185,6 +204,44 @@ def check_report_targets(targets: list[str]) -> None:
 
 
 RUN_RECORD = "oasst_train.json"
+
+
+LOCK_FILE = ".oasst_train.lock"
+
+
+def lock_output_dir(out: Path):
+    """Hold the output folder for this run (rank 0, until training ends): a second job there, such
+    as a restart while the first one's ranks still run, would train into the same checkpoints.
+
+    DeepSpeed's single-node launcher does not pass SIGTERM on to its ranks, so `timeout` or
+    `kill` on it leaves them training; their restart used to go ahead beside them. An flock is
+    let go by the system when its process ends, however it ends. Returns the open lock file.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"--output-dir {out}: another run is training there ({holder}); wait for it, or stop it first "
+            "(DeepSpeed's launcher does not pass a SIGTERM on: signal its ranks, or use torchrun)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def check_output_dir(cfg: TrainConfig) -> None:
@@ -393,8 +450,8 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     from .trainer import BucketTrainer, RichLogCallback, batch_plan, batch_policies, check_resume_plan, training_arguments
 
     _quiet_accelerate()
-    if int(os.environ.get("RANK", "0") or 0) > 0:  # one console log per job, from rank 0
-        logging.getLogger("oasst_data").setLevel(logging.WARNING)
+    if _rank() > 0:  # one console log per job, from rank 0: the others' warnings are its own, repeated
+        logging.getLogger("oasst_data").setLevel(logging.ERROR)
     if not cfg.shards:
         raise ConfigError("give --shards DIR (the output of `oasst-data build`)")
     if not cfg.output_dir:
@@ -412,18 +469,20 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         if done is not None:
             log.info("%s: this run finished at step %d (its final model is there): nothing left to train", cfg.output_dir, done)
             return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=done)
-    tokenizer, build, validation = _open_shards(cfg)
-    check_context(cfg, load_config(cfg.model), [build.train, validation])
+    with on_every_rank("opening the shards"):  # a no-op where the process group comes later (CUDA)
+        tokenizer, build, validation = _open_shards(cfg)
+        check_context(cfg, load_config(cfg.model), [build.train, validation])
 
     # TrainingArguments first: it sets up the (DeepSpeed) distributed state the model load may need.
     args = training_arguments(cfg, dtype, validation is not None, ds_path, use_configured_state=bool(ds_path) and not cuda)
     check_world_size(args.world_size)
     check_one_device_per_process(args.n_gpu)
     train_policy, eval_policy = batch_policies(cfg)
-    if resume is not None:
-        # The Trainer resumes by skipping the batches already trained: right only on the same plan.
-        current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
-        check_resume_plan(resume, current)
+    with on_every_rank("checking the checkpoint to resume", same=resume):
+        if resume is not None:
+            # The Trainer resumes by skipping the batches already trained: right only on the same plan.
+            current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
+            check_resume_plan(resume, current)
     # Every check so far writes nothing; the Trainer (below) makes the output directory.
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
     if resume is not None:
@@ -431,42 +490,51 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         done = finished_step(Path(resume), steps)
         if done is not None:
             return _already_finished(cfg, Path(resume), done, steps)
-    _log_plan(cfg, plan)
-    warn_about_short_epochs(plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
-    warn_about_rows_over_budget(build.train, train_policy, "--batch-tokens")
-    if validation is not None:
-        warn_about_rows_over_budget(validation, eval_policy, "--eval-batch-tokens")
-    hint = bucket_tuning_hint(build.manifest.get("config", {}), cfg.batch_tokens) if cfg.batching == "buckets" else None
-    if hint:
-        log.info(hint)
-    model = _load_model(cfg, tokenizer, dtype, ds_path)
+    with on_every_rank("taking the output folder"):
+        lock = lock_output_dir(Path(cfg.output_dir)) if _rank() == 0 else None
+    resumed_at = checkpoint_step(Path(resume)) if resume is not None else None
+    if resume is not None:
+        log.info("resuming %s at step %d", resume, resumed_at)
+    try:
+        _log_plan(cfg, plan)
+        warn_about_short_epochs(plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
+        warn_about_rows_over_budget(build.train, train_policy, "--batch-tokens")
+        if validation is not None:
+            warn_about_rows_over_budget(validation, eval_policy, "--eval-batch-tokens")
+        hint = bucket_tuning_hint(build.manifest.get("config", {}), cfg.batch_tokens) if cfg.batching == "buckets" else None
+        if hint:
+            log.info(hint)
+        model = _load_model(cfg, tokenizer, dtype, ds_path)
 
-    with _tensorboard_run_folder(cfg):  # its callback reads the folder when the Trainer is made
-        trainer = BucketTrainer(
-            model=model,
-            args=args,
-            train_dataset=build.train,
-            eval_dataset=validation,
-            data_collator=PadCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of),
-            processing_class=tokenizer.tokenizer,
-            callbacks=[RichLogCallback(), *callbacks],
-            train_policy=train_policy,
-            eval_policy=eval_policy,
-            batching=cfg.batching,
-        )
-    if not trainer.model_accepts_loss_kwargs:
-        log.warning("%s does not take num_items_in_batch: its loss is a mean per batch, not per trained token", cfg.model)
-    if on_trainer is not None:
-        on_trainer(trainer)
-    if trainer.is_world_process_zero():
-        _write_run_record(cfg, build.manifest, plan, dtype)
+        with _tensorboard_run_folder(cfg):  # its callback reads the folder when the Trainer is made
+            trainer = BucketTrainer(
+                model=model,
+                args=args,
+                train_dataset=build.train,
+                eval_dataset=validation,
+                data_collator=PadCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of),
+                processing_class=tokenizer.tokenizer,
+                callbacks=[RichLogCallback(), *callbacks],
+                train_policy=train_policy,
+                eval_policy=eval_policy,
+                batching=cfg.batching,
+            )
+        if not trainer.model_accepts_loss_kwargs:
+            log.warning("%s does not take num_items_in_batch: its loss is a mean per batch, not per trained token", cfg.model)
+        if on_trainer is not None:
+            on_trainer(trainer)
+        if trainer.is_world_process_zero():
+            _write_run_record(cfg, build.manifest, plan, dtype)
 
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        _mark_finished(cfg, trainer.state.global_step)
-    eval_metrics = _final_eval(trainer) if validation is not None else {}
-    return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer)
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            _mark_finished(cfg, trainer.state.global_step)
+        eval_metrics = _final_eval(trainer) if validation is not None else {}
+        return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer, resumed_at=resumed_at)
+    finally:
+        if lock is not None:
+            lock.close()  # another job may take the folder now
 
 
 def _already_finished(cfg: TrainConfig, checkpoint: Path, step: int, steps: int) -> TrainOutcome:
@@ -680,7 +748,7 @@ def _write_run_record(cfg: TrainConfig, manifest: dict, plan: dict, dtype: str) 
         },
         "plan": plan,
     }
-    (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / RUN_RECORD, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 def _recorded_finish(cfg: TrainConfig) -> bool:

@@ -28,6 +28,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
 from .collator import IGNORE_INDEX
+from .checkpoints import BATCH_PLAN_FILE
 from .config import TrainConfig, read_json_object
 from .sampler import BatchPolicy, BucketBatchSampler, FixedRows, TokenBudget
 from .shards import SplitRows
@@ -277,6 +278,11 @@ class _BucketTrainerHooks(TrainerCallback):
             trainer.token_counts.restart_clock()
 
     def on_save(self, args, state, control, **kwargs):
+        # Every rank has written its own RNG state by now, rank 0 the trainer state, without waiting
+        # for each other: the batch plan, written last once all are done, marks the checkpoint whole
+        # (a kill in between left one that resumed with rank 1's RNG missing, silently diverging).
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()
         trainer = self._trainer()
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if trainer is not None and state.is_world_process_zero and folder.is_dir():
@@ -284,8 +290,6 @@ class _BucketTrainerHooks(TrainerCallback):
             atomic_write_bytes(folder / BATCH_PLAN_FILE, text.encode("utf-8"))  # whole or absent after a kill
 
 
-# Written into each checkpoint folder: the settings that decide the batch order (`batch_plan`).
-BATCH_PLAN_FILE = "oasst_batch_plan.json"
 
 
 def policy_text(policy: BatchPolicy) -> str:
@@ -319,14 +323,9 @@ def batch_plan(
 
 
 def check_resume_plan(checkpoint: str | Path, current: dict[str, Any]) -> None:
-    """Refuse to resume `checkpoint` on another batch plan than the one it was saved with.
-
-    A checkpoint without the record (saved by an older version) is resumed with a warning.
-    """
+    """Refuse to resume `checkpoint` on another batch plan than the one it was saved with (a
+    checkpoint without one is incomplete: `checkpoint_problem` refuses it before)."""
     path = Path(checkpoint) / BATCH_PLAN_FILE
-    if not path.is_file():
-        log.warning("%s has no %s: cannot check that the resumed run has its batch plan", checkpoint, BATCH_PLAN_FILE)
-        return
     saved = read_json_object(path, "the checkpoint's batch plan")
     differ = [f"{key} {saved[key]!r}, now {value!r}" for key, value in current.items() if key in saved and saved[key] != value]
     if differ:
