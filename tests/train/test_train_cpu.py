@@ -361,7 +361,7 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
     shutil.copy(good / "model.safetensors", killed_in_its_save / "model.safetensors")
     with caplog.at_level(logging.WARNING, logger="oasst_data"):
         resumed = train(config(fixture_shards, tiny_model, interrupted, max_steps=3, save_steps=0, eval_steps=0, resume="last"))
-    assert resumed.trainer.state.global_step == 3
+    assert resumed.trainer.state.global_step == 3 and resumed.resumed_at == 2
     assert f"{killed_in_its_save}: not a complete checkpoint (no trainer_state.json" in caplog.text
     assert f"{newest}: the checkpoint holds no model weights (a save that was interrupted?); resuming from an earlier checkpoint" in caplog.text
 
