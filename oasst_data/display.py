@@ -18,6 +18,8 @@ _VISIBLE = str.maketrans(
     {
         **{chr(code): _NAMED.get(chr(code), f"\\x{code:02x}") for code in (*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, *range(0x80, 0xA0))},
         **{chr(0xDC00 + byte): f"\\x{byte:02x}" for byte in range(0x80, 0x100)},
+        # Bidirectional controls: they reorder what follows on the line (an id shown reversed).
+        **{chr(code): f"\\u{code:04x}" for code in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
     }
 )
 

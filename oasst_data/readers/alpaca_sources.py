@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..display import is_utf8_text, visible
 from ..errors import OasstDataError
 from .hints import COMPRESSED_SUFFIXES
 
@@ -104,7 +105,13 @@ def resolve_alpaca_source(source: str, split: str = "train") -> ResolvedAlpaca:
     if path.is_file():
         return ResolvedAlpaca(source, [DataFile(path, file_format(path))])
     if path.is_dir():
-        return _resolve_folder(source, path, split)
+        resolved = _resolve_folder(source, path, split)
+        for data_file in resolved.files:
+            # A name in another encoding cannot be written to the manifest or the quarantine (UTF-8):
+            # refused by its name, as an input given on the command line is.
+            if not is_utf8_text(str(data_file.path)):
+                raise OasstDataError(f"{visible(str(data_file.path))}: the file name is not valid UTF-8 (written in another encoding?): rename it")
+        return resolved
     if path.exists():
         raise OasstDataError(f"{source}: is not a regular file (a pipe or a device?); write it to a file first")
     if _looks_local(source):

@@ -195,8 +195,8 @@ class _ArrayScanner:
         while True:
             try:
                 end = deep_json.value_end(self.text, self.pos)
-            except deep_json.DeepJSONError as error:
-                raise self.broken(f"malformed JSON: {error}") from None
+            except deep_json.DeepJSONError as error:  # its offset is into the sliding buffer: made the element's
+                raise self.broken(f"malformed JSON: {error.message} (character {error.offset - self.pos} of the element)") from None
             if end is not None:
                 return end
             if self.eof:

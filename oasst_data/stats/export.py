@@ -19,11 +19,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from .. import __version__
-from ..config import ThreadConfig
+from ..config import ThreadConfig, check_system_prompt
 from ..errors import OasstDataError
 from ..readers.alpaca_sources import ResolvedAlpaca
 from ..readers.files import as_sources, expand_inputs
 from ..scratch import STATS_SCRATCH_PREFIX, scratch_folder
+from ..serialize import SpecialText
 from .collect import RowCollector, StatsExtractor
 from .export_summary import summarize_export
 from .tokens import TokenCounter
@@ -73,6 +74,7 @@ def export_stats(
         raise OasstDataError("nothing to describe: give at least one export file or an Alpaca source")
     counter = TokenCounter.load(tokenizer) if isinstance(tokenizer, str) else tokenizer
     if counter is not None:
+        check_system_prompt(config.system_prompt, SpecialText.of_tokenizer(counter.loaded.tokenizer))  # as the build refuses it
         counter.bound(max(max_length, 1) + 1)  # exact up to max_length, so over-long threads are known
     with scratch_folder(STATS_SCRATCH_PREFIX) as folder:
         collector = RowCollector(Path(folder), counter, batch_rows=batch_rows)

@@ -729,6 +729,15 @@ def test_a_too_deep_alpaca_array_element_is_one_bad_record_and_the_array_reads_o
     assert [e["line"] for e in entries] == [3] and entries[0]["raw"].encode() == deep_element
 
 
+def test_a_too_deep_element_that_is_malformed_names_its_offset_in_the_element(tmp_path):
+    """The offset was into the reader's sliding buffer, re-based at every read (a review)."""
+    before = b",\n".join(b'{"instruction": "q%d", "output": "a%d"}' % (i, i) for i in range(30_000))
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" + before + b",\n" + DEEP[:60_000] + b"}" + DEEP[60_001:] + b"\n]\n")
+    message = assert_one_line_error(threads_cli("--alpaca", str(deep), "--out", str(tmp_path / "t.jsonl")), deep, 30_001, "")
+    assert "malformed JSON: unexpected '}' (character 60000 of the element)" in message
+
+
 def test_alpaca_array_too_deep_and_truncated(tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n' + DEEP[:-10])

@@ -177,3 +177,20 @@ def test_a_file_name_that_is_not_utf8_is_refused_with_its_bytes_shown(tmp_path):
     assert done.returncode == 1 and b"Traceback" not in done.stderr
     assert done.stderr.decode().strip().endswith("caf\\xe9.jsonl: not valid UTF-8 (a file name in another encoding?): rename it")
     assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_a_file_name_that_is_not_utf8_inside_an_alpaca_folder_is_refused(tmp_path):
+    """A review: the check covered inputs and the command line, not a dataset folder's files; the
+    build then died writing the manifest."""
+    import os
+
+    from oasst_data.errors import OasstDataError
+    from oasst_data.readers.alpaca import AlpacaReader
+
+    from ..conftest import FIXTURES
+
+    folder = tmp_path / "alpaca" / "data"
+    folder.mkdir(parents=True)
+    (folder / os.fsdecode(b"train-caf\xe9.json")).write_bytes((FIXTURES / "alpaca" / "alpaca.json").read_bytes())
+    with pytest.raises(OasstDataError, match=r"train-caf\\xe9\.json: the file name is not valid UTF-8"):
+        list(AlpacaReader(str(tmp_path / "alpaca")))

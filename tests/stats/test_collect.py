@@ -145,3 +145,14 @@ def test_marker_text_is_counted_with_the_tokenizers_eos_and_special_tokens(tmp_p
     collector.close()
     marked = {row["message_id"]: row["marker_text"] for row in pq.read_table(tmp_path / "messages.parquet").to_pylist()}
     assert marked == {"q": True, "a": True, "b": False}
+
+
+def test_stats_with_a_tokenizer_refuses_a_system_prompt_holding_one_of_its_special_tokens():
+    """As the build refuses it (a review: `stats --tokenizer --system "x <|padding|>"` counted it silently)."""
+    import pytest
+
+    from oasst_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"system_prompt holds <\|padding\|>, a special token of the tokenizer"):
+        export_stats([TREES], config=ThreadConfig(system_prompt="x <|padding|> y"), tokenizer=TOKENIZER)
+    export_stats([TREES], config=ThreadConfig(system_prompt="x <|padding|> y"))  # no tokenizer: no special tokens known but the markers
