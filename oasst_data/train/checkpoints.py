@@ -53,11 +53,15 @@ def newest_complete_checkpoint(output_dir: Path) -> Path | None:
     if not output_dir.is_dir():
         return None
     found = [(int(match.group(1)), path) for path in output_dir.iterdir() if (match := _CHECKPOINT_NAME.fullmatch(path.name)) and path.is_dir()]
+    passed_over = False
     for _, folder in sorted(found, reverse=True):
         problem = checkpoint_problem(folder)
         if problem is None:
             return folder
-        log.warning("%s: %s; resuming from an earlier checkpoint (delete this one)", folder, problem)
+        log.warning("%s: %s; passed over (delete it)", folder, problem)
+        passed_over = True
+    if passed_over:
+        log.warning("%s: no complete checkpoint to resume", output_dir)
     return None
 
 
@@ -75,7 +79,10 @@ def checkpoint_problem(folder: Path) -> str | None:
         return "the checkpoint holds no model weights (a save that was interrupted?)"
     plan = folder / BATCH_PLAN_FILE
     if not plan.is_file():
-        return f"not a complete checkpoint (no {BATCH_PLAN_FILE}, written once every rank saved: a save that was interrupted?)"
+        return (
+            f"not a complete checkpoint (no {BATCH_PLAN_FILE}, written once every rank saved: a save that was interrupted, "
+            "or one saved by an oasst-data without batch plans)"
+        )
     try:
         world_size = read_json_object(plan, "the checkpoint's batch plan").get("world_size")
     except ConfigError as error:

@@ -30,21 +30,32 @@ def _gather(dist, value: Any) -> list[Any]:
     return gathered
 
 
+class Agreement:
+    """What the ranks must agree on: set `value` inside the block (compared by its repr)."""
+
+    value: Any = None
+
+
 @contextmanager
-def on_every_rank(what: str, same: Any = None) -> Iterator[None]:
+def on_every_rank(what: str) -> Iterator[Agreement]:
     """Run a block of checks on every rank; if it fails on any, it fails on all (each rank its
-    own error, the others naming the rank that stopped). `same`: a value every rank must agree
-    on (the checkpoint it resumes), else all stop. Without a process group: just the block."""
+    own error, the others naming the rank that stopped). The `Agreement` it yields takes a value
+    every rank must reach alike (the checkpoint it resumes), else all stop. Without a process
+    group: just the block."""
     dist = _process_group()
+    agreement = Agreement()
     try:
-        yield
+        yield agreement
     except Exception as error:
         if dist is not None:
-            _gather(dist, (str(error) or type(error).__name__, None))
+            try:
+                _gather(dist, (str(error) or type(error).__name__, None))
+            except Exception:  # a peer already gone: this rank's own error is the one to report
+                pass
         raise
     if dist is None:
         return
-    outcomes = _gather(dist, (None, repr(same)))
+    outcomes = _gather(dist, (None, repr(agreement.value)))
     failed = next(((rank, message) for rank, (message, _) in enumerate(outcomes) if message is not None), None)
     if failed is not None:
         raise OasstDataError(f"rank {failed[0]} stopped while {what}: {failed[1]}")

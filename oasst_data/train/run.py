@@ -225,13 +225,19 @@ def lock_output_dir(out: Path):
     handle = open(out / LOCK_FILE, "a+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
         raise ConfigError(
             f"--output-dir {out}: another run is training there ({holder}); wait for it, or stop it first "
             "(DeepSpeed's launcher does not pass a SIGTERM on: signal its ranks, or use torchrun)"
+        ) from None
+    except OSError as error:  # ENOLCK, ENOSYS: a filesystem without locks (NFS without its lock service)
+        handle.close()
+        raise OasstDataError(
+            f"--output-dir {out}: cannot lock {LOCK_FILE} there ({error.strerror or error}): a filesystem without "
+            "file locks? The package's atomic writes need them too: give a folder on a local disk or an NFS mount with locking"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -450,8 +456,11 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     from .trainer import BucketTrainer, RichLogCallback, batch_plan, batch_policies, check_resume_plan, training_arguments
 
     _quiet_accelerate()
-    if _rank() > 0:  # one console log per job, from rank 0: the others' warnings are its own, repeated
-        logging.getLogger("oasst_data").setLevel(logging.ERROR)
+    if _rank() > 0:
+        # One console log per job, from rank 0; the first rank of each other machine keeps its
+        # warnings too (what only its node shows: a stale build lock, a node-local shard copy).
+        local_first = int(os.environ.get("LOCAL_RANK", "0") or 0) == 0
+        logging.getLogger("oasst_data").setLevel(logging.WARNING if local_first else logging.ERROR)
     if not cfg.shards:
         raise ConfigError("give --shards DIR (the output of `oasst-data build`)")
     if not cfg.output_dir:
@@ -461,15 +470,21 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype)
     ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)
-    resume = resume_checkpoint(cfg.resume, cfg.output_dir)
-    if resume is not None:
-        check_same_engine(Path(resume), ds_path is not None)
-    elif cfg.resume == "auto" and Path(cfg.output_dir).is_dir():
-        done = finished_without_checkpoints(cfg)
-        if done is not None:
-            log.info("%s: this run finished at step %d (its final model is there): nothing left to train", cfg.output_dir, done)
-            return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=done)
-    with on_every_rank("opening the shards"):  # a no-op where the process group comes later (CUDA)
+    # Each decision a rank takes from what it reads is agreed on by all: a rank that went its own
+    # way (returned early, resumed another checkpoint) left the others waiting for it forever.
+    # These blocks are no-ops where the process group comes later (CUDA: in TrainingArguments).
+    with on_every_rank("choosing the checkpoint to resume") as agreed:
+        resume = resume_checkpoint(cfg.resume, cfg.output_dir)
+        finished_at = None
+        if resume is not None:
+            check_same_engine(Path(resume), ds_path is not None)
+        elif cfg.resume == "auto" and Path(cfg.output_dir).is_dir():
+            finished_at = finished_without_checkpoints(cfg)
+        agreed.value = (resume, finished_at)
+    if finished_at is not None:
+        log.info("%s: this run finished at step %d (its final model is there): nothing left to train", cfg.output_dir, finished_at)
+        return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=finished_at)
+    with on_every_rank("opening the shards"):
         tokenizer, build, validation = _open_shards(cfg)
         check_context(cfg, load_config(cfg.model), [build.train, validation])
 
@@ -478,23 +493,24 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     check_world_size(args.world_size)
     check_one_device_per_process(args.n_gpu)
     train_policy, eval_policy = batch_policies(cfg)
-    with on_every_rank("checking the checkpoint to resume", same=resume):
+    plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
+    with on_every_rank("checking the checkpoint to resume") as agreed:
+        resumed_at = done = steps = None
         if resume is not None:
             # The Trainer resumes by skipping the batches already trained: right only on the same plan.
             current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
             check_resume_plan(resume, current)
-    # Every check so far writes nothing; the Trainer (below) makes the output directory.
-    plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
-    if resume is not None:
-        steps = run_steps(cfg.max_steps, cfg.num_train_epochs, plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
-        done = finished_step(Path(resume), steps)
-        if done is not None:
-            return _already_finished(cfg, Path(resume), done, steps)
-    with on_every_rank("taking the output folder"):
-        lock = lock_output_dir(Path(cfg.output_dir)) if _rank() == 0 else None
-    resumed_at = checkpoint_step(Path(resume)) if resume is not None else None
+            resumed_at = checkpoint_step(Path(resume))
+            steps = run_steps(cfg.max_steps, cfg.num_train_epochs, plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
+            done = finished_step(Path(resume), steps)
+        agreed.value = (resume, resumed_at, done)
+    if done is not None:
+        return _already_finished(cfg, Path(resume), done, steps)
     if resume is not None:
         log.info("resuming %s at step %d", resume, resumed_at)
+    # Every check so far writes nothing; the Trainer (below) makes the output directory.
+    with on_every_rank("taking the output folder"):
+        lock = lock_output_dir(Path(cfg.output_dir)) if _rank() == 0 else None
     try:
         _log_plan(cfg, plan)
         warn_about_short_epochs(plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
@@ -534,6 +550,9 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
         return TrainOutcome(Path(cfg.output_dir), dict(result.metrics), dict(eval_metrics), plan, trainer, resumed_at=resumed_at)
     finally:
         if lock is not None:
+            # Emptied, so the final model folder does not carry a host name (`hf upload OUT`).
+            with contextlib.suppress(OSError):
+                lock.truncate(0)
             lock.close()  # another job may take the folder now
 
 

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, rotate_checkpoints
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
@@ -192,6 +192,30 @@ class BucketTrainer(Trainer):
         }
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=int(rows))
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, then its batch plan, then the rotation of old checkpoints.
+
+        The plan marks a checkpoint whole (`checkpoint_problem`): every rank has written its own
+        RNG state when the ranks meet at the barrier, then rank 0 writes it (a kill before left
+        one that resumed with rank 1's RNG missing). The Trainer deletes the checkpoints over
+        --save-total-limit inside its save, before any callback: with a limit of 1, a kill before
+        the plan was written left no checkpoint to resume (a review), so this rotates after it.
+        """
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            torch.distributed.barrier()
+        run_dir = self._get_output_dir(trial=trial)
+        folder = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save and folder.is_dir():
+            text = json.dumps(self.batch_plan(), indent=1) + "\n"
+            atomic_write_bytes(folder / BATCH_PLAN_FILE, text.encode("utf-8"))  # whole or absent after a kill
+            rotate_checkpoints(run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
     def _summed_token_loss(self, model, inputs: dict) -> torch.Tensor:
         """Next-token cross-entropy summed over the batch's trained tokens. Not the model's own
         loss: under several ranks the Trainer divides that by a token count gathered from all of
@@ -263,8 +287,7 @@ class BucketTrainer(Trainer):
 
 
 class _BucketTrainerHooks(TrainerCallback):
-    """BucketTrainer's own events: starts the tokens/s clock when training begins, writes the batch plan
-    into each checkpoint."""
+    """BucketTrainer's own events: starts the tokens/s clock when training begins."""
 
     def __init__(self, trainer: BucketTrainer) -> None:
         self._trainer = weakref.ref(trainer)
@@ -276,20 +299,6 @@ class _BucketTrainerHooks(TrainerCallback):
         trainer = self._trainer()
         if trainer is not None:
             trainer.token_counts.restart_clock()
-
-    def on_save(self, args, state, control, **kwargs):
-        # Every rank has written its own RNG state by now, rank 0 the trainer state, without waiting
-        # for each other: the batch plan, written last once all are done, marks the checkpoint whole
-        # (a kill in between left one that resumed with rank 1's RNG missing, silently diverging).
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            torch.distributed.barrier()
-        trainer = self._trainer()
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if trainer is not None and state.is_world_process_zero and folder.is_dir():
-            text = json.dumps(trainer.batch_plan(), indent=1) + "\n"
-            atomic_write_bytes(folder / BATCH_PLAN_FILE, text.encode("utf-8"))  # whole or absent after a kill
-
-
 
 
 def policy_text(policy: BatchPolicy) -> str:

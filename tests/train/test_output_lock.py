@@ -32,3 +32,19 @@ def test_a_second_run_in_a_held_folder_is_refused_until_the_first_ends(tmp_path)
     assert lock is not None and (out / LOCK_FILE).read_text().startswith("pid ")
     lock.close()
     lock_output_dir(out).close()  # closed: free again
+
+
+def test_a_filesystem_without_locks_is_named_not_taken_for_another_run(tmp_path, monkeypatch):
+    """A review: every flock error read "another run is training there", sending users after a process that did not exist."""
+    import errno
+    import fcntl
+
+    from oasst_data.errors import OasstDataError
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(OasstDataError, match=r"cannot lock \.oasst_train\.lock there \(No locks available\): a filesystem without file locks\?") as caught:
+        lock_output_dir(tmp_path / "run")
+    assert not isinstance(caught.value, ConfigError) or "another run" not in str(caught.value)

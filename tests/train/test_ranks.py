@@ -28,11 +28,11 @@ def _rank_main(rank: int, port: int, scenario: str, results) -> None:
                 if rank == 1:
                     raise OasstDataError("data/train/b1.parquet: cannot read shard: Permission denied")
         elif scenario == "disagree":
-            with on_every_rank("checking the checkpoint to resume", same=f"out/checkpoint-{4 if rank else 6}"):
-                pass
+            with on_every_rank("checking the checkpoint to resume") as agreed:
+                agreed.value = f"out/checkpoint-{4 if rank else 6}"
         else:
-            with on_every_rank("opening the shards", same="out/checkpoint-6"):
-                pass
+            with on_every_rank("opening the shards") as agreed:
+                agreed.value = "out/checkpoint-6"
         results[rank] = "ok"
     except OasstDataError as error:
         results[rank] = str(error)
@@ -76,7 +76,7 @@ def test_without_a_process_group_the_block_just_runs():
     from oasst_data.errors import OasstDataError
     from oasst_data.train.ranks import on_every_rank
 
-    with on_every_rank("x", same="anything"):
-        pass
+    with on_every_rank("x") as agreed:
+        agreed.value = "anything"
     with pytest.raises(OasstDataError, match="^own$"), on_every_rank("x"):
         raise OasstDataError("own")

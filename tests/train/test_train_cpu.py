@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,7 +364,7 @@ def test_unusable_outputs_checkpoints_and_deepspeed_configs_are_refused_before_t
         resumed = train(config(fixture_shards, tiny_model, interrupted, max_steps=3, save_steps=0, eval_steps=0, resume="last"))
     assert resumed.trainer.state.global_step == 3 and resumed.resumed_at == 2
     assert f"{killed_in_its_save}: not a complete checkpoint (no trainer_state.json" in caplog.text
-    assert f"{newest}: the checkpoint holds no model weights (a save that was interrupted?); resuming from an earlier checkpoint" in caplog.text
+    assert f"{newest}: the checkpoint holds no model weights (a save that was interrupted?); passed over" in caplog.text
 
 
 def test_resume_auto_starts_afresh_then_continues_and_a_run_that_saved_nothing_is_no_obstacle(fixture_shards, tiny_model, tmp_path):
@@ -580,3 +581,25 @@ def test_rows_wider_than_the_token_budget_are_warned_about(fixture_shards, tiny_
     with caplog.at_level(logging.WARNING, logger="oasst_data"):
         train(config(fixture_shards, tiny_model, tmp_path / "run", max_steps=1, batch_tokens=16, pad_to_multiple_of=8, eval_steps=0))
     assert re.search(r"train: \d+ train row\(s\) are wider than --batch-tokens 16 once padded to a multiple of 8: each comes alone", caplog.text)
+
+
+def test_old_checkpoints_are_rotated_only_once_the_new_one_is_complete(fixture_shards, tiny_model, tmp_path, monkeypatch):
+    """A review: the Trainer deleted the checkpoints over --save-total-limit inside its save, before
+    the batch plan that marks the new one complete was written; with a limit of 1 a kill in between
+    left nothing to resume (`--resume auto` then started over)."""
+    from oasst_data.train import trainer as trainer_module
+    from oasst_data.train.checkpoints import checkpoint_problem
+
+    seen = []
+    rotate = trainer_module.rotate_checkpoints
+
+    def watching_rotation(run_dir, **kwargs):
+        newest = max(Path(run_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        seen.append((newest.name, checkpoint_problem(newest)))
+        return rotate(run_dir, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "rotate_checkpoints", watching_rotation)
+    out = tmp_path / "run"
+    train(config(fixture_shards, tiny_model, out, max_steps=3, save_steps=1, save_total_limit=1, eval_steps=0))
+    assert seen == [("checkpoint-1", None), ("checkpoint-2", None), ("checkpoint-3", None)]  # complete before any deletion
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
