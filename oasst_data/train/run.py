@@ -453,7 +453,7 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
 
     from .collator import PadCollator
     from .model import load_config, resolve_dtype
-    from .trainer import BucketTrainer, RichLogCallback, batch_plan, batch_policies, check_resume_plan, training_arguments
+    from .trainer import BucketTrainer, RichLogCallback, batch_policies, training_arguments
 
     _quiet_accelerate()
     if _rank() > 0:
@@ -470,17 +470,10 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype)
     ds_path = deepspeed_config(cfg.deepspeed, cuda, dtype)
-    # Each decision a rank takes from what it reads is agreed on by all: a rank that went its own
-    # way (returned early, resumed another checkpoint) left the others waiting for it forever.
-    # These blocks are no-ops where the process group comes later (CUDA: in TrainingArguments).
-    with on_every_rank("choosing the checkpoint to resume") as agreed:
-        resume = resume_checkpoint(cfg.resume, cfg.output_dir)
-        finished_at = None
-        if resume is not None:
-            check_same_engine(Path(resume), ds_path is not None)
-        elif cfg.resume == "auto" and Path(cfg.output_dir).is_dir():
-            finished_at = finished_without_checkpoints(cfg)
-        agreed.value = (resume, finished_at)
+    # Each decision a rank takes from what it reads is agreed on by all (`on_every_rank`): a rank
+    # that went its own way (returned early, resumed another checkpoint) left the others waiting
+    # for it forever. No-ops where the process group comes later (CUDA: in TrainingArguments).
+    resume, finished_at = _checkpoint_to_resume(cfg, ds_path is not None)
     if finished_at is not None:
         log.info("%s: this run finished at step %d (its final model is there): nothing left to train", cfg.output_dir, finished_at)
         return TrainOutcome(Path(cfg.output_dir), {}, {}, already_finished_at=finished_at)
@@ -494,16 +487,7 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
     check_one_device_per_process(args.n_gpu)
     train_policy, eval_policy = batch_policies(cfg)
     plan = plan_summary(build.train, train_policy, cfg.seed, cfg.batching)
-    with on_every_rank("checking the checkpoint to resume") as agreed:
-        resumed_at = done = steps = None
-        if resume is not None:
-            # The Trainer resumes by skipping the batches already trained: right only on the same plan.
-            current = batch_plan(build.train, train_policy, args.seed, cfg.batching, args.world_size, args.gradient_accumulation_steps)
-            check_resume_plan(resume, current)
-            resumed_at = checkpoint_step(Path(resume))
-            steps = run_steps(cfg.max_steps, cfg.num_train_epochs, plan["batches_per_epoch"], args.world_size, args.gradient_accumulation_steps)
-            done = finished_step(Path(resume), steps)
-        agreed.value = (resume, resumed_at, done)
+    resumed_at, done, steps = _resume_point(cfg, resume, build.train, train_policy, args, plan)
     if done is not None:
         return _already_finished(cfg, Path(resume), done, steps)
     if resume is not None:
@@ -555,6 +539,38 @@ def _train(cfg: TrainConfig, callbacks, on_trainer) -> TrainOutcome:
                 lock.truncate(0)
             lock.close()  # another job may take the folder now
 
+
+
+def _checkpoint_to_resume(cfg: TrainConfig, deepspeed: bool) -> tuple[str | None, int | None]:
+    """The checkpoint to resume (None: start afresh), or the step at which a run that left no
+    checkpoint finished; the same on every rank."""
+    with on_every_rank("choosing the checkpoint to resume") as agreed:
+        resume = resume_checkpoint(cfg.resume, cfg.output_dir)
+        finished_at = None
+        if resume is not None:
+            check_same_engine(Path(resume), deepspeed)
+        elif cfg.resume == "auto" and Path(cfg.output_dir).is_dir():
+            finished_at = finished_without_checkpoints(cfg)
+        agreed.value = (resume, finished_at)
+    return resume, finished_at
+
+
+def _resume_point(cfg: TrainConfig, resume: str | None, train_rows, train_policy, args, plan: dict) -> tuple[int | None, int | None, int | None]:
+    """(the resumed checkpoint's step, its step if the run is already at its end, the run's steps),
+    after checking the checkpoint's batch plan; the same on every rank. Nones without `resume`."""
+    from .trainer import batch_plan, check_resume_plan
+
+    with on_every_rank("checking the checkpoint to resume") as agreed:
+        resumed_at = done = steps = None
+        if resume is not None:
+            # The Trainer resumes by skipping the batches already trained: right only on the same plan.
+            accumulation = args.gradient_accumulation_steps
+            check_resume_plan(resume, batch_plan(train_rows, train_policy, args.seed, cfg.batching, args.world_size, accumulation))
+            resumed_at = checkpoint_step(Path(resume))
+            steps = run_steps(cfg.max_steps, cfg.num_train_epochs, plan["batches_per_epoch"], args.world_size, accumulation)
+            done = finished_step(Path(resume), steps)
+        agreed.value = (resume, resumed_at, done)
+    return resumed_at, done, steps
 
 def _already_finished(cfg: TrainConfig, checkpoint: Path, step: int, steps: int) -> TrainOutcome:
     """A restart of a run whose checkpoint is at its last step: nothing to train (the Trainer
