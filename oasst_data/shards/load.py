@@ -81,11 +81,6 @@ def manifest_inconsistency(manifest: dict) -> str | None:
     return None
 
 
-def shard_paths(out_dir: str | Path, split: str, manifest: dict | None = None) -> list[Path]:
-    manifest = manifest or load_manifest(out_dir)
-    return [Path(out_dir) / s["path"] for s in manifest["shards"] if s["split"] == split]
-
-
 def load_shards(out_dir: str | Path, split: str = "train", verify: bool = True):
     """The rows of one split as a `datasets.Dataset` (memory-mapped Arrow, not loaded into RAM).
 

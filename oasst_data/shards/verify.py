@@ -32,10 +32,16 @@ class VerifyReport:
         problems = [f"checksum differs: {p}" for p in self.mismatched] + [f"missing: {p}" for p in self.missing]
         problems += [f"not in the manifest: {p}" for p in self.unlisted_tokenizer_files]
         problems += [f"unreadable: {p} ({why})" for p, why in self.unreadable]
-        if not problems:
-            return None
-        more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
-        return "; ".join(problems[:limit]) + more
+        return _first(problems, limit, "; ") if problems else None
+
+    def unlisted_shards(self, limit: int = 3) -> str:
+        """The shards under data/ the manifest does not list, the first `limit` named."""
+        return _first(self.unlisted, limit, ", ")
+
+
+def _first(items: list[str], limit: int, separator: str) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return separator.join(items[:limit]) + more
 
 
 def verify_shards(out_dir: str | Path, tokenizer_files: bool = True) -> VerifyReport:

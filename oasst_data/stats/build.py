@@ -43,10 +43,9 @@ def _shard_files(out_dir: Path, manifest: dict) -> list[Path]:
     if damage:
         raise OasstDataError(f"{out_dir}: the build does not match its manifest.json ({damage}); rebuild, or run `oasst-data verify`")
     if report.unlisted:
-        shown = ", ".join(report.unlisted[:3]) + (f" (+{len(report.unlisted) - 3} more)" if len(report.unlisted) > 3 else "")
         log.warning(
             "%s: shard(s) the manifest does not list: %s; these figures leave them out, but a glob over data/ "
-            "(polars, DuckDB) would read them: remove them, or rebuild", out_dir, shown,
+            "(polars, DuckDB) would read them: remove them, or rebuild", out_dir, report.unlisted_shards(),
         )
     return [out_dir / shard["path"] for shard in manifest["shards"]]
 

@@ -137,16 +137,13 @@ def run_steps(max_steps: int, num_train_epochs: float, batches_per_epoch: int, w
     return math.ceil(num_train_epochs * per_epoch)
 
 
-def finished_step(folder: Path, steps: int) -> int | None:
-    """The checkpoint's step when it is already at (or past) the run's `steps`, else None.
+def finished_step(step: int, steps: int) -> int | None:
+    """A checkpoint's `step` when it is already at (or past) the run's `steps`, else None.
 
     The Trainer resumed such a checkpoint by training one more step before it checked the
     limit: each restart of a finished job (`--resume auto`) took another step.
     """
-    step = checkpoint_step(folder)
-    if step >= steps > 0:
-        return step
-    return None
+    return step if step >= steps > 0 else None
 
 
 def checkpoint_step(folder: Path) -> int:

@@ -568,7 +568,7 @@ def _resume_point(cfg: TrainConfig, resume: str | None, train_rows, train_policy
             check_resume_plan(resume, batch_plan(train_rows, train_policy, args.seed, cfg.batching, args.world_size, accumulation))
             resumed_at = checkpoint_step(Path(resume))
             steps = run_steps(cfg.max_steps, cfg.num_train_epochs, plan["batches_per_epoch"], args.world_size, accumulation)
-            done = finished_step(Path(resume), steps)
+            done = finished_step(resumed_at, steps)  # the trainer state read once
         agreed.value = (resume, resumed_at, done)
     return resumed_at, done, steps
 

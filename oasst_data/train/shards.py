@@ -143,10 +143,9 @@ def check_checksums(path: Path) -> None:
     if damage:
         raise ShardsError(f"{path}: shards do not match the manifest ({damage}); rebuild, or run `oasst-data verify`")
     if report.unlisted:
-        shown = ", ".join(report.unlisted[:3]) + (f" (+{len(report.unlisted) - 3} more)" if len(report.unlisted) > 3 else "")
         log.warning(
             "%s: shards not in the manifest are not trained on: %s (a glob over data/, as polars or DuckDB take, would read them)",
-            path, shown,
+            path, report.unlisted_shards(),
         )
 
 
